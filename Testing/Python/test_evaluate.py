@@ -1,0 +1,96 @@
+"""`evaluate` against an independent computation of seed 001's protocol, and its outputs."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from conftest import tiny_model, write_nifti
+from MRSuperResLib.errors import MRSuperResError
+from MRSuperResLib.evaluate import evaluate
+
+
+def keys_cubic_matrix(n_in: int, s: int, a: float = -0.75) -> np.ndarray:
+    """Cubic convolution (Keys) upsampling matrix, half-pixel centres, replicated borders."""
+    def kernel(d):
+        d = np.abs(d)
+        return np.where(d <= 1, (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1,
+                        np.where(d < 2, a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a, 0.0))
+    m = np.zeros((n_in * s, n_in))
+    for i in range(n_in * s):
+        x = (i + 0.5) / s - 0.5
+        for t in range(int(np.floor(x)) - 1, int(np.floor(x)) + 3):
+            m[i, min(max(t, 0), n_in - 1)] += kernel(x - t)
+    return m
+
+
+def independent_protocol(volume: np.ndarray, s: int = 4):
+    """Per-volume min-max, blank slices dropped, zero-pad, bilinear x s (OpenCV INTER_LINEAR:
+    mean of the two middle pixels), bicubic back, clip, crop, scikit-image SSIM/PSNR."""
+    v = (volume - volume.min()) / (volume.max() - volume.min())
+    ssims, psnrs = [], []
+    for k in range(v.shape[2]):
+        gt = v[:, :, k].astype(np.float64)
+        if gt.max() <= 0:
+            continue
+        h, w = gt.shape
+        padded = np.pad(gt, ((0, -h % s), (0, -w % s)))
+        H, W = padded.shape
+        lr = padded.reshape(H // s, s, W // s, s)[:, s // 2 - 1: s // 2 + 1, :, s // 2 - 1: s // 2 + 1].mean((1, 3))
+        up = keys_cubic_matrix(H // s, s) @ lr @ keys_cubic_matrix(W // s, s).T
+        up = np.clip(up, 0, 1)[:h, :w]
+        ssims.append(structural_similarity(gt, up, data_range=1.0))
+        psnrs.append(peak_signal_noise_ratio(gt, up, data_range=1.0))
+    return np.mean(ssims), np.mean(psnrs), len(ssims)
+
+
+@pytest.fixture
+def gt_file(tmp_path, sample_volume):
+    data, affine = sample_volume
+    cropped = data[:-2, :-1, :12] * 3.7 + 50.0          # not a multiple of 4; units not [0, 1]
+    cropped[:, :, 5] = 50.0                              # a blank slice (the volume minimum)
+    return write_nifti(tmp_path / "gt.nii.gz", cropped, affine), cropped
+
+
+def test_bicubic_row_matches_independent_protocol(gt_file, tmp_path):
+    path, volume = gt_file
+    result = evaluate([str(path)], None, scale=4, degradation="bilinear", axis=2, out_dir=tmp_path / "out")
+    ssim, psnr, n = independent_protocol(volume)
+    assert result["n_slices"] == n == 11                                 # blank slice dropped
+    row = result["methods"]["bicubic"]
+    assert abs(row["ssim"]["mean"] - ssim) < 1e-3 and abs(row["psnr"]["mean"] - psnr) < 0.02
+    # nearest < bilinear < bicubic in PSNR, as everywhere
+    m = result["methods"]
+    assert m["nearest"]["psnr"]["mean"] < m["bilinear"]["psnr"]["mean"] < m["bicubic"]["psnr"]["mean"]
+
+
+def test_outputs_with_a_model(gt_file, tmp_path):
+    path, _ = gt_file
+    out = tmp_path / "out"
+    result = evaluate([str(path), str(path)], tiny_model(4), model_name="tiny", scale=4, degradation="kspace",
+                      axis="auto", out_dir=out)
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["scale"] == 4 and on_disk["degradation"] == "kspace" and on_disk["n_slices"] == 22
+    assert set(on_disk["methods"]) == {"model", "nearest", "bilinear", "bicubic", "lanczos"}
+    for stats in on_disk["methods"].values():
+        for metric in ("ssim", "psnr", "nrmse", "rmse", "mae", "vif"):
+            assert np.isfinite(stats[metric]["mean"]) and stats[metric]["std"] >= 0
+    rows = list(csv.DictReader(open(out / "per_slice.csv")))
+    assert len(rows) == 22 * 5 and rows[0]["method"] == "model"
+    assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["methods"]["model"]["ssim"]["mean"] == on_disk["methods"]["model"]["ssim"]["mean"]
+
+
+def test_refusals(gt_file, tmp_path):
+    path, _ = gt_file
+    with pytest.raises(MRSuperResError, match="is x2, but --scale 4"):
+        evaluate([str(path)], tiny_model(2), scale=4)
+    small = write_nifti(tmp_path / "small.nii.gz", np.random.rand(20, 40, 3))
+    with pytest.raises(MRSuperResError, match="too small for x4"):
+        evaluate([str(small)], None, scale=4, axis=2)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MRSuperResError, match="not a folder"):
+        evaluate([str(path)], None, scale=4, out_dir=tmp_path / "file")

@@ -1,0 +1,124 @@
+"""The HR grid rule, the slice axis, and volume I/O geometry (NIfTI and NRRD)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import SAMPLE, nearest_model, write_nifti
+from MRSuperResLib import geometry
+from MRSuperResLib.errors import MRSuperResError
+from MRSuperResLib.inference import enhance_volume
+from MRSuperResLib.resample import degrade_volume
+from MRSuperResLib.volumes import Volume, read_volume, write_volume
+
+
+def oblique_affine(spacing=(0.9, 1.1, 3.0), origin=(-20.0, 31.5, 7.25)):
+    a, b = np.deg2rad(17), np.deg2rad(-9)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
+def world(affine, ijk):
+    return affine[:3, :3] @ np.asarray(ijk, float) + affine[:3, 3]
+
+
+def blob(shape, centre, sigma=1.5):
+    grid = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    r2 = sum((g - c) ** 2 for g, c in zip(grid, centre))
+    return np.exp(-r2 / (2 * sigma ** 2)).astype(np.float32)
+
+
+def centroid_world(volume):
+    d = volume.data.astype(np.float64) - float(volume.data.min())   # feature above background
+    grid = np.meshgrid(*(np.arange(n) for n in d.shape), indexing="ij")
+    ijk = [float((g * d).sum() / d.sum()) for g in grid]
+    return world(volume.affine, ijk)
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_phantom_feature_keeps_its_physical_position(scale):
+    """An off-centre blob in an oblique, anisotropic LR volume lands at the same RAS point."""
+    lr_affine = oblique_affine()
+    centre = (9.3, 12.6, 4.0)
+    lr = Volume(blob((24, 28, 9), centre) * 700 + 100, lr_affine)     # units: not [0, 1]
+    hr, facts = enhance_volume(lr, nearest_model(scale), axis="auto", device="cpu")
+    assert facts["axis"] == 2                                         # largest spacing
+    assert hr.data.shape == (24 * scale, 28 * scale, 9)
+    assert np.allclose(hr.spacing, [0.9 / scale, 1.1 / scale, 3.0])
+    assert np.allclose(hr.affine[:3, :3] / hr.spacing, lr_affine[:3, :3] / lr.spacing)   # same directions
+    # the exact rule: HR voxel i' sits at LR continuous index (i' + 0.5) / s - 0.5
+    for hr_index in [(0, 0, 0), (5, 17, 3), (24 * scale - 1, 28 * scale - 1, 8)]:
+        lr_index = [(i + 0.5) / scale - 0.5 for i in hr_index[:2]] + [hr_index[2]]
+        assert np.allclose(world(hr.affine, hr_index), world(lr_affine, lr_index), atol=1e-9)
+    expected = world(lr_affine, centre)
+    assert np.linalg.norm(centroid_world(lr) - expected) < 1e-3           # blob centre, background removed
+    assert np.linalg.norm(centroid_world(hr) - centroid_world(lr)) < 1e-3  # offset included
+    # the outer edges of the grids (voxel index -0.5 and n - 0.5) coincide
+    for corner in [(-0.5, -0.5, 0), (24 - 0.5, 28 - 0.5, 0)]:
+        hr_corner = [(c + 0.5) * scale - 0.5 for c in corner[:2]] + [0]
+        assert np.allclose(world(lr_affine, corner), world(hr.affine, hr_corner), atol=1e-9)
+    # intensity units kept: nearest upsampling must reproduce the input values exactly
+    assert np.allclose(hr.data[::scale, ::scale], lr.data, atol=1e-3)
+
+
+def test_degrade_then_enhance_lands_on_the_hr_grid(sample_volume):
+    data, affine = sample_volume
+    hr = Volume(data, affine)
+    for axis in (0, 1, 2):
+        lr = degrade_volume(hr, 4, "bilinear", axis)
+        out, facts = enhance_volume(lr, nearest_model(4), axis=axis, device="cpu")
+        assert np.abs(out.affine - affine).max() < 1e-9
+        assert out.data.shape == data.shape
+    lr = degrade_volume(hr, 4, "kspace", 2)
+    assert geometry.choose_axis("auto", lr.affine) == 2                  # 4 x 4 x 1 mm: the odd axis
+
+
+def test_choose_axis():
+    assert geometry.choose_axis("auto", np.diag([1, 1, 1, 1.0])) == 2
+    assert geometry.choose_axis("auto", np.diag([0.5, 0.5, 5, 1.0])) == 2
+    assert geometry.choose_axis("auto", np.diag([4, 1, 1, 1.0])) == 0
+    assert geometry.choose_axis("auto", np.diag([1, 4, 4, 1.0])) == 0
+    assert geometry.choose_axis("auto", np.diag([0.9, 1.0, 1.2, 1.0])) == 2
+    # isotropic but stored sagittal-first: axial is the voxel axis along RAS z
+    permuted = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]])
+    assert geometry.choose_axis("auto", permuted) == 0
+    assert geometry.choose_axis("1", permuted) == 1
+    with pytest.raises(MRSuperResError, match="axis"):
+        geometry.choose_axis("3", permuted)
+
+
+def test_nifti_and_nrrd_keep_the_same_geometry_and_values(tmp_path):
+    volume = read_volume(SAMPLE)
+    affine = oblique_affine((1.0, 1.2, 2.5))
+    v = Volume(volume.data[:40, :30, :10], affine)
+    for name in ("a.nii.gz", "a.nii", "a.nrrd"):
+        write_volume(v, tmp_path / name)
+        back = read_volume(tmp_path / name)
+        assert np.allclose(back.affine, affine, atol=1e-5), name
+        assert np.array_equal(back.data, v.data), name
+    import nrrd
+    _, header = nrrd.read(str(tmp_path / "a.nrrd"))
+    assert header["space"] == "left-posterior-superior"
+    assert np.allclose(header["space origin"], [-affine[0, 3], -affine[1, 3], affine[2, 3]])
+    # uint8 input keeps its values (scaling applied by nibabel) and the file type is refused otherwise
+    assert read_volume(SAMPLE).data.dtype == np.float32
+    assert leftovers(tmp_path) == []
+
+
+def leftovers(folder):
+    return [p.name for p in folder.iterdir() if ".partial" in p.name]
+
+
+def test_write_is_atomic_and_refuses_non_finite(tmp_path):
+    v = Volume(np.ones((8, 8, 8), np.float32), np.eye(4))
+    v.data[0, 0, 0] = np.nan
+    with pytest.raises(MRSuperResError, match="NaN"):
+        write_volume(v, tmp_path / "x.nii.gz")
+    assert list(tmp_path.iterdir()) == []
+    write_nifti(tmp_path / "y.nii.gz", np.ones((4, 4, 4)))
+    with pytest.raises(MRSuperResError, match="folder does not exist"):
+        write_volume(Volume(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / "no" / "x.nii.gz")

