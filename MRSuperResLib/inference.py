@@ -56,15 +56,19 @@ def _is_cancelled(cancel) -> bool:
     return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate" in text
+
+
 def super_resolve_slices(model: RRDBNet, stack: np.ndarray, *, device: str | torch.device = "auto",
                          batch_size: int | None = None, precision: str = "fp32",
-                         progress: ProgressCallback | None = None, cancel=None,
-                         out: np.ndarray | None = None) -> np.ndarray:
+                         progress: ProgressCallback | None = None, cancel=None) -> np.ndarray:
     """(N, h, w) float32 in [0, 1] -> (N, h s, w s) float32 clipped to [0, 1].
 
     `cancel` is a threading.Event or a callable returning True to stop (raises Cancelled);
     `progress(done, total)` is called after every batch. On CUDA out-of-memory the batch is
-    halved and retried.
+    halved and retried (CPU allocation failures too).
     """
     device = device if isinstance(device, torch.device) else select_device(device)
     n, h, w = stack.shape
@@ -74,8 +78,7 @@ def super_resolve_slices(model: RRDBNet, stack: np.ndarray, *, device: str | tor
                               "the network needs")
     multiple = model.input_multiple
     pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if out is None:
-        out = np.empty((n, h * s, w * s), dtype=np.float32)
+    out = np.empty((n, h * s, w * s), dtype=np.float32)
     batch = batch_size or max(1, LR_PIXELS_PER_BATCH // (h * w))
     model = model.to(device).eval()
     start = 0
@@ -93,11 +96,13 @@ def super_resolve_slices(model: RRDBNet, stack: np.ndarray, *, device: str | tor
                     x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
                 y = model(x)[:, 0, : h * s, : w * s]
                 out[start:stop] = y.float().clamp_(0, 1).cpu().numpy()
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
             if batch == 1:
                 raise MRSuperResError(f"out of memory on {device} even for a single {h}x{w} slice; "
                                       "use --device cpu") from None
-            batch = max(1, batch // 2)
+            batch = max(1, (stop - start) // 2)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue

@@ -87,7 +87,9 @@ def _read_nifti(path: Path):
     if img.header.get_intent()[0] in ("vector", "rgb vector", "rgba vector"):
         raise MRSuperResError(f"{path} is a vector image (intent {img.header.get_intent()[0]}): need a scalar volume")
     header = img.header
-    meta = dict(format="nifti", dtype=str(dtype), qform_code=int(header["qform_code"]),
+    slope, inter = header.get_slope_inter()
+    scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
+    meta = dict(format="nifti", dtype="float32" if scaled else str(dtype), qform_code=int(header["qform_code"]),
                 sform_code=int(header["sform_code"]), xyzt_units=header.get_xyzt_units())
     return data.reshape(shape), np.asarray(img.affine, dtype=np.float64), meta
 
@@ -168,6 +170,8 @@ def check_writable(path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise MRSuperResError(f"output path is a folder: {path}")
     file_format(path)
+    if path.name.lower().endswith(".nhdr"):
+        raise MRSuperResError(f"writing detached NRRD (.nhdr) is not supported: use .nrrd for {path}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise MRSuperResError(f"output folder does not exist: {parent}")

@@ -118,6 +118,9 @@ def test_bad_outputs_models_and_devices(tmp_path, capsys, model_file, save_tiny)
                    "--model", model_file)
     assert_refused(capsys, out, "is a folder", "enhance", good, "-o", out, "--model", model_file)
     assert_refused(capsys, out, "unsupported file type", "enhance", good, "-o", out / "x.png", "--model", model_file)
+    assert_refused(capsys, out, "use .nrrd", "enhance", good, "-o", out / "x.nhdr", "--model", model_file)
+    assert_refused(capsys, out, "integer of at least 2", "evaluate", SAMPLE, "--model", "none", "--scale", "0",
+                   "--out", out / "ev")
     assert_refused(capsys, out, "not x2", "enhance", good, "-o", out / "x.nii.gz", "--model", model_file,
                    "--scale", "2")
     assert_refused(capsys, out, "is x4, but --scale 2", "evaluate", SAMPLE, "--model", model_file,

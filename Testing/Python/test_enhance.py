@@ -141,3 +141,22 @@ def test_cancel_and_progress():
     # batching does not change results
     one = super_resolve_slices(model, stack, device="cpu", batch_size=1)
     assert np.allclose(out, one, atol=1e-5)
+
+
+def test_out_of_memory_halves_the_batch():
+    """A batch that cannot be allocated is retried smaller, with the same result."""
+    model = tiny_model(4)
+    calls = []
+    forward = model.forward
+
+    def picky(x):
+        calls.append(x.shape[0])
+        if x.shape[0] > 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB")
+        return forward(x)
+    model.forward = picky
+    stack = np.random.rand(5, 12, 12).astype(np.float32)
+    out = super_resolve_slices(model, stack, device="cpu", batch_size=8)
+    assert calls[:3] == [5, 2, 2] and sum(calls[1:]) == 5
+    model.forward = forward
+    assert np.allclose(out, super_resolve_slices(model, stack, device="cpu", batch_size=1), atol=1e-5)
