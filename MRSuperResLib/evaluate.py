@@ -57,14 +57,15 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
             raise MRSuperResError(f"--out {out_dir} exists and is not a folder")
-        if not out_dir.parent.is_dir() or (out_dir.exists() and not os.access(out_dir, os.W_OK)):
-            raise MRSuperResError(f"cannot write to --out {out_dir}")
+        existing = next(p for p in [out_dir, *out_dir.absolute().parents] if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise MRSuperResError(f"cannot write to --out {out_dir} ({existing} is not a writable folder)")
     methods = (["model"] if model is not None else []) + list(baselines)
     volumes = [read_volume(p) for p in paths]          # fail on any bad file before computing
-    rows, per_method, figure_data, n_total = [], {m: [] for m in methods}, None, 0
+    rows, per_method, figure_data, n_total, kept = [], {m: [] for m in methods}, None, 0, []
     plans = []
     for path, vol in zip(paths, volumes):
-        ax = geometry.choose_axis(axis, vol.affine)
+        ax = geometry.choose_axis(axis, vol.affine, vol.data.shape)
         h, w = (vol.data.shape[a] for a in geometry.in_plane_axes(ax))
         if min(h, w) < scale * MIN_SLICE:
             raise MRSuperResError(f"{path}: slices of {h}x{w} voxels are too small for x{scale} "
@@ -91,7 +92,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
             for m in methods:
                 values = slice_metrics(gt[i], outputs[m][i])
                 per_method[m].append(values)
-                rows.append({"volume": stem(path), "slice": int(keep[i]), "method": m, **values})
+                rows.append({"volume": str(path), "slice": int(keep[i]), "method": m, **values})
         if figure_data is None:
             best = int(np.argmax((gt > 0.1).reshape(n, -1).sum(1)))
             figure_data = dict(volume=stem(path), slice=int(keep[best]), gt=gt[best],
@@ -99,6 +100,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
                                outputs={m: outputs[m][best] for m in methods},
                                metrics={m: per_method[m][-n + best] for m in methods})
         n_total += n
+        kept.append({"volume": str(path), "axis": int(ax), "slices": int(vol.data.shape[ax]), "kept": int(n)})
         done_before += vol.data.shape[ax]
         if progress:
             progress(done_before, total)
@@ -107,6 +109,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
         "methods": {m: summarise(per_method[m]) for m in methods},
         "axis": [int(ax) for _, _, ax in plans],
         "volumes": [str(p) for p in paths],
+        "slices_per_volume": kept,
         "model": ({"name": model_name, **{k: (model_card or {}).get(k) for k in ("sha256", "scale")}}
                   if model is not None else None),
         "protocol": ("per-volume min-max to [0,1]; blank slices (max <= %g) dropped; zero-pad to a "
@@ -123,7 +126,10 @@ def write_outputs(out_dir: Path, result: dict, rows: list[dict], figure_data: di
     """metrics.json, per_slice.csv and figure.png, each written atomically."""
     from .figure import comparison_figure
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MRSuperResError(f"cannot create --out {out_dir}: {exc.strerror or exc}") from None
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["volume", "slice", "method", *METRICS], lineterminator="\n")
     writer.writeheader()
@@ -136,7 +142,9 @@ def write_outputs(out_dir: Path, result: dict, rows: list[dict], figure_data: di
 
 def format_table(result: dict) -> str:
     """The summary table printed by `mrsuperres evaluate`."""
-    lines = [f"x{result['scale']} {result['degradation']}, {result['n_slices']} slices (mean +/- std)",
+    lines = [f"{v['volume']}: {v['kept']} of {v['slices']} slices along axis {v['axis']} kept (others blank)"
+             for v in result.get("slices_per_volume", [])]
+    lines += [f"x{result['scale']} {result['degradation']}, {result['n_slices']} slices (mean +/- std)",
              f"{'method':10s}" + "".join(f"{m.upper():>17s}" for m in METRICS)]
     for method, stats in result["methods"].items():
         cells = []

@@ -25,13 +25,14 @@ def axial_axis(affine: np.ndarray) -> int:
     return int(np.argmax(np.abs(directions[2])))
 
 
-def choose_axis(axis: str | int, affine: np.ndarray) -> int:
+def choose_axis(axis: str | int, affine: np.ndarray, shape: tuple | None = None) -> int:
     """The slice axis: slices perpendicular to it are super-resolved in-plane.
 
     `auto` = the axis with the largest spacing (the slice axis of a 2D acquisition). When the
     two largest spacings are equal (within 1%), the slices lie in their plane, so the third
     axis is the slice axis (a volume degraded in-plane, e.g. 4 x 4 x 1 mm). Isotropic
-    volumes use the axis closest to axial.
+    volumes use the axis closest to axial. A volume one voxel thick along an axis (a single
+    slice) is sliced along that axis.
     """
     if isinstance(axis, str) and axis.strip() in ("0", "1", "2"):
         axis = int(axis)
@@ -39,6 +40,8 @@ def choose_axis(axis: str | int, affine: np.ndarray) -> int:
         return int(axis)
     if axis not in ("auto", None):
         raise MRSuperResError(f"axis must be auto, 0, 1 or 2, not {axis!r}")
+    if shape is not None and sum(n == 1 for n in shape) == 1:
+        return int(list(shape).index(1))
     sp = spacing(affine)
     order = np.argsort(sp)[::-1]                   # largest spacing first
     same = lambda a, b: abs(sp[a] - sp[b]) <= 0.01 * max(sp[a], sp[b])  # noqa: E731

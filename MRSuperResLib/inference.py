@@ -47,6 +47,8 @@ def _autocast(device: torch.device, precision: str):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     if dtype is None:
         raise MRSuperResError(f"unknown precision '{precision}' (fp32, bf16 or fp16)")
+    if precision == "fp16" and device.type == "cpu":
+        raise MRSuperResError("fp16 runs on CUDA GPUs; on the CPU use bf16 (fast where the CPU has it) or fp32")
     return torch.autocast(device.type, dtype=dtype)
 
 
@@ -71,11 +73,13 @@ def super_resolve_slices(model: RRDBNet, stack: np.ndarray, *, device: str | tor
     halved and retried (CPU allocation failures too).
     """
     device = device if isinstance(device, torch.device) else select_device(device)
+    if batch_size is not None and batch_size < 1:
+        raise MRSuperResError(f"batch size must be at least 1, not {batch_size}")
     n, h, w = stack.shape
     s = model.scale
     if min(h, w) < MIN_SLICE:
         raise MRSuperResError(f"slices of {h}x{w} voxels are smaller than the {MIN_SLICE}x{MIN_SLICE} "
-                              "the network needs")
+                              "the network needs (is another --axis the slice axis?)")
     multiple = model.input_multiple
     pad_h, pad_w = (-h) % multiple, (-w) % multiple
     out = np.empty((n, h * s, w * s), dtype=np.float32)
@@ -94,8 +98,11 @@ def super_resolve_slices(model: RRDBNet, stack: np.ndarray, *, device: str | tor
                 x = x.to(device)
                 if pad_h or pad_w:
                     x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-                y = model(x)[:, 0, : h * s, : w * s]
-                out[start:stop] = y.float().clamp_(0, 1).cpu().numpy()
+                y = model(x)[:, 0, : h * s, : w * s].float()
+                if not torch.isfinite(y).all():
+                    raise MRSuperResError("the model produced NaN or infinite values (broken weights, or "
+                                          "overflow: try --precision fp32)")
+                out[start:stop] = y.clamp_(0, 1).cpu().numpy()
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise
@@ -117,7 +124,7 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
                    progress: ProgressCallback | None = None, cancel=None) -> tuple[Volume, dict]:
     """Super-resolve a volume slice by slice; returns (HR volume in input units, run facts)."""
     data = check_voxels(volume.data, volume.meta.get("path", "volume"))
-    ax = geometry.choose_axis(axis, volume.affine)
+    ax = geometry.choose_axis(axis, volume.affine, data.shape)
     lo, hi = intensity_range(data)
     stack = geometry.slices_first(data, ax)
     t0 = time.perf_counter()
@@ -126,8 +133,7 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
                               precision=precision, progress=progress, cancel=cancel)
     sr *= np.float32(hi - lo)
     sr += np.float32(lo)
-    hr = Volume(geometry.slices_back(sr, ax), geometry.resample_affine(volume.affine, ax, model.scale),
-                dict(volume.meta))
+    hr = volume.regridded(geometry.slices_back(sr, ax), ax, model.scale)
     facts = dict(axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=model.scale,
                  input_shape=list(data.shape), output_shape=list(hr.data.shape),
                  intensity_range=[lo, hi], seconds=time.perf_counter() - t0, slices=stack.shape[0],

@@ -79,7 +79,8 @@ def slice_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     err = pred - gt
     mse = float(np.mean(err * err))
     with np.errstate(divide="ignore"):
-        psnr = peak_signal_noise_ratio(gt, pred, data_range=1.0) if mse > 0 else float("inf")
+        psnr = (peak_signal_noise_ratio(gt, pred, data_range=1.0) if mse > 0
+                else float("inf") if mse == 0 else float("nan"))
     mean_gt = float(gt.mean())
     return {
         "ssim": float(structural_similarity(gt, pred, data_range=1.0)),

@@ -98,8 +98,9 @@ def degrade_volume(volume, scale: int, method: str, axis: int):
     """A simulated LR volume on the matching LR grid (trailing voxels beyond a multiple of s
     are cropped), intensities in the input's units and range."""
     from . import geometry
-    from .volumes import Volume
 
+    if int(scale) != scale or scale < 2:
+        raise MRSuperResError(f"--scale must be an integer of at least 2, not {scale}")
     data = volume.data
     crop = [slice(None)] * 3
     for a in geometry.in_plane_axes(axis):
@@ -109,5 +110,4 @@ def degrade_volume(volume, scale: int, method: str, axis: int):
         crop[a] = slice(0, n)
     stack = geometry.slices_first(data[tuple(crop)], axis)
     lr = np.clip(downsample(stack, scale, method), data.min(), data.max())
-    return Volume(geometry.slices_back(lr, axis), geometry.resample_affine(volume.affine, axis, 1.0 / scale),
-                  dict(volume.meta))
+    return volume.regridded(geometry.slices_back(lr, axis), axis, 1.0 / scale)

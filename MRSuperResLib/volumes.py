@@ -32,6 +32,17 @@ class Volume:
     def spacing(self) -> np.ndarray:
         return np.linalg.norm(self.affine[:3, :3], axis=0)
 
+    def regridded(self, data: np.ndarray, axis: int, factor: float) -> "Volume":
+        """`data` on this volume's grid resampled in-plane by `factor` (see geometry); the
+        stored qform/sform move with it."""
+        from .geometry import resample_affine
+
+        meta = dict(self.meta)
+        for key in ("qform", "sform"):
+            if meta.get(key) is not None:
+                meta[key] = resample_affine(meta[key], axis, factor)
+        return Volume(data, resample_affine(self.affine, axis, factor), meta)
+
 
 def file_format(path: str | os.PathLike) -> str:
     name = str(path).lower()
@@ -39,7 +50,7 @@ def file_format(path: str | os.PathLike) -> str:
         return "nifti"
     if name.endswith(NRRD_SUFFIXES):
         return "nrrd"
-    raise MRSuperResError(f"unsupported file type: {path} (expected .nii, .nii.gz, .nrrd or .nhdr)")
+    raise MRSuperResError(f"unsupported file type: {path} (expected .nii, .nii.gz, .nrrd, or .nhdr to read)")
 
 
 def stem(path: str | os.PathLike) -> str:
@@ -60,6 +71,8 @@ def read_volume(path: str | os.PathLike) -> Volume:
         raise MRSuperResError(f"file not found: {path}")
     if path.is_dir():
         raise MRSuperResError(f"expected a volume file, got a folder: {path}")
+    if not os.access(path, os.R_OK):
+        raise MRSuperResError(f"cannot read {path}: permission denied")
     try:
         data, affine, meta = _read_nifti(path) if kind == "nifti" else _read_nrrd(path)
     except MRSuperResError:
@@ -69,11 +82,22 @@ def read_volume(path: str | os.PathLike) -> Volume:
     except Exception as exc:  # nibabel/pynrrd/gzip raise many types for damaged files
         detail = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise MRSuperResError(f"cannot read {path}: not a valid {kind.upper()} file or truncated ({detail})") from None
+    check_affine(affine, path)
     meta["path"] = str(path)
     return Volume(check_voxels(data, path), affine, meta)
 
 
+def check_affine(affine: np.ndarray, name) -> None:
+    """Refuse geometry that cannot place voxels: non-finite or degenerate (zero spacing)."""
+    m = np.asarray(affine, dtype=np.float64)
+    if not np.isfinite(m).all():
+        raise MRSuperResError(f"{name}: its voxel-to-world transform holds NaN or infinite values")
+    if abs(np.linalg.det(m[:3, :3])) < 1e-9 or (np.linalg.norm(m[:3, :3], axis=0) < 1e-6).any():
+        raise MRSuperResError(f"{name}: its voxel-to-world transform is degenerate (a spacing of 0)")
+
+
 def _read_nifti(path: Path):
+    """NIfTI-1/2 via nibabel; the qform and sform (and their codes) are kept for writing back."""
     import nibabel as nib
 
     img = nib.load(str(path))
@@ -82,45 +106,59 @@ def _read_nifti(path: Path):
     dtype = img.get_data_dtype()
     if dtype.names is not None or dtype.kind == "c":
         raise MRSuperResError(f"{path} is an RGB, vector or complex image ({dtype}): need a single-channel volume")
-    shape = _scalar_shape(img.shape, path)
-    data = img.get_fdata(dtype=np.float32, caching="unchanged")  # applies scl_slope/inter
     if img.header.get_intent()[0] in ("vector", "rgb vector", "rgba vector"):
         raise MRSuperResError(f"{path} is a vector image (intent {img.header.get_intent()[0]}): need a scalar volume")
+    shape = _scalar_shape(img.shape, path)
+    data = img.get_fdata(dtype=np.float32, caching="unchanged")  # applies scl_slope/inter
     header = img.header
-    slope, inter = header.get_slope_inter()
-    scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
-    meta = dict(format="nifti", dtype="float32" if scaled else str(dtype), qform_code=int(header["qform_code"]),
-                sform_code=int(header["sform_code"]), xyzt_units=header.get_xyzt_units())
-    return data.reshape(shape), np.asarray(img.affine, dtype=np.float64), meta
+    slope, inter = getattr(img.dataobj, "slope", 1.0), getattr(img.dataobj, "inter", 0.0)
+    scaled = not (np.isclose(slope, 1.0) and np.isclose(inter, 0.0))
+    qcode, scode = int(header["qform_code"]), int(header["sform_code"])
+    if qcode == 0 and scode == 0:
+        # no orientation stored: nifti1_io's method 1, RAS = pixdim * index (not nibabel's flipped guess)
+        affine = np.diag(list(np.asarray(header.get_zooms()[:3], dtype=np.float64)) + [1.0])
+    else:
+        affine = np.asarray(img.affine, dtype=np.float64)
+    meta = dict(format="nifti", dtype="float32" if scaled else str(dtype), qform_code=qcode, sform_code=scode,
+                qform=np.asarray(header.get_qform(), dtype=np.float64) if qcode else None,
+                sform=np.asarray(header.get_sform(), dtype=np.float64) if scode else None,
+                xyzt_units=header.get_xyzt_units())
+    return data.reshape(shape), affine, meta
 
 
 def _read_nrrd(path: Path):
+    """NRRD via pynrrd; no `space` field means ITK's (and Slicer's) convention, LPS."""
     import nrrd
 
     raw, header = nrrd.read(str(path), index_order="F")
     kinds = [str(k).lower() for k in header.get("kinds", [])]
-    non_spatial = [k for k in kinds if k not in ("domain", "space", "time")]
+    if kinds and len(kinds) == raw.ndim:      # drop size-1 non-spatial axes (e.g. a 1-element list axis)
+        keep = [i for i, (k, n) in enumerate(zip(kinds, raw.shape)) if not (n == 1 and k not in ("domain", "space"))]
+        if len(keep) < raw.ndim:
+            raw = raw.reshape([raw.shape[i] for i in keep], order="F")
+            kinds = [kinds[i] for i in keep]
+    non_spatial = [k for k in kinds if k not in ("domain", "space", "time", "???", "none")]
     if non_spatial or raw.dtype.kind == "c":
         raise MRSuperResError(
             f"{path} is an RGB or vector image (kinds {header.get('kinds')}): need a single-channel volume")
     shape = _scalar_shape(raw.shape, path)
-    data = np.asarray(raw, dtype=np.float32).reshape(shape)
+    data = np.asarray(raw, dtype=np.float32).reshape(shape, order="F")
     affine = np.eye(4)
     directions = header.get("space directions")
+    space = str(header.get("space", "left-posterior-superior")).lower()
     if directions is not None:
-        dirs = np.asarray([d for d in directions if d is not None and not np.isnan(np.asarray(d, float)).any()],
+        dirs = np.asarray([d for d in directions if d is not None and not np.isnan(np.asarray(d, float)).all()],
                           dtype=np.float64)
         if dirs.shape != (3, 3):
             raise MRSuperResError(f"{path}: space directions {directions} do not describe a 3D grid")
         affine[:3, :3] = dirs.T
         affine[:3, 3] = np.asarray(header.get("space origin", np.zeros(3)), dtype=np.float64)
-        space = str(header.get("space", "right-anterior-superior")).lower()
-        if space in ("left-posterior-superior", "lps"):
-            affine[:3] = _LPS @ affine[:3]
-        elif space not in ("right-anterior-superior", "ras"):
-            raise MRSuperResError(f"{path}: NRRD space '{space}' is not supported (use RAS or LPS)")
     elif "spacings" in header:
         affine[:3, :3] = np.diag(np.asarray(header["spacings"], dtype=np.float64)[:3])
+    if space in ("left-posterior-superior", "lps"):
+        affine[:3] = _LPS @ affine[:3]
+    elif space not in ("right-anterior-superior", "ras"):
+        raise MRSuperResError(f"{path}: NRRD space '{space}' is not supported (use RAS or LPS)")
     meta = dict(format="nrrd", dtype=str(raw.dtype))
     return data, affine, meta
 
@@ -150,10 +188,13 @@ def check_voxels(data: np.ndarray, name: str | os.PathLike = "volume") -> np.nda
         raise MRSuperResError(f"{name} is empty (shape {data.shape})")
     bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if bad:
-        raise MRSuperResError(f"{name} has {bad} NaN or infinite voxels: fix or mask them first")
+        raise MRSuperResError(f"{name} has {bad} NaN or infinite voxels (or values beyond float32): "
+                              "fix or mask them first")
     lo, hi = float(data.min()), float(data.max())
     if lo == hi:
         raise MRSuperResError(f"{name} is empty: every voxel equals {lo:g}, nothing to super-resolve")
+    if not np.isfinite(np.float32(hi) - np.float32(lo)):
+        raise MRSuperResError(f"{name}: intensities span {lo:g} to {hi:g}, beyond what float32 arithmetic can hold")
     return data
 
 
@@ -212,14 +253,21 @@ def write_volume(volume: Volume, path: str | os.PathLike, dtype: str = "float32"
 
 
 def _write_nifti(data: np.ndarray, volume: Volume, path: str) -> None:
+    """qform and sform as the input had them (each moved onto the new grid, codes kept), when
+    the metadata still describes this grid; otherwise the volume's affine with code 1 (scanner)."""
     import nibabel as nib
 
     img = nib.Nifti1Image(data, volume.affine)
-    qcode = volume.meta.get("qform_code") or 1
-    scode = volume.meta.get("sform_code") or qcode
-    img.set_qform(volume.affine, code=int(qcode))
-    img.set_sform(volume.affine, code=int(scode))
-    units = volume.meta.get("xyzt_units")
+    meta = volume.meta
+    qform, sform = meta.get("qform"), meta.get("sform")
+    preferred = sform if sform is not None else qform
+    if preferred is not None and np.allclose(preferred, volume.affine, atol=1e-6):
+        img.set_sform(sform if sform is not None else volume.affine, code=int(meta.get("sform_code") or 0))
+        img.set_qform(qform if qform is not None else volume.affine, code=int(meta.get("qform_code") or 0))
+    else:
+        img.set_qform(volume.affine, code=1)
+        img.set_sform(volume.affine, code=1)
+    units = meta.get("xyzt_units")
     img.header.set_xyzt_units(*(units if units and units[0] != "unknown" else ("mm", "sec")))
     nib.save(img, path)
 

