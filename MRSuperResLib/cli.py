@@ -98,7 +98,6 @@ def add_train_parser(sub) -> None:
     """`mrsuperres train`: every option defaults to None so that --config values can fill it."""
     p = sub.add_parser(
         "train", help="train or fine-tune the generator (psnr or gan stage) in a resumable run folder",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train or fine-tune the 1-channel generator on your volumes. The run folder gets "
                     "events.jsonl (progress, validation, checkpoints), checkpoints/, config.json and, at the "
                     "end or on stop, model.safetensors + model.json (usable with enhance --model). "
@@ -107,7 +106,7 @@ def add_train_parser(sub) -> None:
     a = p.add_argument
     a("--data", nargs="+", metavar="VOLUME", help="training volumes (.nii, .nii.gz, .nrrd)")
     a("--val", nargs="+", metavar="VOLUME", help="validation volumes (default: 80/20 split by volume; one "
-      "volume: its last 20%% of axial slices are held out)")
+      "volume: its last 20%% of slices along the third axis are held out)")
     a("--out", help="run folder (created; must not hold another run unless --resume)")
     a("--stage", choices=("psnr", "gan"), help="psnr: L1 only, lr 2e-4 (default); gan: L1 + perceptual + "
       "adversarial, lr 1e-4")

@@ -581,8 +581,8 @@ class Trainer:
             "perceptual_network": self.vgg_desc, "init": self.init_desc, "init_discriminator": self.init_d_desc,
             "training_data": [dict(path=i.path, sha256=i.sha256, shape=list(i.shape)) for i in self.train_infos],
             "validation_data": ([dict(path=i.path, sha256=i.sha256, shape=list(i.shape)) for i in self.val_infos]
-                                if self.split != "slab" else "last 20% of axial slices of the training volume, "
-                                                             "held out from training"),
+                                if self.split != "slab" else "last 20% of the training volume's slices along its "
+                                                             "third axis, held out from training"),
             "degradations": self.methods, "axis": c.axis, "patch": c.patch, "batch": c.batch,
             "iterations": it, "target_iterations": c.iters, "stopped_early": bool(stopped),
             "learning_rate": self.lr, "ema_decay": c.ema_decay, "seed": c.seed,

@@ -226,3 +226,21 @@ def test_bad_input_leaves_the_run_folder_as_it_was(tmp_path, volumes, capsys, sa
     assert main(train_args(run, [a, b], "--iters", "4", "--blocks", "2", "--resume")) == 2
     assert "blocks" in capsys.readouterr().err
     assert sorted(p.name for p in run.rglob("*")) == listing and (run / "events.jsonl").read_text() == events
+
+
+def test_initialisation_from_runs_checkpoints_and_realesrgan(tmp_path, volumes, default_model_path):
+    first = tmp_path / "first"
+    assert main(train_args(first, volumes, "--iters", "2", "--stage", "gan", "--checkpoint-every", "5")) == 0
+    ckpt = list_checkpoints(first)[0]
+    second = tmp_path / "second"
+    assert main(["train", "--data", *map(str, volumes), "--out", str(second), "--init", str(first),
+                 "--init-d", str(ckpt), "--stage", "gan", "--iters", "1", "--batch", "1", "--patch", "32",
+                 "--d-features", "16", "--precision", "fp32"]) == 0
+    start = read_events(second / "events.jsonl")[0]
+    assert start["architecture"]["num_block"] == 1 and start["init_d"] == str(ckpt)
+    assert json.loads((second / "model.json").read_text())["init"].startswith("first (sha256")
+    third = tmp_path / "third"
+    assert main(["train", "--data", *map(str, volumes), "--out", str(third), "--init", "realesrgan",
+                 "--stage", "psnr", "--iters", "1", "--batch", "1", "--patch", "32", "--precision", "fp32"]) == 0
+    card = json.loads((third / "model.json").read_text())
+    assert card["architecture"]["num_block"] == 23 and card["init"].startswith("realesrgan-x4plus-gray")
