@@ -16,7 +16,8 @@ import zipfile
 from pathlib import Path
 
 from .errors import MRSuperResError
-from .weights import build_generator, card_path, load_generator, read_card, read_ncnn, save_model, sha256_of
+from .files import sha256_of
+from .weights import build_generator, card_path, load_generator, read_card, read_ncnn, save_model
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 DEFAULT_MODEL = "realesrgan-x4plus-gray"

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
-from .weights import default_file_mode
+from .files import atomic_write
 
 FORMAT = "mrsuperres-train-checkpoint"
 _NAME = re.compile(r"^ckpt_(\d{8})\.pt$")
@@ -38,17 +37,7 @@ def save_checkpoint(run: Path, iteration: int, state: dict, keep: int = 3) -> Pa
     folder = checkpoint_dir(run)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"ckpt_{iteration:08d}.pt"
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt_", suffix=".partial", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state, "iter": iteration, "complete": True}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda f: torch.save({"format": FORMAT, **state, "iter": iteration, "complete": True}, f))
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
         os.fsync(dir_fd)

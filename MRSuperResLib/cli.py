@@ -250,7 +250,7 @@ def cmd_import(args) -> int:
 
 
 def _sha_of_source(src: Path):
-    from .weights import sha256_of
+    from .files import sha256_of
 
     if src.suffix.lower() in (".param", ".bin"):
         return {s: sha256_of(src.with_suffix("." + s)) for s in ("param", "bin")}

@@ -23,7 +23,7 @@ from .inference import MIN_SLICE, ProgressCallback, super_resolve_slices
 from .metrics import METRICS, slice_metrics, summarise
 from .resample import BASELINES, downsample, upsample
 from .volumes import read_volume, stem
-from .weights import atomic_write_bytes
+from .files import atomic_write_bytes
 
 
 def prepare_slices(data: np.ndarray, axis: int, blank_threshold: float = 0.0):

@@ -9,14 +9,13 @@ one numpy Generator whose state goes into checkpoints.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from . import geometry
 from .errors import MRSuperResError
+from .files import sha256_of
 from .mri_degradation import make_lr
 from .volumes import read_volume
 
@@ -28,14 +27,6 @@ class VolumeInfo:
     path: str
     shape: tuple
     sha256: str
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def axes_for(axis: str | int) -> list[int]:
@@ -50,7 +41,7 @@ def load_normalised(path: str) -> tuple[np.ndarray, VolumeInfo]:
     volume = read_volume(path)
     lo, hi = float(volume.data.min()), float(volume.data.max())
     data = (volume.data - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-    return data, VolumeInfo(str(path), tuple(volume.data.shape), file_sha256(path))
+    return data, VolumeInfo(str(path), tuple(volume.data.shape), sha256_of(path))
 
 
 def split_volumes(data: list[str], val: list[str] | None) -> tuple[list[str], list[str], str]:

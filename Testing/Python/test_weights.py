@@ -15,8 +15,8 @@ from conftest import tiny_model
 from MRSuperResLib.catalog import fetch_realesrgan, resolve_model
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.rrdbnet import RRDBNet
-from MRSuperResLib.weights import (infer_architecture, load_generator, read_ncnn, read_state_dict,
-                                   save_model, sha256_of)
+from MRSuperResLib.files import sha256_of
+from MRSuperResLib.weights import infer_architecture, load_generator, read_ncnn, read_state_dict, save_model
 
 
 @pytest.mark.parametrize("scale", [1, 2, 4, 8])
