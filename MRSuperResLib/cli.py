@@ -6,7 +6,6 @@ Every user-facing problem ends as one line `mrsuperres: error: ...` on stderr an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

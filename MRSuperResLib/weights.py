@@ -12,7 +12,6 @@ import json
 import os
 import re
 import struct
-import zipfile
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,6 @@
 """Bad input: one clear line, a non-zero exit, no traceback, and no output file left behind."""
 from __future__ import annotations
 
-import gzip
 import subprocess
 import sys
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SAMPLE, tiny_model, write_nifti
-from MRSuperResLib.checkpoints import list_checkpoints, load_latest, save_checkpoint
+from MRSuperResLib.checkpoints import list_checkpoints, load_latest
 from MRSuperResLib.cli import main
 from MRSuperResLib.events import FINAL_EVENTS, read_events
 
