@@ -56,14 +56,19 @@ def remove_partials(run: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def read_checkpoint(path: Path) -> dict:
+    """One checkpoint file, tensors only; raises if it is not a complete training checkpoint."""
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT or not state.get("complete"):
+        raise ValueError("not a complete MRSuperRes training checkpoint")
+    return state
+
+
 def load_latest(run: Path, warn=None) -> tuple[dict, Path] | None:
     """The newest checkpoint that loads and is complete; corrupt ones are reported and skipped."""
     for path in list_checkpoints(run):
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != FORMAT or not state.get("complete"):
-                raise ValueError("not a complete MRSuperRes training checkpoint")
-            return state, path
+            return read_checkpoint(path), path
         except Exception as exc:  # truncated zip, bad pickle, wrong content
             if warn:
                 warn(f"checkpoint {path.name} is unreadable ({type(exc).__name__}: "

@@ -21,7 +21,7 @@ from . import geometry
 from .errors import MRSuperResError
 from .inference import MIN_SLICE, ProgressCallback, super_resolve_slices
 from .metrics import METRICS, slice_metrics, summarise
-from .resample import BASELINES, downsample, upsample
+from .resample import BASELINES, check_scale, downsample, upsample
 from .volumes import read_volume, stem
 from .files import atomic_write_bytes
 
@@ -47,8 +47,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
              precision: str = "fp32", blank_threshold: float = 0.0, baselines=BASELINES,
              progress: ProgressCallback | None = None, cancel=None) -> dict:
     """Run the protocol; returns the metrics dict (and writes metrics.json, CSV, figure if out_dir)."""
-    if int(scale) != scale or scale < 2:
-        raise MRSuperResError(f"--scale must be an integer of at least 2, not {scale}")
+    check_scale(scale)
     if model is not None and model.scale != scale:
         raise MRSuperResError(f"model '{model_name}' is x{model.scale}, but --scale {scale} was asked")
     if not paths:

@@ -41,7 +41,8 @@ def select_device(device: str = "auto") -> torch.device:
     raise MRSuperResError(f"unknown device '{device}' (auto, cpu or cuda)")
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str):
+    """The autocast context for `precision` (fp32: none); fp16 is refused on the CPU."""
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -94,7 +95,7 @@ def super_resolve_slices(model: RRDBNet, stack: np.ndarray, *, device: str | tor
         stop = min(n, start + batch)
         x = torch.from_numpy(np.ascontiguousarray(stack[start:stop], dtype=np.float32))[:, None]
         try:
-            with torch.inference_mode(), _autocast(device, precision):
+            with torch.inference_mode(), autocast(device, precision):
                 x = x.to(device)
                 if pad_h or pad_w:
                     x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")

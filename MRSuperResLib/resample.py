@@ -29,6 +29,12 @@ DEGRADATIONS = ("bilinear", "bicubic", "kspace")
 BASELINES = ("nearest", "bilinear", "bicubic", "lanczos")
 
 
+def check_scale(scale) -> int:
+    if int(scale) != scale or scale < 2:
+        raise MRSuperResError(f"--scale must be an integer of at least 2, not {scale}")
+    return int(scale)
+
+
 def _as_batch(stack: np.ndarray) -> torch.Tensor:
     stack = np.asarray(stack, dtype=np.float32)
     if stack.ndim != 3:
@@ -99,8 +105,7 @@ def degrade_volume(volume, scale: int, method: str, axis: int):
     are cropped), intensities in the input's units and range."""
     from . import geometry
 
-    if int(scale) != scale or scale < 2:
-        raise MRSuperResError(f"--scale must be an integer of at least 2, not {scale}")
+    check_scale(scale)
     data = volume.data
     crop = [slice(None)] * 3
     for a in geometry.in_plane_axes(axis):

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from . import checkpoints
 from .errors import MRSuperResError
 from .events import EventLog
+from .inference import autocast
 from .rrdbnet import RRDBNet
 
 PRESETS = {
@@ -173,13 +174,6 @@ def choose_precision(precision: str, device: torch.device) -> str:
     return "bf16" if fast_bf16 else "fp32"
 
 
-def autocast(device: torch.device, precision: str):
-    import contextlib
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str]:
     """The starting generator and a description of where it came from."""
     from .catalog import DEFAULT_MODEL, load_model
@@ -218,16 +212,12 @@ def resolve_init_d(config: TrainConfig):
         raise MRSuperResError(f"--init-d file not found: {path}")
     if path.suffix == ".pt":                    # one of our training checkpoints
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            d_state = checkpoints.read_checkpoint(path).get("discriminator")
         except Exception as exc:
-            raise MRSuperResError(f"cannot read --init-d {path}: {exc}") from None
-        if not isinstance(state, dict) or not state.get("discriminator"):
+            raise MRSuperResError(f"cannot read --init-d {path}: {' '.join(str(exc).split())[:160]}") from None
+        if not d_state:
             raise MRSuperResError(f"--init-d {path} holds no discriminator")
-        d_state = state["discriminator"]
-    elif path.suffix == ".pth":
-        from .weights import _read_pth
-        d_state = _read_pth(path)
-    else:
+    else:                                       # .pth / .safetensors, BasicSR keys
         d_state = read_state_dict(path)
     return discriminator_from_state(d_state, str(path)), str(path)
 

@@ -8,14 +8,13 @@ a temporary name in the destination folder and renamed when complete.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import MRSuperResError
-from .files import default_file_mode
+from .files import atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -233,22 +232,11 @@ def write_volume(volume: Volume, path: str | os.PathLike, dtype: str = "float32"
     data = data.astype(dtype, copy=False)
     kind = file_format(path)
     suffix = ".nii.gz" if str(path).lower().endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
-    os.close(fd)
     try:
-        if kind == "nifti":
-            _write_nifti(data, volume, tmp)
-        else:
-            _write_nrrd(data, volume, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise MRSuperResError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
+        with atomic_path(path, suffix) as tmp:          # the writers pick the format by suffix
+            (_write_nifti if kind == "nifti" else _write_nrrd)(data, volume, str(tmp))
+    except OSError as exc:
+        raise MRSuperResError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 
 
