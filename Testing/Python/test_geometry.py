@@ -45,7 +45,7 @@ def test_phantom_feature_keeps_its_physical_position(scale):
     lr_affine = oblique_affine()
     centre = (9.3, 12.6, 4.0)
     lr = Volume(blob((24, 28, 9), centre) * 700 + 100, lr_affine)     # units: not [0, 1]
-    hr, facts = enhance_volume(lr, nearest_model(scale), axis="auto", device="cpu")
+    hr, facts = enhance_volume(lr, nearest_model(scale), axis="auto", device="cpu", precision="fp32")
     assert facts["axis"] == 2                                         # largest spacing
     assert hr.data.shape == (24 * scale, 28 * scale, 9)
     assert np.allclose(hr.spacing, [0.9 / scale, 1.1 / scale, 3.0])
@@ -70,7 +70,7 @@ def test_degrade_then_enhance_lands_on_the_hr_grid(sample_volume):
     hr = Volume(data, affine)
     for axis in (0, 1, 2):
         lr = degrade_volume(hr, 4, "bilinear", axis)
-        out, facts = enhance_volume(lr, nearest_model(4), axis=axis, device="cpu")
+        out, facts = enhance_volume(lr, nearest_model(4), axis=axis, device="cpu", precision="fp32")
         assert np.abs(out.affine - affine).max() < 1e-9
         assert out.data.shape == data.shape
     lr = degrade_volume(hr, 4, "kspace", 2)
@@ -135,7 +135,8 @@ def test_real_anisotropic_lr_volume_lands_on_the_expected_grid(tmp_path, save_ti
     lr_img = nib.load(str(src))
     a, lr = lr_img.affine, lr_img.get_fdata()
     out = tmp_path / "sr.nii.gz"
-    assert main(["enhance", str(src), "-o", str(out), "--model", str(save_tiny(nearest_model(4)))]) == 0
+    assert main(["enhance", str(src), "-o", str(out), "--model", str(save_tiny(nearest_model(4))),
+                 "--precision", "fp32"]) == 0
     sr_img = nib.load(str(out))
     assert sr_img.shape == (232, 232, 24)
     rng = np.random.default_rng(1)

@@ -1,0 +1,267 @@
+"""`mrsuperres bench`: how fast each inference path runs, against the reference loop, in one run.
+
+The reference loop is what RealESRGANer does on a CPU: one slice at a time, fp32, NCHW, no
+batching. Each path runs in its own spawned process (so its peak RSS is its own), on the same
+real MRI slices, after one untimed warm-up batch; its output is compared with the reference
+loop's by PSNR on [0, 1]. The device's peak is measured in the same run (the faster of a large
+matmul and a large 3x3 convolution per precision), so the fraction of peak is of this machine.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "colin27_t1_brain_slab.nii.gz"
+PATHS = {                       # name -> (precision, batched, compile)
+    "reference": ("fp32", False, False),
+    "fp32": ("fp32", True, False),
+    "bf16": ("bf16", True, False),
+    "fp16": ("fp16", True, False),
+    "bf16-compile": ("bf16", True, True),
+    "fp16-compile": ("fp16", True, True),
+}
+
+
+def bench_slices(path: str | None, count: int, size: tuple[int, int], scale: int) -> np.ndarray:
+    """`count` LR slices of real MRI, (count, h, w) float32 in [0, 1]: axial slices of `path`
+    (default: the bundled Colin27 slab) padded square, resized to the HR size, then degraded
+    by seed 001's bilinear x`scale`."""
+    from skimage.transform import resize
+
+    from .resample import downsample
+    from .volumes import read_volume
+
+    data = read_volume(path or SAMPLE).data
+    data = (data - data.min()) / (data.max() - data.min())
+    picks = np.resize(np.arange(data.shape[2]), count)
+    hr_size = (size[0] * scale, size[1] * scale)
+    hr = []
+    for k in picks:
+        s = data[:, :, k]
+        side = max(s.shape)
+        square = np.zeros((side, side), np.float32)
+        y0, x0 = (side - s.shape[0]) // 2, (side - s.shape[1]) // 2
+        square[y0:y0 + s.shape[0], x0:x0 + s.shape[1]] = s
+        hr.append(resize(square, hr_size, order=3, anti_aliasing=True).astype(np.float32))
+    return np.clip(downsample(np.clip(np.stack(hr), 0, 1), scale, "bilinear"), 0, 1).astype(np.float32)
+
+
+def conv_flops_per_slice(model, h: int, w: int) -> float:
+    """Multiply-adds x 2 of every convolution for one h x w LR slice (counted by hooks)."""
+    import torch
+
+    total = [0]
+
+    def hook(module, inputs, output):
+        k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        total[0] += 2 * output.numel() * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 1, h, w))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return float(total[0])
+
+
+def _peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def _run_path(name: str, model_spec: str | None, stack: np.ndarray, device: str, batch_size: int | None,
+              queue) -> None:
+    """Child process: time one path; put (facts, output) on the queue."""
+    import torch
+
+    from .catalog import load_model
+    from .inference import SliceEngine, super_resolve_slices, use_all_cores
+
+    try:
+        precision, batched, compile_ = PATHS[name]
+        model, _ = load_model(model_spec)
+        facts = dict(name=name, precision=precision)
+        if name == "reference":
+            dev = torch.device("cuda" if device == "cuda" else "cpu")
+            use_all_cores() if dev.type == "cpu" else None
+            model = model.to(dev).eval()
+            out = np.empty((stack.shape[0], stack.shape[1] * model.scale, stack.shape[2] * model.scale), np.float32)
+
+            def one(i):
+                with torch.no_grad():
+                    x = torch.from_numpy(stack[i:i + 1, None]).to(dev)
+                    out[i] = model(x)[0, 0].clamp(0, 1).cpu().numpy()
+            one(0)
+            t0 = time.perf_counter()
+            for i in range(stack.shape[0]):
+                one(i)
+            seconds = time.perf_counter() - t0
+            facts.update(batch=1, device=str(dev))
+        else:
+            engine = SliceEngine(model, device=device, precision=precision, compile=compile_)
+            batch = batch_size or None
+            t0 = time.perf_counter()
+            super_resolve_slices(engine, stack[: (batch or 8)].copy(), batch_size=batch)   # warm-up (and compile)
+            facts["warmup_seconds"] = time.perf_counter() - t0
+            if engine.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = super_resolve_slices(engine, stack, batch_size=batch)
+            seconds = time.perf_counter() - t0
+            facts.update(device=str(engine.device), compiled=engine.compiled)
+            if engine.device.type == "cuda":
+                facts["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        facts.update(seconds=seconds, seconds_per_slice=seconds / stack.shape[0],
+                     slices_per_second=stack.shape[0] / seconds, peak_rss_mb=_peak_rss_mb())
+        queue.put((facts, out))
+    except BaseException as exc:                       # report, never hang the parent
+        queue.put(({"name": name, "error": f"{type(exc).__name__}: {exc}"}, None))
+
+
+def _measure_peaks(device: str, queue) -> None:
+    """Child process: the best TFLOP/s of a large matmul and a large 3x3 conv per precision."""
+    import torch
+
+    from .inference import use_all_cores
+
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        use_all_cores()
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    if dev.type == "cuda":
+        dtypes["fp16"] = torch.float16
+    n, reps = (8192, 20) if dev.type == "cuda" else (2048, 4)
+    peaks = {}
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    for label, dt in dtypes.items():
+        best = 0.0
+        a = torch.randn(n, n, device=dev, dtype=dt)
+        b = torch.randn(n, n, device=dev, dtype=dt)
+        conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(dev, dt).to(memory_format=torch.channels_last)
+        x = torch.randn(8 if dev.type == "cpu" else 64, 256, 64, 64, device=dev, dtype=dt)
+        x = x.contiguous(memory_format=torch.channels_last)
+        conv_flops = 2 * x.shape[0] * 64 * 64 * 256 * 256 * 9
+        with torch.inference_mode():
+            for fn, flops in ((lambda: a @ b, 2 * n ** 3), (lambda: conv(x), conv_flops)):
+                fn()
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    fn()
+                sync()
+                best = max(best, flops * reps / (time.perf_counter() - t0) / 1e12)
+        peaks[label] = best
+    queue.put(peaks)
+
+
+def _in_child(target, *args, timeout: float = 1800):
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    try:
+        result = queue.get(timeout=timeout)
+    finally:
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()
+    return result
+
+
+def startup_seconds(model_spec: str | None) -> float:
+    """Wall time of a fresh Python that imports the library and loads the model (what every
+    `mrsuperres enhance` pays before its first slice)."""
+    code = ("from MRSuperResLib.catalog import load_model; from MRSuperResLib.inference import SliceEngine; "
+            f"m, _ = load_model({model_spec!r}); SliceEngine(m, device='cpu')")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                   cwd=Path(__file__).resolve().parent.parent)
+    return time.perf_counter() - t0
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def run_bench(model_spec: str | None = None, slices: int = 36, size: tuple[int, int] = (60, 60),
+              device: str = "auto", paths: list[str] | None = None, reference_slices: int | None = None,
+              batch_size: int | None = None, input_path: str | None = None, log=print) -> dict:
+    import torch
+
+    from .catalog import load_model
+    from .inference import cpu_has_fast_bf16, select_device
+
+    dev = select_device(device)
+    model, card = load_model(model_spec)
+    if paths is None:
+        paths = ["reference", "fp32", "bf16"] + (["fp16"] if dev.type == "cuda" else [])
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown or "reference" not in paths:
+        from .errors import MRSuperResError
+        raise MRSuperResError(f"--paths must include reference and name only {', '.join(PATHS)} (got {paths})")
+    stack = bench_slices(input_path, slices, size, model.scale)
+    flops = conv_flops_per_slice(model, *size)
+    result = dict(date=time.strftime("%Y-%m-%d"), device=str(dev), cpu=platform.processor() or platform.machine(),
+                  cpu_bf16=cpu_has_fast_bf16(), threads=torch.get_num_threads(), torch=torch.__version__,
+                  model=card.get("name", str(model_spec)), slices=slices, lr_size=list(size),
+                  hr_size=[size[0] * model.scale, size[1] * model.scale],
+                  gflop_per_slice=flops / 1e9, paths=[])
+    if dev.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(dev)
+    log(f"bench: {slices} slices {size[0]}x{size[1]} -> {result['hr_size'][0]}x{result['hr_size'][1]}, "
+        f"{flops / 1e9:.1f} GFLOP per slice, model {result['model']}, {dev}")
+    result["startup_seconds"] = startup_seconds(model_spec)
+    log(f"start-up (python + imports + model load): {result['startup_seconds']:.2f} s")
+    result["peak_tflops"] = _in_child(_measure_peaks, str(dev))
+    log("measured peak TFLOP/s: " + ", ".join(f"{k} {v:.3f}" for k, v in result["peak_tflops"].items()))
+    ref_stack = stack[: reference_slices or slices]
+    ref_out = None
+    for name in paths:
+        facts, out = _in_child(_run_path, name, model_spec, ref_stack if name == "reference" else stack,
+                               str(dev), batch_size)
+        if out is None:
+            log(f"{name:>14}: failed ({facts.get('error')})")
+            result["paths"].append(facts)
+            continue
+        if name == "reference":
+            ref_out = out
+        facts["tflops"] = flops * facts["slices_per_second"] / 1e12
+        peak = result["peak_tflops"].get(facts["precision"])
+        facts["fraction_of_peak"] = facts["tflops"] / peak if peak else None
+        n = min(len(ref_out), len(out))
+        facts["psnr_vs_fp32"] = psnr(out[:n], ref_out[:n])
+        facts["speedup_vs_reference"] = result["paths"][0]["seconds_per_slice"] / facts["seconds_per_slice"] \
+            if result["paths"] else 1.0
+        result["paths"].append(facts)
+        log(format_row(facts))
+    return result
+
+
+def format_row(f: dict) -> str:
+    frac = f"{100 * f['fraction_of_peak']:.0f}% of peak" if f.get("fraction_of_peak") else "peak n/a"
+    gpu = f", GPU peak {f['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in f else ""
+    return (f"{f['name']:>14}: {f['seconds_per_slice']:.3f} s/slice, {f['slices_per_second']:.2f} slices/s, "
+            f"{f['tflops']:.3f} TFLOP/s ({frac}), x{f['speedup_vs_reference']:.2f} vs reference, "
+            f"PSNR vs fp32 {f['psnr_vs_fp32']:.1f} dB, peak RSS {f['peak_rss_mb']:.0f} MB{gpu}")
+
+
+def write_json(result: dict, path: str | Path) -> Path:
+    from .files import atomic_write_bytes
+
+    return atomic_write_bytes(path, json.dumps(result, indent=2).encode())

@@ -1,0 +1,160 @@
+"""The fast paths (bf16, batching, tiling, constant slices, out-of-memory back-off, compile
+guard) against the fp32 reference, on real MRI where it matters. Speed is measured by
+`mrsuperres bench`, not asserted here."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import nearest_model, tiny_model
+
+from MRSuperResLib import inference
+from MRSuperResLib.catalog import load_model
+from MRSuperResLib.cli import main
+from MRSuperResLib.errors import MRSuperResError
+from MRSuperResLib.inference import SliceEngine, resolve_precision, super_resolve_slices
+from MRSuperResLib.resample import downsample
+
+
+def psnr(a, b):
+    return 10 * np.log10(1.0 / np.mean((np.asarray(a, np.float64) - b) ** 2))
+
+
+@pytest.fixture(scope="module")
+def real_lr_slices(sample_volume):
+    """Three 36x36 LR slices of real MRI (bilinear x4 of the Colin27 sample), in [0, 1]."""
+    data, _ = sample_volume
+    data = data / data.max()
+    hr = np.moveaxis(data[4:148, 20:164, 20:45:12], 2, 0).astype(np.float32)
+    return np.clip(downsample(hr, 4, "bilinear"), 0, 1)
+
+
+@pytest.fixture(scope="module")
+def realesrgan():
+    return load_model("realesrgan-x4plus-gray")[0]
+
+
+def reference_loop(model, stack):
+    """What RealESRGANer does on a CPU: one slice at a time, fp32, NCHW."""
+    with torch.no_grad():
+        return np.stack([model(torch.from_numpy(s[None, None]))[0, 0].clamp(0, 1).numpy() for s in stack])
+
+
+def test_auto_precision_follows_the_hardware():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if inference.cpu_has_fast_bf16() else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(MRSuperResError, match="fp16 runs on CUDA"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(MRSuperResError, match="unknown precision"):
+        resolve_precision("int3", cpu)
+
+
+def test_bf16_batched_path_matches_the_fp32_loop_on_real_mri(realesrgan, real_lr_slices):
+    ref = reference_loop(realesrgan, real_lr_slices)
+    fast = super_resolve_slices(realesrgan, real_lr_slices, device="cpu", precision="bf16")
+    batched_fp32 = super_resolve_slices(realesrgan, real_lr_slices, device="cpu", precision="fp32")
+    assert psnr(batched_fp32, ref) >= 80                    # batching and channels_last change nothing
+    assert psnr(fast, ref) >= inference.ACCURACY_DB
+    assert psnr(fast, ref) < 200                            # bf16 really ran (not fp32 in disguise)
+
+
+def test_tiles_blend_without_seams_on_real_mri(realesrgan, sample_volume):
+    data, _ = sample_volume
+    one = (data[30:126, 40:136, 24] / data.max())[None].astype(np.float32)        # 96x96 of real MRI as LR
+    whole = super_resolve_slices(realesrgan, one, device="cpu", precision="bf16")
+    tiled = super_resolve_slices(realesrgan, one, device="cpu", precision="bf16", tile=40)
+    assert psnr(tiled, whole) >= inference.ACCURACY_DB
+    # no seam: the error along the tile borders is no worse than a few times the error elsewhere
+    err = np.abs(tiled - whole)[0]
+    starts = inference.tile_starts(96, 40, inference.TILE_OVERLAP, 1)
+    assert len(starts) >= 3
+    borders = [4 * s for s in starts[1:]] + [4 * (s + 40) - 1 for s in starts[:-1]]
+    assert err[:, borders].mean() < 5 * err.mean() + 1e-4
+    assert err[borders, :].mean() < 5 * err.mean() + 1e-4
+
+
+def test_tiling_is_exact_for_a_local_network():
+    model = nearest_model(4)
+    stack = np.random.default_rng(0).random((2, 37, 29)).astype(np.float32)
+    whole = super_resolve_slices(model, stack, device="cpu", precision="fp32")
+    for tile in (8, 13, 20):
+        assert np.allclose(super_resolve_slices(model, stack, device="cpu", precision="fp32", tile=tile), whole,
+                           atol=1e-6)
+
+
+def test_out_of_memory_halves_the_batch_then_the_tile():
+    model = nearest_model(4)
+    shapes = []
+    forward = model.forward
+
+    def small_memory(x):
+        shapes.append(tuple(x.shape))
+        if x.shape[0] * x.shape[2] * x.shape[3] > 120 * 120:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(x)
+    model.forward = small_memory
+    stack = np.random.default_rng(1).random((3, 200, 200)).astype(np.float32)
+    out = super_resolve_slices(model, stack, device="cpu", precision="fp32", batch_size=3)
+    model.forward = forward
+    assert shapes[0][0] == 3 and any(s[0] == 1 for s in shapes)          # batch halved to one slice
+    assert max(s[2] for s in shapes[-4:]) <= 120                         # then the slice was tiled
+    assert np.allclose(out, super_resolve_slices(model, stack, device="cpu", precision="fp32"), atol=1e-6)
+
+
+def test_out_of_memory_on_the_smallest_tile_is_a_clear_error():
+    model = tiny_model(4)
+
+    def no_memory(x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB")
+    model.forward = no_memory
+    with pytest.raises(MRSuperResError, match="out of memory on the CPU"):
+        super_resolve_slices(model, np.zeros((2, 64, 64), np.float32) + 0.5, device="cpu")
+
+
+def test_constant_slices_run_once_and_match():
+    model = tiny_model(4)
+    rng = np.random.default_rng(2)
+    stack = np.zeros((7, 16, 16), np.float32)
+    stack[2], stack[4] = rng.random((16, 16)), rng.random((16, 16))
+    stack[5] = stack[6] = 0.25
+    seen = []
+    forward = model.forward
+    model.forward = lambda x: (seen.append(x.shape[0]), forward(x))[1]
+    out = super_resolve_slices(model, stack, device="cpu", precision="fp32", batch_size=1)
+    assert sum(seen) == 4                                   # zeros once, 0.25 once, two tissue slices
+    model.forward = forward
+    with torch.no_grad():
+        each = np.stack([model(torch.from_numpy(s[None, None]))[0, 0].clamp(0, 1).numpy() for s in stack])
+    assert np.allclose(out, each, atol=1e-5)
+
+
+def test_a_miscompiled_network_is_caught_and_replaced_by_the_eager_one():
+    model = tiny_model(4)
+    messages = []
+    engine = SliceEngine(model, device="cpu", precision="fp32", notify=messages.append)
+    eager = engine.model
+    engine.model = lambda t: eager(t) + 0.3                 # what a wrong compilation looks like
+    engine.compiled = engine._verify_compiled = True
+    stack = np.random.default_rng(3).random((2, 16, 16)).astype(np.float32)
+    out = super_resolve_slices(engine, stack)
+    assert not engine.compiled and "differs from the eager network" in messages[0]
+    assert np.allclose(out, super_resolve_slices(model, stack, device="cpu", precision="fp32"), atol=1e-6)
+
+
+def test_bench_writes_every_figure(tmp_path, save_tiny, capsys):
+    model = save_tiny(nearest_model(4), "near")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(model), "--slices", "3", "--size", "16", "16", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    names = [p["name"] for p in result["paths"]]
+    assert names[:2] == ["reference", "fp32"] and len(names) >= 3
+    assert result["startup_seconds"] > 0 and result["peak_tflops"]["fp32"] > 0
+    ref = result["paths"][0]
+    for p in result["paths"]:
+        assert p["seconds_per_slice"] > 0 and p["peak_rss_mb"] > 50
+        assert p["speedup_vs_reference"] == pytest.approx(ref["seconds_per_slice"] / p["seconds_per_slice"])
+        assert p["psnr_vs_fp32"] >= inference.ACCURACY_DB
+    assert "vs reference" in capsys.readouterr().out

@@ -1,0 +1,127 @@
+"""Fetch the three real brain MRI volumes the shipped models are trained on, from registry
+packages only, each checked by sha256, into a cache outside the repository.
+
+    python scripts/fetch_training_data.py [--dest DIR]     # default $MRSUPERRES_HOME/data or ~/.cache/mrsuperres/data
+
+| name           | package                                   | file inside                                                        |
+|----------------|-------------------------------------------|--------------------------------------------------------------------|
+| pycortex-s1    | PyPI sdist pycortex==1.4.0                | pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz              |
+| colin27        | Debian mricron-data 1.2.20211006+dfsg-4   | usr/share/mricron/templates/ch2.nii.gz (and ch2bet.nii.gz)         |
+| mni152-2009a   | PyPI wheel nilearn==0.14.1                | nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz |
+
+Prints one line per volume: its path and sha256. Files already in the cache with the right
+hash are not downloaded again; a file with the wrong hash is never kept.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from MRSuperResLib.files import atomic_write_bytes, sha256_of  # noqa: E402
+
+VOLUMES = {
+    "pycortex-s1.nii.gz": dict(
+        source="pypi-sdist", package="pycortex", version="1.4.0", archive="pycortex-1.4.0.tar.gz",
+        member="pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz",
+        sha256="1a480d10e8c07fbca58e069efce2a11d477e180beb43f88bdad825b750055a28"),
+    "colin27-ch2.nii.gz": dict(
+        source="debian", package="mricron-data", version="1.2.20211006+dfsg-4",
+        member="usr/share/mricron/templates/ch2.nii.gz",
+        sha256="a009051127f64dc3dd554d5f5b589870ea72106d9642c21b4e7093e478cfc309"),
+    "colin27-ch2bet.nii.gz": dict(
+        source="debian", package="mricron-data", version="1.2.20211006+dfsg-4",
+        member="usr/share/mricron/templates/ch2bet.nii.gz",
+        sha256="592a2d20abdf36eefcb540ca8958428040edffc1bc1a18ba1dcfbabac77c5dd1"),
+    "mni152-2009a.nii.gz": dict(
+        source="pypi-wheel", package="nilearn", version="0.14.1", archive="nilearn-0.14.1-py3-none-any.whl",
+        member="nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+        sha256="421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6"),
+}
+
+
+def default_dest() -> Path:
+    home = os.environ.get("MRSUPERRES_HOME")
+    return (Path(home) if home else Path.home() / ".cache" / "mrsuperres") / "data"
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        sys.exit(f"fetch_training_data: `{' '.join(cmd)}` failed: {tail[0]}")
+
+
+def _download_from_pypi(package: str, version: str, filename: str, target: Path) -> None:
+    """Download one release file by name from PyPI's simple index, checked against the sha256
+    the index lists for it (pip download would try to build an sdist's metadata)."""
+    with urllib.request.urlopen(f"https://pypi.org/simple/{package}/", timeout=60) as r:
+        page = r.read().decode()
+    links = [u for u in re.findall(r'href="([^"]+)"', page) if u.split("#")[0].endswith("/" + filename)]
+    if not links or "#sha256=" not in links[0]:
+        sys.exit(f"fetch_training_data: PyPI lists no {filename} (with a sha256) for {package}=={version}")
+    url, expected = links[0].split("#sha256=")
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=120) as r, open(target, "wb") as out:
+        while chunk := r.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    if digest.hexdigest() != expected:
+        target.unlink()
+        sys.exit(f"fetch_training_data: {filename} does not match the sha256 PyPI lists for it")
+
+
+def _member_bytes(spec: dict, tmp: Path) -> bytes:
+    """Download the package that holds `spec` (once per package) and return the member's bytes."""
+    if spec["source"] == "debian":
+        unpacked = tmp / f"{spec['package']}-deb"
+        if not unpacked.exists():
+            _run(["apt-get", "download", f"{spec['package']}={spec['version']}"], tmp)
+            deb = next(tmp.glob(f"{spec['package']}_*.deb"))
+            _run(["dpkg-deb", "-x", str(deb), str(unpacked)], tmp)
+        return (unpacked / spec["member"]).read_bytes()
+    archive = tmp / spec["archive"]
+    if not archive.exists():
+        _download_from_pypi(spec["package"], spec["version"], spec["archive"], archive)
+    if spec["source"] == "pypi-wheel":
+        with zipfile.ZipFile(archive) as zf:
+            return zf.read(spec["member"])
+    with tarfile.open(archive) as tf:
+        return tf.extractfile(spec["member"]).read()
+
+
+def fetch(dest: Path) -> dict[str, Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    with tempfile.TemporaryDirectory(prefix="mrsuperres-data-") as tmp:
+        for name, spec in VOLUMES.items():
+            target = dest / name
+            if not (target.exists() and sha256_of(target) == spec["sha256"]):
+                payload = _member_bytes(spec, Path(tmp))
+                digest = hashlib.sha256(payload).hexdigest()
+                if digest != spec["sha256"]:
+                    sys.exit(f"fetch_training_data: {spec['package']}=={spec['version']} {spec['member']} "
+                             f"has sha256 {digest}, not the expected {spec['sha256']}; nothing written")
+                atomic_write_bytes(target, payload)
+            paths[name] = target
+            print(f"{target}  sha256 {spec['sha256']}")
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dest", type=Path, default=default_dest())
+    fetch(parser.parse_args().dest)
+
+
+if __name__ == "__main__":
+    main()
