@@ -197,6 +197,7 @@ class TrainingJob:
     status: str = "running"        # running, done, stopped, failed
     message: str = ""
     registeredModel: str | None = None
+    nodes: list = field(default_factory=list)      # every node the job made (tables, charts, series)
     _offset: int = 0
     _losses: dict = field(default_factory=dict)
     _validation: dict = field(default_factory=dict)
@@ -229,7 +230,9 @@ class TrainingJob:
                 reason = last.get("message") if last and last["event"] == "error" else (err[-1] if err else "")
                 self.message = f"training failed (exit {code}): {reason}".strip()
             if self.modelPath is not None and self.modelPath.exists():
-                self.registeredModel = register_model(self.modelPath, self.runFolder.name)
+                self.registeredModel = register_model(self.modelPath, _safe(self.runFolder.parent.name))
+            if self.status == "failed" and not any(e.get("event") == "progress" for e in self.events):
+                _remove_nodes(self.nodes)        # nothing to show: leave the scene as it was
         return self.status
 
     def _update_tables(self, new: list[dict]) -> None:
@@ -550,6 +553,7 @@ class MRSuperResLogic:
             composite.SetLinkedControl(1)
             composite.SetHotLinkedControl(0)
             display = volume.GetDisplayNode()
+            display.SetInterpolate(0 if key == "lowResolution" else 1)     # LR shows its real voxels
             display.AutoWindowLevelOff()
             display.SetWindowLevel(window, level)
             node = logic.GetSliceNode()
@@ -570,6 +574,46 @@ class MRSuperResLogic:
             if view.GetLayoutName() == "MRSuperResTable":
                 view.SetTableNodeID(result.metricsTable.GetID())
         return slice_nodes
+
+    def viewImages(self, result: CompareResult) -> dict[str, np.ndarray]:
+        """What each comparison view shows now, as window/levelled RGB arrays (no GL needed)."""
+        from vtk.util.numpy_support import vtk_to_numpy
+        images = {}
+        for _, tag, title, _ in COMPARE_VIEWS:
+            logic = self._slice_logic(f"MRSuperRes{tag}")
+            producer = logic.GetImageDataConnection().GetProducer()
+            producer.Update()
+            image = producer.GetOutputDataObject(0)
+            w, h, _ = image.GetDimensions()
+            rgba = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(h, w, -1)
+            images[title] = rgba[::-1, :, :3].copy()
+        return images
+
+    def saveComparisonPicture(self, result: CompareResult, path) -> Path:
+        """A labelled PNG of the comparison views with each method's mean SSIM / PSNR / VIF."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .files import atomic_path
+        images = self.viewImages(result)
+        names = {"Super-resolved": f"MRSuperRes ({result.modelName})", "Bicubic": "Bicubic", "Bilinear": "Bilinear"}
+        fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.9), dpi=110)
+        for ax, (title, rgb) in zip(axes, images.items()):
+            ax.imshow(rgb)
+            ax.set_axis_off()
+            label = title if title not in names else names[title]
+            m = result.metrics.get(names.get(title, ""), None)
+            if m:
+                label += f"\nSSIM {m['ssim'][0]:.3f}  PSNR {m['psnr'][0]:.2f}  VIF {m['vif'][0]:.3f}"
+            ax.set_title(label, fontsize=8)
+        fig.suptitle("MRSuperRes comparison layout: linked slice views, same window/level", fontsize=9)
+        fig.tight_layout()
+        path = Path(path)
+        with atomic_path(path, ".png") as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+        return path
 
     def _layout_node(self):
         slicer = self.slicer
@@ -652,6 +696,7 @@ class MRSuperResLogic:
                           self._new_node("vtkMRMLTableNode", f"{base} validation"),
                           self._new_node("vtkMRMLPlotChartNode", f"{base} loss curves"),
                           self._new_node("vtkMRMLPlotChartNode", f"{base} validation"))
+        job.nodes = [job.lossTable, job.validationTable, job.lossChart, job.validationChart]
         self._connect_charts(job)
         if waitForCompletion:
             job.wait()
@@ -667,6 +712,7 @@ class MRSuperResLogic:
             chart.SetYAxisTitle(title)
             for col in columns:
                 series = self._new_node("vtkMRMLPlotSeriesNode", f"{job.runFolder.parent.name} {col}")
+                job.nodes.append(series)
                 series.SetAndObserveTableNodeID(table.GetID())
                 series.SetXColumnName("iteration")
                 series.SetYColumnName(col)

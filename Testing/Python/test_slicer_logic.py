@@ -1,0 +1,231 @@
+"""MRSuperResLogic on real MRML (slicer-core, no Qt): enhance, compare, the linked layout,
+background training, bad input; and the extension's files (UI names, CMake lists)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import ROOT, SAMPLE, nearest_model, tiny_model, write_nifti
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
+
+from MRSuperResLib import geometry  # noqa: E402
+from MRSuperResLib.errors import MRSuperResError  # noqa: E402
+from MRSuperResLib.slicer_logic import (COMPARE_VIEWS, MRSuperResLogic, headless_scene,  # noqa: E402
+                                        load_volume)
+
+REAL_LR = ROOT / "Testing" / "Data" / "aniso_vox.nii.gz"
+
+
+@pytest.fixture
+def scene():
+    return headless_scene()
+
+
+@pytest.fixture
+def models(save_tiny):
+    return {"near": save_tiny(nearest_model(4), "near"), "tiny": save_tiny(tiny_model(4), "tiny4"),
+            "x2": save_tiny(tiny_model(2), "tiny2")}
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    import vtk
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return slicer.util.arrayFromVTKMatrix(m)
+
+
+def node_count(scene) -> int:
+    return scene.GetNumberOfNodes()
+
+
+def small_gt(scene, tmp_path, slices=slice(22, 26)):
+    """Four axial slices of the real Colin27 sample, loaded by Slicer's reader."""
+    img = nib.load(str(SAMPLE))
+    data = np.asarray(img.dataobj)[:, :, slices]
+    path = write_nifti(tmp_path / "gt.nii.gz", data, img.affine)
+    return load_volume(path, "gt")
+
+
+def test_logic_imports_in_a_plain_python_with_slicer_core():
+    code = ("import sys; sys.path.insert(0, 'MRSuperRes'); import slicer; "
+            "from MRSuperResLib.slicer_logic import headless_scene; headless_scene(); "
+            "import MRSuperRes; logic = MRSuperRes.MRSuperResLogic(); "
+            "print(type(logic).__name__, slicer.mrmlScene is not None, MRSuperRes.HAVE_APP)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-3:] == ["MRSuperResLogic", "True", "False"]
+
+
+def test_enhance_a_real_volume_lands_on_the_core_grid(scene, models):
+    node = load_volume(REAL_LR, "aniso")
+    before = ijk_to_ras(node)
+    assert np.allclose(before, nib.load(str(REAL_LR)).affine, atol=1e-4)     # Slicer reads what nibabel reads
+    sr = MRSuperResLogic().enhance(node, model=str(models["near"]), axis=2, precision="fp32")
+    assert np.allclose(ijk_to_ras(sr), geometry.resample_affine(before, 2, 4), atol=1e-6)
+    arr = slicer.util.arrayFromVolume(sr)                  # (K, J, I)
+    lr = slicer.util.arrayFromVolume(node)
+    assert arr.shape == (lr.shape[0], lr.shape[1] * 4, lr.shape[2] * 4)
+    assert np.allclose(arr[:, ::4, ::4], lr, atol=1e-3 * np.abs(lr).max())   # nearest model: same values, units
+    assert sr.GetName().startswith("aniso near x4") and sr.GetDisplayNode() is not None
+    auto = MRSuperResLogic().enhance(node, model=str(models["near"]), axis="auto", precision="fp32")
+    assert np.allclose(ijk_to_ras(auto), ijk_to_ras(sr))   # auto picks the 5 mm axis, as the core does
+
+
+def test_compare_makes_the_volumes_table_layout_and_links_the_views(scene, tmp_path, models):
+    gt = small_gt(scene, tmp_path)
+    logic = MRSuperResLogic()
+    result = logic.compare(gt, model=str(models["tiny"]), scale=4, degradation="bilinear", axis=2)
+    gt_affine = ijk_to_ras(gt)
+    assert np.allclose(ijk_to_ras(result.lowResolution), geometry.resample_affine(gt_affine, 2, 0.25), atol=1e-6)
+    for node in (result.superResolved, result.bicubic, result.bilinear):
+        assert np.allclose(ijk_to_ras(node), gt_affine, atol=1e-6)
+        assert slicer.util.arrayFromVolume(node).shape == slicer.util.arrayFromVolume(gt).shape
+    table = result.metricsTable
+    assert table.GetNumberOfRows() == 3
+    methods = [table.GetTable().GetValueByName(r, "Method").ToString() for r in range(3)]
+    assert methods == ["MRSuperRes (tiny4)", "Bicubic", "Bilinear"]
+    for col in ("SSIM mean", "PSNR mean", "NRMSE mean", "RMSE mean", "MAE mean", "VIF mean", "VIF std"):
+        assert np.isfinite(table.GetTable().GetValueByName(1, col).ToDouble())
+    # the same numbers as the command line's protocol on the same data
+    from MRSuperResLib.evaluate import evaluate
+    ref = evaluate([str(tmp_path / "gt.nii.gz")], None, scale=4, degradation="bilinear", axis=2)
+    for metric in ("ssim", "psnr", "vif"):
+        assert result.metrics["Bicubic"][metric][0] == pytest.approx(ref["methods"]["bicubic"][metric]["mean"], abs=1e-6)
+    assert result.perSliceTable.GetNumberOfRows() == 4 and result.plotChart.GetNumberOfPlotSeriesNodes() == 3
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    children = [sh.GetItemDataNode(sh.GetItemByPositionUnderParent(result.folderItemID, i))
+                for i in range(sh.GetNumberOfItemChildren(result.folderItemID))]
+    assert {n.GetID() for n in children} >= {result.lowResolution.GetID(), result.superResolved.GetID(),
+                                              result.bicubic.GetID(), result.bilinear.GetID()}
+
+    views = logic.showComparison(result)
+    assert len(views) == len(COMPARE_VIEWS) >= 4
+    composites = {c.GetLayoutName(): c for c in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode")}
+    shown = [composites[v.GetLayoutName()].GetBackgroundVolumeID() for v in views]
+    assert len(set(shown)) == len(views) and gt.GetID() == shown[0]
+    assert all(composites[v.GetLayoutName()].GetLinkedControl() for v in views)
+    levels = {(getattr(result, key).GetDisplayNode().GetWindow(), getattr(result, key).GetDisplayNode().GetLevel())
+              for key, *_ in COMPARE_VIEWS}
+    assert len(levels) == 1                               # one window/level in every view
+    images = logic.viewImages(result)                     # what the views show: real images
+    assert len(images) == len(views) and all(im.std() > 0 for t, im in images.items() if t != "Super-resolved")
+    gt_logic = logic._slice_logic(views[0].GetLayoutName())
+    target = gt_logic.GetSliceOffset() + 1.0
+    gt_logic.StartSliceOffsetInteraction()
+    gt_logic.SetSliceOffset(target)
+    gt_logic.EndSliceOffsetInteraction()
+    assert [logic._slice_logic(v.GetLayoutName()).GetSliceOffset() for v in views] == pytest.approx([target] * len(views))
+
+
+def test_bad_input_leaves_the_scene_as_it_was(scene, tmp_path, models):
+    logic = MRSuperResLogic()
+    gt = small_gt(scene, tmp_path)
+    flat = slicer.util.addVolumeFromArray(np.random.rand(1, 40, 40).astype(np.float32), name="flat")
+    rgb = slicer.util.addVolumeFromArray(np.random.rand(4, 40, 40, 3).astype(np.float32), name="rgb",
+                                         nodeClassName="vtkMRMLVectorVolumeNode")
+    four_d = slicer.util.addVolumeFromArray(np.random.rand(4, 40, 40, 7).astype(np.float32), name="dwi",
+                                            nodeClassName="vtkMRMLVectorVolumeNode")
+    nan = slicer.util.addVolumeFromArray(np.full((4, 40, 40), np.nan, np.float32), name="nan")
+    tiny_gt = slicer.util.addVolumeFromArray(np.random.rand(4, 20, 20).astype(np.float32), name="small")
+    count = node_count(scene)
+    cases = [
+        (lambda: logic.enhance(None, model=str(models["tiny"])), "no input volume chosen"),
+        (lambda: logic.enhance(flat, model=str(models["tiny"])), "2D image"),
+        (lambda: logic.enhance(rgb, model=str(models["tiny"])), "RGB, vector or 4D"),
+        (lambda: logic.enhance(four_d, model=str(models["tiny"])), "7 values per voxel"),
+        (lambda: logic.enhance(nan, model=str(models["tiny"])), "NaN"),
+        (lambda: logic.enhance(gt, model=str(tmp_path / "missing.safetensors")), "not found"),
+        (lambda: logic.compare(gt, model=str(models["x2"]), scale=4, axis=2), "x2, but x4"),
+        (lambda: logic.compare(tiny_gt, model=str(models["tiny"]), scale=4, axis=2), "too small for x4"),
+        (lambda: logic.compare(None, model=str(models["tiny"])), "no ground-truth volume chosen"),
+        (lambda: logic.train([], tmp_path / "run"), "no training volume chosen"),
+    ]
+    for call, message in cases:
+        with pytest.raises(MRSuperResError, match=re.escape(message)):
+            call()
+        assert node_count(scene) == count, message
+    # a cancelled background task adds nothing either
+    task = logic.enhance(gt, model=str(models["tiny"]), axis=2, waitForCompletion=False)
+    task.cancel()
+    task._thread.join()
+    assert task.poll() in ("cancelled", "done")
+    if task.status == "cancelled":
+        assert node_count(scene) == count
+
+
+def test_background_enhance_reports_progress_then_adds_the_node(scene, tmp_path, models):
+    gt = small_gt(scene, tmp_path)
+    task = MRSuperResLogic().enhance(gt, model=str(models["tiny"]), axis=2, waitForCompletion=False)
+    node = task.wait()
+    assert task.status == "done" and task.done == task.total == 4
+    assert slicer.mrmlScene.IsNodePresent(node)
+
+
+def test_training_job_runs_as_a_child_process_and_registers_its_model(scene, tmp_path, monkeypatch):
+    monkeypatch.setenv("MRSUPERRES_HOME", str(tmp_path / "home"))
+    gt = small_gt(scene, tmp_path, slice(10, 40))
+    logic = MRSuperResLogic()
+    job = logic.train([gt], tmp_path / "mytraining", waitForCompletion=True, stage="psnr", iters=4, batch=2,
+                      patch=32, blocks=1, features=8, growth=4, checkpoint_every=2, log_every=1, device="cpu",
+                      precision="fp32")
+    assert job.status == "done", job.message
+    assert job.lossTable.GetNumberOfRows() == 4
+    l1 = [job.lossTable.GetTable().GetValueByName(r, "l1").ToDouble() for r in range(4)]
+    assert all(np.isfinite(l1)) and job.validationTable.GetNumberOfRows() >= 1
+    assert job.registeredModel == "mytraining"
+    assert any(m["name"] == "mytraining" for m in logic.listModels())
+    sr = logic.enhance(gt, model="mytraining", axis=2)
+    assert slicer.util.arrayFromVolume(sr).shape[1] == 4 * slicer.util.arrayFromVolume(gt).shape[1]
+
+
+def test_a_crashing_training_process_gives_a_message_and_no_nodes(scene, tmp_path, monkeypatch):
+    monkeypatch.setenv("MRSUPERRES_HOME", str(tmp_path / "home"))
+    gt = small_gt(scene, tmp_path)
+    count = node_count(scene)
+    with pytest.raises(MRSuperResError, match="training failed"):
+        MRSuperResLogic().train([gt], tmp_path / "bad", waitForCompletion=True, iters=2, patch=4096)
+    assert node_count(scene) == count
+
+
+def test_batch_script_runs_in_plain_python_with_slicer_core(tmp_path, models):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "slicer_enhance.py"), "--input", str(REAL_LR),
+                          str(tmp_path / "missing.nii.gz"), "--output", str(tmp_path / "out"),
+                          "--model", str(models["near"]), "--axis", "2"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "missing.nii.gz: file not found" in out.stderr
+    result = nib.load(str(tmp_path / "out" / "aniso_vox_sr.nii.gz"))
+    assert result.shape == (232, 232, 24)
+    assert np.allclose(result.affine, geometry.resample_affine(nib.load(str(REAL_LR)).affine, 2, 4), atol=1e-4)
+
+
+def test_every_widget_the_code_uses_is_in_the_ui_file():
+    ui = (ROOT / "MRSuperRes" / "Resources" / "UI" / "MRSuperRes.ui").read_text()
+    code = (ROOT / "MRSuperRes" / "MRSuperRes.py").read_text()
+    names = set(re.findall(r'name="(\w+)"', ui))
+    used = set(re.findall(r"self\.ui\.(\w+)", code))
+    used |= set(re.findall(r'"(\w+(?:ComboBox|SpinBox|Button|Selector|Label|Bar))"', code))
+    assert len(used) > 30
+    assert used <= names, f"missing from the .ui: {sorted(used - names)}"
+
+
+def test_cmake_lists_every_shipped_file():
+    tracked = subprocess.run(["git", "ls-files", "MRSuperRes", "MRSuperResLib", "Resources"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    shipped = [f for f in tracked if not f.startswith("Resources/Screenshots/")]
+    if not shipped:
+        pytest.skip("not a git checkout")
+    top = (ROOT / "CMakeLists.txt").read_text()
+    module = (ROOT / "MRSuperRes" / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "MRSuperRes")
+    listed = set(re.findall(r"^\s+(\S+\.\w+)\s*$", top, re.M))
+    listed |= {"MRSuperRes/" + f for f in re.findall(r"^\s+(\S+\.\w+)\s*$", module, re.M)}
+    missing = [f for f in shipped if f not in listed and not f.endswith("CMakeLists.txt")]
+    assert not missing, f"shipped files missing from the CMake lists: {missing}"
+    assert 'EXTENSION_DEPENDS "PyTorch"' in top and "WITH_GENERIC_TESTS" in module
+    import json
+    entry = json.loads((ROOT / "MRSuperRes.json").read_text())
+    assert entry["build_dependencies"] == ["PyTorch"] and entry["scm_url"].endswith(".git")
