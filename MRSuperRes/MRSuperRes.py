@@ -185,6 +185,12 @@ if HAVE_APP:
             if isinstance(metrics, dict) and metrics:
                 facts.append("metrics: " + ", ".join(f"{k} {v}" for k, v in list(metrics.items())[:4]))
             self.ui.modelInfoLabel.text = "\n".join(facts)
+            self.ui.detailSlider.enabled = bool(card.get("detail_partner"))
+
+        def detailValue(self):
+            """The detail slider's value when the chosen model has a GAN partner, else None."""
+            card = next((c for c in self.models if c["name"] == self.ui.modelComboBox.currentText), {})
+            return float(self.ui.detailSlider.value) if card.get("detail_partner") else None
 
         def onImportModel(self):
             path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import a model",
@@ -235,7 +241,8 @@ if HAVE_APP:
                 self.task = self.logic.enhance(self.ui.inputSelector.currentNode(),
                                                model=self.ui.modelComboBox.currentText or None,
                                                axis=self.AXES[self.ui.axisComboBox.currentText],
-                                               device=self.ui.deviceComboBox.currentText, waitForCompletion=False)
+                                               device=self.ui.deviceComboBox.currentText,
+                                               detail=self.detailValue(), waitForCompletion=False)
                 self.taskKind = "enhance"
                 self.ui.enhanceButton.text = "Cancel"
                 self.timer.start()

@@ -111,7 +111,9 @@ def _run_path(name: str, model_spec: str | None, stack: np.ndarray, device: str,
             engine = SliceEngine(model, device=device, precision=precision, compile=compile_)
             batch = batch_size or None
             t0 = time.perf_counter()
-            super_resolve_slices(engine, stack[: (batch or 8)].copy(), batch_size=batch)   # warm-up (and compile)
+            # warm-up; a compiled network sees every batch shape of the timed run first (each
+            # new shape compiles again, which would be timed otherwise)
+            super_resolve_slices(engine, stack if compile_ else stack[: (batch or 8)].copy(), batch_size=batch)
             facts["warmup_seconds"] = time.perf_counter() - t0
             if engine.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()

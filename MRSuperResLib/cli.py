@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output volume (.nii, .nii.gz, .nrrd)")
     p.add_argument("--model", default=None, help="model name or weights file (default: the default model)")
     p.add_argument("--scale", type=int, default=None, help="refuse a model of any other scale")
+    p.add_argument("--detail", type=float, default=None,
+                   help="0 (the fidelity model) to 1 (its GAN partner): how much texture the GAN may add, by "
+                        "network interpolation (default: the model as it is)")
+    p.add_argument("--detail-model", default=None, help="the GAN model to blend with (default: the partner "
+                   "named in the model's card)")
     p.add_argument("--dtype", default="float32", choices=("float32", "input"),
                    help="output voxel type: float32, or the input's type (rounded)")
     _common_run_options(p)
@@ -70,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="seed 001's protocol: degrade HR volumes, restore, score against them")
     p.add_argument("hr", nargs="+", help="high-resolution ground-truth volumes")
     p.add_argument("--model", default=None, help="model name or file; 'none' for interpolation only")
+    p.add_argument("--detail", type=float, default=None, help="as for enhance: 0 fidelity .. 1 GAN partner")
+    p.add_argument("--detail-model", default=None, help="as for enhance")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--degrade", default="bilinear", choices=("bilinear", "bicubic", "kspace"))
     p.add_argument("--out", required=True, help="folder for metrics.json, per_slice.csv, figure.png")
@@ -208,7 +215,7 @@ def cmd_enhance(args) -> int:
     if args.scale is not None and args.scale < 1:
         raise MRSuperResError(f"--scale must be positive, not {args.scale}")
     volume = read_volume(args.input)
-    model, card = load_model(args.model)
+    model, card = load_model(args.model, detail=args.detail, detail_model=args.detail_model)
     if args.scale and model.scale != args.scale:
         raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
     hr, facts = enhance_volume(volume, model, axis=args.axis, device=args.device, batch_size=args.batch_size,
@@ -228,7 +235,8 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_table
 
     no_model = args.model is not None and args.model.lower() == "none"
-    model, card = (None, {}) if no_model else load_model(args.model)
+    model, card = (None, {}) if no_model else load_model(args.model, detail=args.detail,
+                                                         detail_model=args.detail_model)
     result = evaluate(args.hr, model, model_name=card.get("name", "model"), model_card=card, scale=args.scale,
                       degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
                       batch_size=args.batch_size, precision=args.precision, tile=args.tile,

@@ -394,21 +394,22 @@ class MRSuperResLogic:
         save_model(model, cache_dir() / f"{name}.safetensors", {**card, "name": name, "source": str(path)})
         return name
 
-    def _model(self, spec):
+    def _model(self, spec, detail=None):
         from .catalog import load_model
-        key = str(spec)
+        key = (str(spec), detail)
         if key not in self._models:
-            self._models[key] = load_model(spec)
+            self._models[key] = load_model(spec, detail=detail)
         return self._models[key]
 
     # enhance
-    def enhance(self, volumeNode, model=None, axis="auto", device="auto", precision="auto",
+    def enhance(self, volumeNode, model=None, axis="auto", device="auto", precision="auto", detail=None,
                 progressCallback=None, cancel=None, show=True, name=None, waitForCompletion=True):
         """A new volume node: `volumeNode` super-resolved slice by slice, on the exact HR grid.
-        With waitForCompletion=False returns a BackgroundTask whose `result` is the node."""
+        `detail` (0..1) blends the model with its GAN partner. With waitForCompletion=False
+        returns a BackgroundTask whose `result` is the node."""
         from .inference import enhance_volume
         volume = volume_from_node(volumeNode)
-        net, card = self._model(model)
+        net, card = self._model(model, detail)
         label = name or f"{volumeNode.GetName()} {card.get('name', 'model')} x{net.scale}"
 
         def compute(progress, cancelled):

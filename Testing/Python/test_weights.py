@@ -242,3 +242,35 @@ def test_first_esrgan_release_keys_and_wrapper_prefixes(tmp_path):
     from safetensors.torch import save_file
     save_file({f"generator.{k}": v for k, v in model.state_dict().items()}, str(tmp_path / "wrapped.safetensors"))
     assert torch.equal(load_generator(tmp_path / "wrapped.safetensors")[0](x), model(x))
+
+
+def test_detail_interpolates_between_a_fidelity_model_and_its_gan_partner(tmp_path, save_tiny, capsys):
+    from conftest import tiny_model, write_nifti
+
+    from MRSuperResLib.catalog import load_model
+    from MRSuperResLib.cli import main
+    from MRSuperResLib.errors import MRSuperResError
+    from MRSuperResLib.weights import save_model
+
+    fid, gan = tiny_model(4, seed=1), tiny_model(4, seed=2)
+    gan_path = save_tiny(gan, "gan")
+    fid_path = tmp_path / "fid.safetensors"
+    save_model(fid, fid_path, {"training_data": "test", "iterations": 0, "detail_partner": str(gan_path)})
+    for d in (0.0, 0.3, 1.0):
+        blended, card = load_model(str(fid_path), detail=d)
+        assert card["detail"] == d
+        for (k, v), f, g in zip(blended.state_dict().items(), fid.state_dict().values(), gan.state_dict().values()):
+            assert torch.allclose(v, (1 - d) * f + d * g, atol=1e-6), k
+    with pytest.raises(MRSuperResError, match="between 0"):
+        load_model(str(fid_path), detail=1.5)
+    with pytest.raises(MRSuperResError, match="differ in architecture"):
+        load_model(str(fid_path), detail=0.5, detail_model=str(save_tiny(tiny_model(4, blocks=2), "other")))
+    with pytest.raises(MRSuperResError, match="names no partner"):
+        load_model(str(gan_path), detail=0.5)
+    src = write_nifti(tmp_path / "in.nii.gz", np.random.default_rng(0).random((12, 12, 2)).astype(np.float32))
+    assert main(["enhance", str(src), "-o", str(tmp_path / "o.nii.gz"), "--model", str(fid_path),
+                 "--detail", "0.5"]) == 0
+    assert main(["enhance", str(src), "-o", str(tmp_path / "x.nii.gz"), "--model", str(gan_path),
+                 "--detail", "0.5"]) == 2
+    assert "names no partner" in capsys.readouterr().err
+    assert not (tmp_path / "x.nii.gz").exists()
