@@ -20,15 +20,23 @@ for _candidate in (_HERE, os.path.dirname(_HERE)):          # installed extensio
     if os.path.isdir(os.path.join(_candidate, "MRSuperResLib")) and _candidate not in sys.path:
         sys.path.insert(0, _candidate)
 
-from MRSuperResLib.slicer_logic import (BackgroundTask, CompareResult, MRSuperResLogic,  # noqa: E402,F401
-                                        TrainingJob, headless_scene, load_volume)
+_LOGIC_NAMES = ("BackgroundTask", "CompareResult", "MRSuperResLogic", "TrainingJob", "headless_scene", "load_volume")
+
+
+def __getattr__(name):
+    """`MRSuperRes.MRSuperResLogic` and friends, imported on first use: the library needs torch,
+    which a fresh Slicer gets only when the panel first opens (ensure_dependencies)."""
+    if name in _LOGIC_NAMES:
+        from MRSuperResLib import slicer_logic
+        return getattr(slicer_logic, name)
+    raise AttributeError(f"module 'MRSuperRes' has no attribute '{name}'")
+
 
 TORCH_REQUIREMENT = ">=2.4"
 PIP_REQUIREMENTS = ("nibabel", "pynrrd", "scikit-image", "safetensors", "matplotlib", "onnx")
 SETTINGS = "MRSuperRes"
 
 try:                                     # the Slicer application (Qt) is there
-    import ctk
     import qt
     import slicer
     from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
@@ -104,6 +112,7 @@ if HAVE_APP:
                 self.ui.enhanceButton.enabled = self.ui.compareButton.enabled = False
                 self.ui.startTrainingButton.enabled = False
                 return
+            from MRSuperResLib.slicer_logic import MRSuperResLogic
             self.logic = MRSuperResLogic()
             self.timer = qt.QTimer()
             self.timer.setInterval(250)
@@ -370,6 +379,7 @@ if HAVE_APP:
             import torch
 
             from MRSuperResLib.rrdbnet import RRDBNet
+            from MRSuperResLib.slicer_logic import MRSuperResLogic
             from MRSuperResLib.weights import save_model
 
             self.delayDisplay("Loading the bundled Colin27 sample")
