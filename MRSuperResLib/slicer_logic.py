@@ -47,19 +47,33 @@ def _slicer():
 
 def headless_scene():
     """A real MRML scene in a plain Python process (slicer-core), set as `slicer.mrmlScene`,
-    with the application, Colors, Volumes and SubjectHierarchy logics registered. Returns the
-    scene; its application logic is `scene.MRSuperResAppLogic`."""
+    with an application logic and the Colors, Volumes and SubjectHierarchy logics registered."""
     import slicer
-    import vtk
 
     scene = slicer.vtkMRMLScene()
     slicer.mrmlScene = scene
+    application_logic(scene)
+    return scene
+
+
+def application_logic(scene):
+    """The application logic that serves `scene` outside the Slicer app: the one made here
+    before, or a new one with the Colors, Volumes and SubjectHierarchy logics (a caller that
+    set up its own scene, as the slicer-core notes do, gets one too; slice views linked by
+    MRSuperRes register their slice logics with it)."""
+    import slicer
+    import vtk
+
+    app = getattr(scene, "MRSuperResAppLogic", None)
+    if app is not None:
+        return app
     app = slicer.vtkSlicerApplicationLogic()
     app.SetMRMLScene(scene)
     app.SetSliceLogics(vtk.vtkCollection())
     app.SetViewLogics(vtk.vtkCollection())
     app.GetColorLogic().SetMRMLScene(scene)
-    app.GetColorLogic().AddDefaultColorNodes()
+    if scene.GetNodeByID("vtkMRMLColorTableNodeGrey") is None:
+        app.GetColorLogic().AddDefaultColorNodes()
     keep = []
     for name, cls in (("Colors", slicer.vtkMRMLColorLogic), ("Volumes", slicer.vtkSlicerVolumesLogic),
                       ("SubjectHierarchy", slicer.vtkSlicerSubjectHierarchyModuleLogic)):
@@ -71,7 +85,7 @@ def headless_scene():
         keep.append(logic)
     scene.MRSuperResAppLogic = app               # the application logic holds its module logics
     scene.MRSuperResLogics = keep                # weakly: keep them alive with the scene
-    return scene
+    return app
 
 
 def load_volume(path: str | os.PathLike, name: str | None = None):
@@ -81,7 +95,7 @@ def load_volume(path: str | os.PathLike, name: str | None = None):
         raise MRSuperResError(f"file not found: {path}")
     if hasattr(slicer, "app"):
         return slicer.util.loadVolume(str(path))
-    logic = slicer.mrmlScene.MRSuperResAppLogic.GetModuleLogic("Volumes")
+    logic = application_logic(slicer.mrmlScene).GetModuleLogic("Volumes")
     node = logic.AddArchetypeVolume(str(path), name or Path(path).name.split(".")[0])
     if node is None:
         raise MRSuperResError(f"Slicer could not read {path} as a volume")
@@ -633,7 +647,7 @@ class MRSuperResLogic:
         slicer = self.slicer
         if hasattr(slicer, "app"):
             return slicer.app.layoutManager().sliceWidget(layout_name).sliceLogic()
-        app = self.scene.MRSuperResAppLogic
+        app = application_logic(self.scene)
         logics = app.GetSliceLogics()
         for i in range(logics.GetNumberOfItems()):
             logic = logics.GetItemAsObject(i)

@@ -229,3 +229,31 @@ def test_cmake_lists_every_shipped_file():
     import json
     entry = json.loads((ROOT / "MRSuperRes.json").read_text())
     assert entry["build_dependencies"] == ["PyTorch"] and entry["scm_url"].endswith(".git")
+
+
+def test_the_api_on_a_scene_set_up_by_the_caller(tmp_path, models):
+    """As a user of slicer-core would: own scene and application logic, vtkSlicerVolumesLogic."""
+    import vtk
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    app = slicer.vtkSlicerApplicationLogic()
+    app.SetMRMLScene(scene)
+    app.GetColorLogic().SetMRMLScene(scene)
+    app.GetColorLogic().AddDefaultColorNodes()
+    app.SetSliceLogics(vtk.vtkCollection())
+    app.SetViewLogics(vtk.vtkCollection())
+    volumes = slicer.vtkSlicerVolumesLogic()
+    volumes.SetMRMLScene(scene)
+    volumes.SetMRMLApplicationLogic(app)
+    img = nib.load(str(SAMPLE))
+    path = write_nifti(tmp_path / "gt.nii.gz", np.asarray(img.dataobj)[:, :, 20:23], img.affine)
+    node = volumes.AddArchetypeVolume(str(path), "gt")
+    logic = MRSuperResLogic()
+    sr = logic.enhance(node, model=str(models["tiny"]), axis=2)
+    assert np.allclose(ijk_to_ras(sr), geometry.resample_affine(ijk_to_ras(node), 2, 4), atol=1e-6)
+    result = logic.compare(node, model=str(models["tiny"]), scale=4, degradation="bilinear", axis=2)
+    assert result.metricsTable.GetNumberOfRows() == 3
+    views = logic.showComparison(result)
+    composites = {c.GetLayoutName(): c for c in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode")}
+    assert len({composites[v.GetLayoutName()].GetBackgroundVolumeID() for v in views}) >= 4
+    assert all(composites[v.GetLayoutName()].GetLinkedControl() for v in views)
