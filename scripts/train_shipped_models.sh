@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# How the shipped MRI models are trained (issue 6). Each stage is resumable: run the same
+# command again and it continues from the newest checkpoint in its run folder.
+#
+#   bash scripts/train_shipped_models.sh fidelity     # psnr stage from RealESRGAN_x4plus (1-channel)
+#   bash scripts/train_shipped_models.sh gan          # gan stage from the fidelity result
+#
+# Training data: pycortex S1 and MNI152 2009a (all three orientations, flips and 90-degree
+# rotations); Colin27 (ch2, full head) is held out for validation. RUNS defaults to
+# ~/mrsuperres-runs (outside the repository).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-$HOME/mrsuperres-runs}
+DATA=${MRSUPERRES_HOME:-$HOME/.cache/mrsuperres}/data
+.venv/bin/python scripts/fetch_training_data.py >/dev/null
+COMMON=(--data "$DATA/pycortex-s1.nii.gz" "$DATA/mni152-2009a.nii.gz" --val "$DATA/colin27-ch2.nii.gz"
+        --axis all --degrade bilinear,bilinear,bilinear,bicubic,mri --precision auto)
+resume() { [ -f "$1/config.json" ] && echo --resume || true; }
+case "${1:-}" in
+  fidelity)
+    OUT=$RUNS/mri-x4-fidelity
+    .venv/bin/mrsuperres train "${COMMON[@]}" --out "$OUT" --stage psnr --init realesrgan \
+      --iters "${ITERS:-4000}" --batch 8 --patch 96 --lr 1e-4 --checkpoint-every 200 $(resume "$OUT") ;;
+  gan)
+    OUT=$RUNS/mri-x4-gan
+    .venv/bin/mrsuperres train "${COMMON[@]}" --out "$OUT" --stage gan --init "$RUNS/mri-x4-fidelity" \
+      --iters "${ITERS:-2000}" --batch 4 --patch 128 --checkpoint-every 100 $(resume "$OUT") ;;
+  *) echo "usage: $0 fidelity|gan" >&2; exit 2 ;;
+esac
