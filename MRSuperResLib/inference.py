@@ -204,10 +204,11 @@ class SliceEngine:
             if pad_h or pad_w:
                 t = F.pad(t, (0, pad_w, 0, pad_h), mode="replicate")
             y = self._run(t.contiguous(memory_format=torch.channels_last))
-            y = y[:, 0, : h * s, : w * s].float().clamp_(0, 1)
-            if not torch.isfinite(y).all():
+            y = y[:, 0, : h * s, : w * s].float()
+            if not torch.isfinite(y).all():            # before clamping, which would hide an inf
                 raise MRSuperResError("the model produced NaN or infinite values (broken weights, or "
                                       "overflow: try --precision fp32)")
+            y.clamp_(0, 1)
             if cuda:
                 host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
                 host.copy_(y, non_blocking=True)
@@ -284,6 +285,7 @@ def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, dev
         tile = int(np.sqrt(LR_PIXELS_PER_BATCH)) - 2 * TILE_CONTEXT
     tile_px = min(tile + 2 * TILE_CONTEXT, h) * min(tile + 2 * TILE_CONTEXT, w) if tile else h * w
     batch = batch_size or max(1, LR_PIXELS_PER_BATCH // tile_px)
+    first_choice = (batch, tile)
 
     # constant slices: one representative each, copied afterwards (exact)
     copies = constant_slices(stack)
@@ -313,7 +315,7 @@ def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, dev
                 tile = max(MIN_TILE, (tile or max(h, w)) // 2)
             elif engine.device.type == "cuda":       # 3. leave the GPU
                 engine.fall_back_to_cpu(f"out of memory even for one {MIN_TILE}x{MIN_TILE} tile")
-                batch = batch_size or max(1, LR_PIXELS_PER_BATCH // tile_px)
+                batch, tile = first_choice               # the CPU has its own, larger memory
             else:
                 raise MRSuperResError(f"out of memory on the CPU even for one {MIN_TILE}x{MIN_TILE} tile "
                                       "of a slice: free memory or close other programs") from None

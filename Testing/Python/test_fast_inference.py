@@ -158,3 +158,25 @@ def test_bench_writes_every_figure(tmp_path, save_tiny, capsys):
         assert p["speedup_vs_reference"] == pytest.approx(ref["seconds_per_slice"] / p["seconds_per_slice"])
         assert p["psnr_vs_fp32"] >= inference.ACCURACY_DB
     assert "vs reference" in capsys.readouterr().out
+
+
+def test_a_gpu_out_of_memory_falls_back_to_the_cpu_with_a_message():
+    """The back-off's last step, driven by a device that fails every allocation (no GPU here:
+    the engine is told it is on CUDA and its forward fails as a full GPU would)."""
+    model = nearest_model(4)
+    messages = []
+    engine = SliceEngine(model, device="cpu", precision="fp32", notify=messages.append)
+    real_forward = engine.forward
+    engine.device = torch.device("cuda")
+
+    def gpu_forward(x):
+        if engine.device.type == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        return real_forward(x)
+    engine.forward = gpu_forward
+    engine._place = lambda compile: None               # nothing to move in this stand-in
+    stack = np.random.default_rng(4).random((3, 40, 40)).astype(np.float32)
+    out = super_resolve_slices(engine, stack)
+    assert engine.device.type == "cpu" and "continuing on the CPU" in messages[0]
+    assert engine.precision == resolve_precision("auto", torch.device("cpu"))    # the CPU's own best
+    assert psnr(out, super_resolve_slices(model, stack, device="cpu", precision="fp32")) >= inference.ACCURACY_DB
