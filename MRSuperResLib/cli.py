@@ -261,13 +261,13 @@ def cmd_degrade(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .catalog import DEFAULT_MODEL, available_models, cache_dir, describe
+    from .catalog import REALESRGAN_MODEL, available_models, cache_dir, describe
 
     found = available_models()
     for path, card in found:
         print(describe(path, card))
-    if not any(card.get("name", p.stem) == DEFAULT_MODEL for p, card in found):
-        print(f"{DEFAULT_MODEL:28s} (not fetched yet: `mrsuperres fetch`, or fetched on first use)")
+    if not any(card.get("name", p.stem) == REALESRGAN_MODEL for p, card in found):
+        print(f"{REALESRGAN_MODEL:28s} (not fetched yet: `mrsuperres fetch`, or fetched on first use)")
     print(f"cache: {cache_dir()}")
     return 0
 

@@ -391,10 +391,10 @@ class MRSuperResLogic:
     # models
     def listModels(self) -> list[dict]:
         """Every shipped and cached model's card (name, scale, training data, metrics, path)."""
-        from .catalog import DEFAULT_MODEL, available_models
+        from .catalog import REALESRGAN_MODEL, available_models
         found = [dict(card, path=str(p)) for p, card in available_models()]
-        if not any(c.get("name") == DEFAULT_MODEL for c in found):
-            found.append({"name": DEFAULT_MODEL, "scale": 4, "path": None,
+        if not any(c.get("name") == REALESRGAN_MODEL for c in found):
+            found.append({"name": REALESRGAN_MODEL, "scale": 4, "path": None,
                           "description": "fetched from PyPI on first use"})
         return found
 

