@@ -296,15 +296,16 @@ class TrainingJob:
 def register_model(path: Path, name: str) -> str:
     """Copy a finished run's model into the model cache under `name` so it is listed."""
     from .catalog import cache_dir
+    from .files import atomic_write_bytes
     from .weights import card_path
 
     dest = cache_dir()
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / f"{name}.safetensors"
-    shutil.copyfile(path, target)
     card = json.loads(card_path(path).read_text()) if card_path(path).exists() else {}
     card["name"] = name
-    card_path(target).write_text(json.dumps(card, indent=2))
+    atomic_write_bytes(target, Path(path).read_bytes())         # the card's sha256 still holds
+    atomic_write_bytes(card_path(target), json.dumps(card, indent=2).encode())
     return name
 
 
