@@ -29,6 +29,10 @@ def main() -> None:
     parser.add_argument("--partner", default=None, help="the GAN model --detail blends with (fidelity models)")
     home = Path(os.environ.get("MRSUPERRES_HOME", Path.home() / ".cache" / "mrsuperres"))
     parser.add_argument("--val", type=Path, default=home / "data" / "colin27-ch2.nii.gz")
+    parser.add_argument("--weights", choices=("ema", "generator"), default="ema",
+                        help="ema: the run's exported EMA generator (default); generator: the raw generator of "
+                             "the run's newest checkpoint (an EMA with decay 0.999 lags ~1000 iterations behind "
+                             "a short fine-tune)")
     args = parser.parse_args()
 
     from MRSuperResLib.catalog import REALESRGAN_MODEL, SHIPPED_DIR, load_model
@@ -37,6 +41,12 @@ def main() -> None:
     from MRSuperResLib.weights import load_generator, save_model
 
     model, run_card = load_generator(args.run / "model.safetensors")
+    if args.weights == "generator":
+        from MRSuperResLib.checkpoints import load_latest
+        state, ckpt = load_latest(args.run)
+        model.load_state_dict(state["generator"])
+        run_card = {**run_card, "iterations": int(state["iter"]), "wall_seconds": state.get("wall_seconds"),
+                    "weights": f"raw generator of {ckpt.name} (not the EMA)"}
     val_sha = sha256_of(args.val)
     if val_sha in {d.get("sha256") for d in run_card.get("training_data") or []}:
         sys.exit(f"{args.val} was trained on: validate on a held-out volume")
@@ -71,6 +81,7 @@ def main() -> None:
                        "slices": result["n_slices"], "metrics_mean": table},
         "metrics": {k: table[args.name][k] for k in ("psnr", "ssim", "vif")},
         "bicubic": {k: table["bicubic"][k] for k in ("psnr", "ssim", "vif")},
+        "weights": run_card.get("weights", "EMA generator (decay %s)" % start["config"].get("ema_decay")),
         "storage": "fp16 safetensors (loaded as fp32)",
     }
     if args.partner:
