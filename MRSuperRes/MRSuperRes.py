@@ -127,7 +127,9 @@ if HAVE_APP:
             self.ui.stageComboBox.addItems(["psnr", "gan"])
             self.ui.presetComboBox.addItems(["realesrgan", "paper", "thesis"])
             self.refreshModels()
-            self.restoreSettings()
+            self.restoreSettings()                         # last session's choices ...
+            self.connectControls()
+            self.updateParameterNodeFromGUI()             # ... become this scene's state
             self.ui.enhanceButton.connect("clicked()", self.onEnhance)
             self.ui.compareButton.connect("clicked()", self.onCompare)
             self.ui.importModelButton.connect("clicked()", self.onImportModel)
@@ -140,35 +142,89 @@ if HAVE_APP:
             self.ui.stopTrainingButton.connect("clicked()", self.onStopTraining)
             self.ui.resumeTrainingButton.connect("clicked()", self.onResumeTraining)
             self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneClose)
+            self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneImported)
             slicer.app.connect("aboutToQuit()", self.onSceneClose)
             self.onDeviceChanged()
             self.onInputChanged()
 
-        # settings persist between Slicer sessions (QSettings)
+        # State: the scene's parameter node (saved with the scene) mirrors every control; the
+        # same values persist between Slicer runs in QSettings.
+        CONTROLS = {"modelComboBox": "model", "axisComboBox": "axis", "deviceComboBox": "device",
+                    "detailSlider": "detail", "scaleSpinBox": "scale", "degradationComboBox": "degradation",
+                    "compareModelComboBox": "compareModel", "compareAxisComboBox": "compareAxis",
+                    "compareDeviceComboBox": "compareDevice", "stageComboBox": "stage",
+                    "presetComboBox": "preset", "initModelComboBox": "init", "iterationsSpinBox": "iterations",
+                    "batchSpinBox": "batch", "patchSpinBox": "patch", "trainDeviceComboBox": "trainDevice",
+                    "outputDirectoryButton": "outputFolder"}
+        NODE_CONTROLS = {"inputSelector": "InputVolume", "groundTruthSelector": "GroundTruthVolume"}
+
+        def _get(self, widget):
+            if hasattr(widget, "currentText"):
+                return widget.currentText
+            if hasattr(widget, "directory"):
+                return widget.directory
+            return str(widget.value)
+
+        def _set(self, widget, value):
+            if hasattr(widget, "currentText"):
+                if widget.findText(value) >= 0:
+                    widget.currentIndex = widget.findText(value)
+                elif widget.editable:
+                    widget.setEditText(value)
+            elif hasattr(widget, "directory"):
+                widget.directory = value
+            elif value:
+                widget.value = float(value)
+
+        def connectControls(self):
+            for name in self.CONTROLS:
+                widget = getattr(self.ui, name)
+                signal = ("currentIndexChanged(int)" if hasattr(widget, "currentText") else
+                          "directoryChanged(QString)" if hasattr(widget, "directory") else "valueChanged(double)"
+                          if name == "detailSlider" else "valueChanged(int)")
+                widget.connect(signal, self.updateParameterNodeFromGUI)
+            for name in self.NODE_CONTROLS:
+                getattr(self.ui, name).connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
+
+        def updateGUIFromParameterNode(self, *_):
+            node = self.logic.getParameterNode()
+            self._updating = True
+            try:
+                for name, key in self.CONTROLS.items():
+                    self._set(getattr(self.ui, name), node.GetParameter(key))
+                for name, ref in self.NODE_CONTROLS.items():
+                    getattr(self.ui, name).setCurrentNode(node.GetNodeReference(ref))
+            finally:
+                self._updating = False
+
+        def updateParameterNodeFromGUI(self, *_):
+            if getattr(self, "_updating", False) or self.logic is None:
+                return
+            node = self.logic.getParameterNode()
+            wasModified = node.StartModify()
+            for name, key in self.CONTROLS.items():
+                node.SetParameter(key, self._get(getattr(self.ui, name)))
+            for name, ref in self.NODE_CONTROLS.items():
+                current = getattr(self.ui, name).currentNode()
+                node.SetNodeReferenceID(ref, current.GetID() if current else None)
+            node.EndModify(wasModified)
+
         def restoreSettings(self):
             s = qt.QSettings()
-            for name in ("axisComboBox", "deviceComboBox", "degradationComboBox", "stageComboBox",
-                         "presetComboBox", "compareAxisComboBox", "trainDeviceComboBox", "modelComboBox"):
-                value = s.value(f"{SETTINGS}/{name}")
-                combo = getattr(self.ui, name)
-                if value and combo.findText(value) >= 0:
-                    combo.currentIndex = combo.findText(value)
-            for name in ("scaleSpinBox", "iterationsSpinBox", "batchSpinBox", "patchSpinBox"):
-                value = s.value(f"{SETTINGS}/{name}")
-                if value:
-                    getattr(self.ui, name).value = int(value)
-            folder = s.value(f"{SETTINGS}/outputDirectoryButton")
-            if folder:
-                self.ui.outputDirectoryButton.directory = folder
+            for name, key in self.CONTROLS.items():
+                value = s.value(f"{SETTINGS}/{key}")
+                if value not in (None, ""):
+                    self._set(getattr(self.ui, name), str(value))
 
         def saveSettings(self):
             s = qt.QSettings()
-            for name in ("axisComboBox", "deviceComboBox", "degradationComboBox", "stageComboBox",
-                         "presetComboBox", "compareAxisComboBox", "trainDeviceComboBox", "modelComboBox"):
-                s.setValue(f"{SETTINGS}/{name}", getattr(self.ui, name).currentText)
-            for name in ("scaleSpinBox", "iterationsSpinBox", "batchSpinBox", "patchSpinBox"):
-                s.setValue(f"{SETTINGS}/{name}", getattr(self.ui, name).value)
-            s.setValue(f"{SETTINGS}/outputDirectoryButton", self.ui.outputDirectoryButton.directory)
+            for name, key in self.CONTROLS.items():
+                s.setValue(f"{SETTINGS}/{key}", self._get(getattr(self.ui, name)))
+
+        def onSceneImported(self, *_):
+            """A loaded scene brings its own parameter node: show its values."""
+            self.refreshModels()
+            self.updateGUIFromParameterNode()
 
         # models
         def refreshModels(self):

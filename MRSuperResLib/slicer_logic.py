@@ -389,6 +389,28 @@ class MRSuperResLogic:
         self.scene = scene or self.slicer.mrmlScene
         self._models = {}
 
+    # the panel's state in the scene (saved with it, restored when a scene is loaded)
+    PARAMETER_DEFAULTS = {"model": "", "axis": "auto", "device": "auto", "detail": "0", "scale": "4",
+                          "degradation": "bilinear", "compareModel": "", "compareAxis": "auto",
+                          "compareDevice": "auto", "stage": "psnr", "preset": "realesrgan", "init": "realesrgan",
+                          "iterations": "1000", "batch": "4", "patch": "128", "trainDevice": "auto",
+                          "outputFolder": ""}
+    PARAMETER_NODE_REFERENCES = ("InputVolume", "GroundTruthVolume")
+
+    def getParameterNode(self):
+        """The module's singleton vtkMRMLScriptedModuleNode, with defaults for missing values."""
+        node = self.scene.GetSingletonNode("MRSuperRes", "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = self.slicer.vtkMRMLScriptedModuleNode()
+            node.SetSingletonTag("MRSuperRes")
+            node.SetName(self.scene.GenerateUniqueName("MRSuperRes"))
+            node.SetAttribute("ModuleName", "MRSuperRes")
+            node = self.scene.AddNode(node)
+        for key, value in self.PARAMETER_DEFAULTS.items():
+            if not node.GetParameter(key):
+                node.SetParameter(key, value)
+        return node
+
     # models
     def listModels(self) -> list[dict]:
         """Every shipped and cached model's card (name, scale, training data, metrics, path)."""

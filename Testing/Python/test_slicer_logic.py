@@ -257,3 +257,21 @@ def test_the_api_on_a_scene_set_up_by_the_caller(tmp_path, models):
     composites = {c.GetLayoutName(): c for c in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode")}
     assert len({composites[v.GetLayoutName()].GetBackgroundVolumeID() for v in views}) >= 4
     assert all(composites[v.GetLayoutName()].GetLinkedControl() for v in views)
+
+
+def test_the_parameter_node_holds_the_panel_state_and_is_saved_with_the_scene(scene, tmp_path):
+    logic = MRSuperResLogic()
+    node = logic.getParameterNode()
+    assert logic.getParameterNode() is node and node.GetParameter("scale") == "4"    # singleton, defaults
+    gt = small_gt(scene, tmp_path)
+    node.SetParameter("axis", "k (axial)")
+    node.SetNodeReferenceID("GroundTruthVolume", gt.GetID())
+    scene.SetRootDirectory(str(tmp_path))
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    again = headless_scene()
+    again.SetURL(str(tmp_path / "scene.mrml"))
+    assert again.Import()
+    restored = MRSuperResLogic().getParameterNode()
+    assert restored.GetParameter("axis") == "k (axial)"
+    assert restored.GetNodeReference("GroundTruthVolume").GetName() == "gt"
