@@ -8,7 +8,7 @@ bilinear x4) on a volume held out from training, next to bicubic, bilinear, near
 and the unadapted RealESRGAN_x4plus; it is written as fp16 safetensors with a card holding
 the architecture, init, training data with sha256, degradations, stage, iterations, batch,
 device, wall time and the validation table. The evaluation folder (metrics.json,
-per_slice.csv, figure.png) goes to Resources/Models/<name>-validation/.
+per_slice.csv, figure.png) goes to Resources/Screenshots/<name>-validation/ for the README.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def main() -> None:
         sys.exit(f"{args.val} was trained on: validate on a held-out volume")
     events = [json.loads(line) for line in (args.run / "events.jsonl").read_text().splitlines() if line.strip()]
     start = next(e for e in events if e["event"] in ("start", "resumed"))
-    out_dir = SHIPPED_DIR / f"{args.name}-validation"
+    out_dir = ROOT / "Resources" / "Screenshots" / f"{args.name}-validation"     # README material, not shipped
     result = evaluate([str(args.val)], model, model_name=args.name, scale=4, degradation="bilinear", axis=2,
                       out_dir=out_dir)
     print(format_table(result))
