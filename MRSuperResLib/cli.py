@@ -226,7 +226,8 @@ def cmd_enhance(args) -> int:
     sp = hr.spacing
     print(f"{args.output}: {facts['input_shape']} -> {facts['output_shape']} voxels, spacing "
           f"{sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm, x{facts['scale']} along {facts['axis_name']} slices, "
-          f"model {card.get('name')}, {facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} ({facts['precision']})")
+          f"model {card.get('name')}, {facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} "
+          f"({facts['precision']})")
     return 0
 
 
@@ -303,8 +304,8 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-COMMANDS = {"enhance": cmd_enhance, "evaluate": cmd_evaluate, "degrade": cmd_degrade, "models": cmd_models, "bench": cmd_bench,
-            "import-weights": cmd_import, "fetch": cmd_fetch, "train": cmd_train}
+COMMANDS = {"enhance": cmd_enhance, "evaluate": cmd_evaluate, "degrade": cmd_degrade, "models": cmd_models,
+            "bench": cmd_bench, "import-weights": cmd_import, "fetch": cmd_fetch, "train": cmd_train}
 
 
 def main(argv: list[str] | None = None) -> int:
