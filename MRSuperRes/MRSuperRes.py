@@ -298,35 +298,28 @@ if HAVE_APP:
 
         # enhance and compare run on a worker thread; the timer polls them
         def onEnhance(self):
-            if self.task is not None:
-                self.task.cancel()
-                return
-            self.saveSettings()
-            with slicer.util.tryWithErrorDisplay("Enhance failed"):
-                self.task = self.logic.enhance(self.ui.inputSelector.currentNode(),
-                                               model=self.ui.modelComboBox.currentText or None,
-                                               axis=self.AXES[self.ui.axisComboBox.currentText],
-                                               device=self.ui.deviceComboBox.currentText,
-                                               detail=self.detailValue(), waitForCompletion=False)
-                self.taskKind = "enhance"
-                self.ui.enhanceButton.text = "Cancel"
-                self.timer.start()
+            self.startTask("enhance", self.ui.enhanceButton, lambda: self.logic.enhance(
+                self.ui.inputSelector.currentNode(), model=self.ui.modelComboBox.currentText or None,
+                axis=self.AXES[self.ui.axisComboBox.currentText], device=self.ui.deviceComboBox.currentText,
+                detail=self.detailValue(), waitForCompletion=False))
 
         def onCompare(self):
+            self.startTask("compare", self.ui.compareButton, lambda: self.logic.compare(
+                self.ui.groundTruthSelector.currentNode(), model=self.ui.compareModelComboBox.currentText or None,
+                scale=self.ui.scaleSpinBox.value, degradation=self.ui.degradationComboBox.currentText,
+                axis=self.AXES[self.ui.compareAxisComboBox.currentText],
+                device=self.ui.compareDeviceComboBox.currentText, waitForCompletion=False))
+
+        def startTask(self, kind, button, launch):
+            """Apply starts `launch()` (a BackgroundTask) and becomes Cancel; pressed again, it cancels."""
             if self.task is not None:
                 self.task.cancel()
                 return
             self.saveSettings()
-            with slicer.util.tryWithErrorDisplay("Compare failed"):
-                self.task = self.logic.compare(self.ui.groundTruthSelector.currentNode(),
-                                               model=self.ui.compareModelComboBox.currentText or None,
-                                               scale=self.ui.scaleSpinBox.value,
-                                               degradation=self.ui.degradationComboBox.currentText,
-                                               axis=self.AXES[self.ui.compareAxisComboBox.currentText],
-                                               device=self.ui.compareDeviceComboBox.currentText,
-                                               waitForCompletion=False)
-                self.taskKind = "compare"
-                self.ui.compareButton.text = "Cancel"
+            with slicer.util.tryWithErrorDisplay(f"{kind.capitalize()} failed"):
+                self.task = launch()
+                self.taskKind = kind
+                button.text = "Cancel"
                 self.timer.start()
 
         def onTimer(self):

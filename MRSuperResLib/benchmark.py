@@ -93,7 +93,8 @@ def _run_path(name: str, model_spec: str | None, stack: np.ndarray, device: str,
         facts = dict(name=name, precision=precision)
         if name == "reference":
             dev = torch.device("cuda" if device == "cuda" else "cpu")
-            use_all_cores() if dev.type == "cpu" else None
+            if dev.type == "cpu":
+                use_all_cores()
             model = model.to(dev).eval()
             out = np.empty((stack.shape[0], stack.shape[1] * model.scale, stack.shape[2] * model.scale), np.float32)
 

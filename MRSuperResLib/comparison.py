@@ -14,6 +14,7 @@ import numpy as np
 
 from . import geometry
 from .errors import MRSuperResError
+from .evaluate import prepare_slices
 from .inference import MIN_SLICE, ProgressCallback, super_resolve_slices
 from .metrics import slice_metrics, summarise
 from .resample import check_scale, degrade_volume, upsample
@@ -58,14 +59,13 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
                                                progress=progress, cancel=cancel)}
     for m in BASELINE_METHODS:
         outputs01[m] = np.clip(upsample(lr01, scale, m), 0, 1)
-    gt01 = np.clip((geometry.slices_first(gt.data, ax).astype(np.float32) - np.float32(lo)) * unit, 0, 1)
-    keep = np.flatnonzero(gt01.reshape(gt01.shape[0], -1).max(1) > blank_threshold)
+    gt01, keep = prepare_slices(gt.data, ax, blank_threshold)       # evaluate's normalisation and blanks
     if len(keep) == 0:
         raise MRSuperResError("every slice of the ground truth is blank")
     rows = []
-    for i in keep:
+    for g, i in zip(gt01, keep):
         for m, out in outputs01.items():
-            rows.append({"slice": int(i), "method": m, **slice_metrics(gt01[i], out[i])})
+            rows.append({"slice": int(i), "method": m, **slice_metrics(g, out[i])})
     summary = {m: summarise([r for r in rows if r["method"] == m]) for m in outputs01}
     outputs = {m: Volume(geometry.slices_back(o * np.float32(hi - lo) + np.float32(lo), ax), gt.affine,
                          {k: v for k, v in gt.meta.items() if k not in ("path",)})

@@ -449,13 +449,9 @@ class MRSuperResLogic:
         net, card = self._model(model, detail)
         label = name or f"{volumeNode.GetName()} {card.get('name', 'model')} x{net.scale}"
 
-        def compute(progress, cancelled):
-            def report(done, total):
-                progress(done, total)
-                if progressCallback:
-                    progressCallback(done, total)
+        def work(progress, cancelled):
             return enhance_volume(volume, net, axis=_axis(axis), device=device, precision=precision,
-                                  progress=report, cancel=cancel or cancelled)
+                                  progress=progress, cancel=cancelled)
 
         def finish(value):
             hr, facts = value
@@ -465,9 +461,7 @@ class MRSuperResLogic:
                 self.slicer.util.setSliceViewerLayers(background=node, fit=True)
             return node
 
-        if not waitForCompletion:
-            return BackgroundTask(compute, finish)
-        return finish(compute(lambda d, t: None, None))
+        return self._run(work, finish, progressCallback, cancel, waitForCompletion)
 
     # compare
     def compare(self, groundTruthNode, model=None, scale=4, degradation="bilinear", axis="auto",
@@ -481,20 +475,29 @@ class MRSuperResLogic:
         net, card = self._model(model)
         model_name = card.get("name", "model")
 
+        def work(progress, cancelled):
+            return compare_volume(gt, net, scale=int(scale), degradation=degradation, axis=_axis(axis),
+                                  device=device, precision=precision, progress=progress, cancel=cancelled)
+
+        def finish(comp):
+            return self._comparison_nodes(groundTruthNode, comp, model_name, scale, degradation)
+
+        return self._run(work, finish, progressCallback, cancel, waitForCompletion)
+
+    @staticmethod
+    def _run(work, finish, progressCallback, cancel, waitForCompletion):
+        """`finish(work(progress, cancel))` now, or as a BackgroundTask; `progressCallback` and
+        `cancel` (the caller's) are honoured either way, beside the task's own."""
         def compute(progress, cancelled):
             def report(done, total):
                 progress(done, total)
                 if progressCallback:
                     progressCallback(done, total)
-            return compare_volume(gt, net, scale=int(scale), degradation=degradation, axis=_axis(axis),
-                                  device=device, precision=precision, progress=report, cancel=cancel or cancelled)
-
-        def finish(comp):
-            return self._comparison_nodes(groundTruthNode, comp, model_name, scale, degradation)
+            return work(report, cancel or cancelled)
 
         if not waitForCompletion:
             return BackgroundTask(compute, finish)
-        return finish(compute(lambda d, t: None, None))
+        return finish(compute(lambda done, total: None, None))
 
     def _comparison_nodes(self, groundTruthNode, comp, model_name, scale, degradation) -> CompareResult:
         base = groundTruthNode.GetName()

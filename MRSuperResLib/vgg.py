@@ -107,8 +107,8 @@ class VGGFeatures(nn.Module):
 
 
 def vgg_dir() -> Path:
-    from .catalog import cache_dir
-    return cache_dir().parent / "vgg"
+    from .catalog import home_dir
+    return home_dir() / "vgg"
 
 
 def _torch_hub_dir() -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
-import os
 import subprocess
 import sys
 import tarfile
@@ -27,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from MRSuperResLib.catalog import home_dir  # noqa: E402
 from MRSuperResLib.files import atomic_write_bytes, sha256_of  # noqa: E402
 
 VOLUMES = {
@@ -47,11 +47,6 @@ VOLUMES = {
         member="nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
         sha256="421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6"),
 }
-
-
-def default_dest() -> Path:
-    home = os.environ.get("MRSUPERRES_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "mrsuperres") / "data"
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -119,7 +114,7 @@ def fetch(dest: Path) -> dict[str, Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", type=Path, default=default_dest())
+    parser.add_argument("--dest", type=Path, default=home_dir() / "data")
     fetch(parser.parse_args().dest)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,8 +26,8 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--name", required=True)
     parser.add_argument("--partner", default=None, help="the GAN model --detail blends with (fidelity models)")
-    home = Path(os.environ.get("MRSUPERRES_HOME", Path.home() / ".cache" / "mrsuperres"))
-    parser.add_argument("--val", type=Path, default=home / "data" / "colin27-ch2.nii.gz")
+    from MRSuperResLib.catalog import home_dir
+    parser.add_argument("--val", type=Path, default=home_dir() / "data" / "colin27-ch2.nii.gz")
     parser.add_argument("--weights", choices=("ema", "generator"), default="ema",
                         help="ema: the run's exported EMA generator (default); generator: the raw generator of "
                              "the run's newest checkpoint (an EMA with decay 0.999 lags ~1000 iterations behind "
