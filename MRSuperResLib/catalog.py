@@ -195,12 +195,18 @@ def describe(path: Path, card: dict) -> str:
     """One line of key facts from a card for `mrsuperres models`."""
     arch = card.get("architecture") or {}
     metrics = card.get("metrics") or {}
+    data = card.get("training_data") or "unknown"
+    if isinstance(data, list):          # [{path, sha256, shape}, ...] -> file names
+        data = ", ".join(Path(str(d.get("path", "?"))).name if isinstance(d, dict) else str(d) for d in data)
+    iters = card.get("iterations_total", card.get("iterations"))
     facts = [f"x{card.get('scale', '?')}",
              f"{arch.get('num_block', '?')} blocks/{arch.get('num_feat', '?')} feat",
-             f"data: {str(card.get('training_data') or 'unknown')[:60]}",
-             f"iters: {card.get('iterations') if card.get('iterations') is not None else 'unknown'}"]
+             f"data: {str(data)[:60]}",
+             f"iters: {iters if iters is not None else 'unknown'}"]
     if isinstance(metrics, dict) and metrics:
-        facts.append("metrics: " + ", ".join(f"{k} {v}" for k, v in list(metrics.items())[:4])[:80])
+        bicubic = card.get("bicubic") if isinstance(card.get("bicubic"), dict) else {}
+        facts.append("metrics: " + ", ".join(f"{k} {v}" + (f" (bicubic {bicubic[k]})" if k in bicubic else "")
+                                             for k, v in list(metrics.items())[:3])[:110])
     if card.get("error"):
         facts.append(f"ERROR: {card['error']}")
     where = "shipped" if path.parent == SHIPPED_DIR else "cache"

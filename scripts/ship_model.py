@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--partner", default=None, help="the GAN model --detail blends with (fidelity models)")
     from MRSuperResLib.catalog import home_dir
     parser.add_argument("--val", type=Path, default=home_dir() / "data" / "colin27-ch2.nii.gz")
+    parser.add_argument("--independent", type=Path, nargs="*", default=None,
+                        help="real scans of other subjects to check the model on too (default: those "
+                             "`fetch_training_data.py --evaluation` put in the cache)")
     parser.add_argument("--weights", choices=("ema", "generator"), default="ema",
                         help="ema: the run's exported EMA generator (default); generator: the raw generator of "
                              "the run's newest checkpoint (an EMA with decay 0.999 lags ~1000 iterations behind "
@@ -45,7 +48,8 @@ def main() -> None:
         state, ckpt = load_latest(args.run)
         model.load_state_dict(state["generator"])
         run_card = {**run_card, "iterations": int(state["iter"]), "wall_seconds": state.get("wall_seconds"),
-                    "weights": f"raw generator of {ckpt.name} (not the EMA)"}
+                    "weights": f"raw generator of {ckpt.name} (not the EMA)",
+                    "learning_rate_schedule": state.get("lr_schedule")}
     val_sha = sha256_of(args.val)
     if val_sha in {d.get("sha256") for d in run_card.get("training_data") or []}:
         sys.exit(f"{args.val} was trained on: validate on a held-out volume")
@@ -64,16 +68,22 @@ def main() -> None:
     card = {
         "name": args.name,
         "description": run_card.get("description"),
-        "init": run_card.get("init"), "stage": run_card.get("stage"), "preset": run_card.get("preset"),
-        "loss_weights": run_card.get("loss_weights"), "gan_loss": run_card.get("gan_loss"),
+        "init": run_card.get("init"), "init_provenance": run_card.get("init_provenance"),
+        "stage": run_card.get("stage"),
+        "preset": run_card.get("preset") if run_card.get("stage") == "gan" else None,
+        "loss_weights": run_card.get("loss_weights") if run_card.get("stage") == "gan" else {"l1_weight": 1.0},
+        "gan_loss": run_card.get("gan_loss"),
         "perceptual_network": run_card.get("perceptual_network"),
         "training_data": run_card.get("training_data"),
-        "degradations": start["config"]["degrade"], "slice_axes": start["config"]["axis"],
+        "degradations": start["config"]["degrade"], "hr_noise": start["config"].get("hr_noise", 0.0),
+        "slice_axes": start["config"]["axis"],
         "augmentation": "random crops, flips and 90-degree rotations",
         "iterations": run_card.get("iterations"), "batch": start["config"]["batch"],
         "patch": start["config"]["patch"], "learning_rate": start.get("lr"),
+        "learning_rate_schedule": run_card.get("learning_rate_schedule") or [[0, start.get("lr")]],
         "device": run_card.get("device"), "precision": run_card.get("precision"),
         "wall_seconds": run_card.get("wall_seconds"),
+        **chain_totals(run_card),
         "validation": {"volume": str(args.val.name), "sha256": val_sha,
                        "held_out": "not among the training volumes (checked by sha256)",
                        "protocol": "evaluate: axial slices (axis 2), bilinear x4, per-volume min-max, blank slices dropped",
@@ -83,11 +93,57 @@ def main() -> None:
         "weights": run_card.get("weights", "EMA generator (decay %s)" % start["config"].get("ema_decay")),
         "storage": "fp16 safetensors (loaded as fp32)",
     }
+    independent = (args.independent if args.independent is not None
+                   else sorted((home_dir() / "data" / "evaluation").glob("*.*")))
+    if independent:
+        card["independent_check"] = independent_check(model, args.name, independent, run_card)
     if args.partner:
         card["detail_partner"] = args.partner
     saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
     print(json.dumps(table, indent=2))
     print(f"shipped {SHIPPED_DIR / (args.name + '.safetensors')} (sha256 {saved['sha256'][:16]}...)")
+
+
+def chain_totals(card: dict) -> dict:
+    """Iterations and wall time summed over this run and the trained runs it was fine-tuned from."""
+    iters, wall, runs = 0, 0.0, 0
+    while card:
+        iters += int(card.get("iterations") or 0)
+        wall += float(card.get("wall_seconds") or 0)
+        runs += 1
+        card = card.get("init_provenance")
+    return {"iterations_total": iters, "wall_seconds_total": round(wall, 1), "training_runs": runs}
+
+
+def axial_axis(path: Path) -> int:
+    """The voxel axis closest to the scanner's head-foot direction: its slices are axial."""
+    import numpy as np
+
+    from MRSuperResLib.volumes import read_volume
+    return int(np.argmax(np.abs(read_volume(str(path)).affine[2, :3])))
+
+
+def independent_check(model, name: str, paths: list[Path], run_card: dict) -> list[dict]:
+    """The evaluate protocol (axial slices, bilinear x4) on scans of subjects never trained on."""
+    from MRSuperResLib.evaluate import evaluate
+    from MRSuperResLib.files import sha256_of
+
+    trained = {d.get("sha256") for d in run_card.get("training_data") or []}
+    rows = []
+    for path in paths:
+        sha = sha256_of(path)
+        if sha in trained:
+            sys.exit(f"{path} was trained on: it cannot be an independent check")
+        axis = axial_axis(path)
+        result = evaluate([str(path)], model, model_name=name, scale=4, degradation="bilinear", axis=axis,
+                          baselines=("bicubic", "bilinear"))
+        means = {m: {k: round(v[k]["mean"], 4) for k in ("ssim", "psnr", "vif")} for m, v in result["methods"].items()}
+        gain = {k: round(means["model"][k] - means["bicubic"][k], 4) for k in ("ssim", "psnr", "vif")}
+        rows.append({"volume": path.name, "sha256": sha, "axis": axis, "slices": result["n_slices"],
+                     "metrics_mean": {name: means["model"], "bicubic": means["bicubic"],
+                                      "bilinear": means["bilinear"]}, "gain_over_bicubic": gain})
+        print(f"independent {path.name}: {name} {means['model']}  bicubic {means['bicubic']}  gain {gain}")
+    return rows
 
 
 if __name__ == "__main__":

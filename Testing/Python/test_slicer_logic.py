@@ -178,7 +178,11 @@ def test_training_job_runs_as_a_child_process_and_registers_its_model(scene, tmp
     l1 = [job.lossTable.GetTable().GetValueByName(r, "l1").ToDouble() for r in range(4)]
     assert all(np.isfinite(l1)) and job.validationTable.GetNumberOfRows() >= 1
     assert job.registeredModel == "mytraining"
-    assert any(m["name"] == "mytraining" for m in logic.listModels())
+    from MRSuperResLib.catalog import default_model
+    listed = [m["name"] for m in logic.listModels()]
+    assert "mytraining" in listed and listed[0] == default_model()        # the panel starts on the default
+    columns = {job.validationTable.GetTable().GetColumnName(i) for i in range(job.validationTable.GetNumberOfColumns())}
+    assert {"model_psnr", "generator_psnr", "bicubic_psnr"} <= columns
     sr = logic.enhance(gt, model="mytraining", axis=2)
     assert slicer.util.arrayFromVolume(sr).shape[1] == 4 * slicer.util.arrayFromVolume(gt).shape[1]
 

