@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))          # fetch_training_data: where each volume comes from
 
 
 def main() -> None:
@@ -74,7 +75,7 @@ def main() -> None:
         "loss_weights": run_card.get("loss_weights") if run_card.get("stage") == "gan" else {"l1_weight": 1.0},
         "gan_loss": run_card.get("gan_loss"),
         "perceptual_network": run_card.get("perceptual_network"),
-        "training_data": run_card.get("training_data"),
+        "training_data": describe_data(run_card.get("training_data")),
         "degradations": start["config"]["degrade"], "hr_noise": start["config"].get("hr_noise", 0.0),
         "slice_axes": start["config"]["axis"],
         "augmentation": "random crops, flips and 90-degree rotations",
@@ -84,7 +85,7 @@ def main() -> None:
         "device": run_card.get("device"), "precision": run_card.get("precision"),
         "wall_seconds": run_card.get("wall_seconds"),
         **chain_totals(run_card),
-        "validation": {"volume": str(args.val.name), "sha256": val_sha,
+        "validation": {"volume": str(args.val.name), "sha256": val_sha, "source": (source_of(val_sha) or ("", None))[1],
                        "held_out": "not among the training volumes (checked by sha256)",
                        "protocol": "evaluate: axial slices (axis 2), bilinear x4, per-volume min-max, blank slices dropped",
                        "slices": result["n_slices"], "metrics_mean": table},
@@ -102,6 +103,30 @@ def main() -> None:
     saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
     print(json.dumps(table, indent=2))
     print(f"shipped {SHIPPED_DIR / (args.name + '.safetensors')} (sha256 {saved['sha256'][:16]}...)")
+
+
+def source_of(sha256: str | None) -> tuple[str, str] | None:
+    """(file name, registry package and member) of a volume fetch_training_data knows, by hash."""
+    from fetch_training_data import EVALUATION, VOLUMES
+
+    for name, spec in {**VOLUMES, **EVALUATION}.items():
+        if spec["sha256"] == sha256:
+            return name, f"{spec['source']} {spec['package']}=={spec['version']}: {spec['member']}"
+    return None
+
+
+def describe_data(entries: list[dict] | None) -> list[dict] | None:
+    """Training volumes as file name, sha256, shape and the registry package they come from
+    (instead of the path they had on the training machine)."""
+    out = []
+    for entry in entries or []:
+        known = source_of(entry.get("sha256"))
+        row = {"file": known[0] if known else Path(str(entry.get("path", "?"))).name,
+               "sha256": entry.get("sha256"), "shape": entry.get("shape")}
+        if known:
+            row["source"] = known[1]
+        out.append(row)
+    return out or None
 
 
 def chain_totals(card: dict) -> dict:
@@ -139,7 +164,8 @@ def independent_check(model, name: str, paths: list[Path], run_card: dict) -> li
                           baselines=("bicubic", "bilinear"))
         means = {m: {k: round(v[k]["mean"], 4) for k in ("ssim", "psnr", "vif")} for m, v in result["methods"].items()}
         gain = {k: round(means["model"][k] - means["bicubic"][k], 4) for k in ("ssim", "psnr", "vif")}
-        rows.append({"volume": path.name, "sha256": sha, "axis": axis, "slices": result["n_slices"],
+        rows.append({"volume": path.name, "sha256": sha, "source": (source_of(sha) or ("", None))[1],
+                     "axis": axis, "slices": result["n_slices"],
                      "metrics_mean": {name: means["model"], "bicubic": means["bicubic"],
                                       "bilinear": means["bilinear"]}, "gain_over_bicubic": gain})
         print(f"independent {path.name}: {name} {means['model']}  bicubic {means['bicubic']}  gain {gain}")

@@ -135,6 +135,7 @@ def test_shipped_model_cards_are_complete_and_honest(path):
                 "validation", "metrics", "bicubic"):
         assert card.get(key) not in (None, "", []), key
     trained = {d["sha256"] for d in card["training_data"]}
+    assert all(d.get("file") and d.get("source") for d in card["training_data"])     # which package, not a path
     assert card["validation"]["sha256"] not in trained
     assert all(c["sha256"] not in trained for c in card.get("independent_check", []))
     fetcher = load_script("fetch_training_data")
