@@ -196,8 +196,9 @@ def describe(path: Path, card: dict) -> str:
     arch = card.get("architecture") or {}
     metrics = card.get("metrics") or {}
     data = card.get("training_data") or "unknown"
-    if isinstance(data, list):          # [{path, sha256, shape}, ...] -> file names
-        data = ", ".join(Path(str(d.get("path", "?"))).name if isinstance(d, dict) else str(d) for d in data)
+    if isinstance(data, list):          # [{file or path, sha256, ...}, ...] -> file names
+        data = ", ".join((d.get("file") or Path(str(d.get("path", "?"))).name) if isinstance(d, dict) else str(d)
+                         for d in data)
     iters = card.get("iterations_total", card.get("iterations"))
     facts = [f"x{card.get('scale', '?')}",
              f"{arch.get('num_block', '?')} blocks/{arch.get('num_feat', '?')} feat",

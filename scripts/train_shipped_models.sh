@@ -16,8 +16,11 @@ DATA=${MRSUPERRES_HOME:-$HOME/.cache/mrsuperres}/data
 .venv/bin/python scripts/fetch_training_data.py >/dev/null
 COMMON=(--data "$DATA/pycortex-s1.nii.gz" "$DATA/mni152-2009a.nii.gz" --val "$DATA/colin27-ch2.nii.gz"
         --axis all --degrade bilinear,bilinear,bilinear,bicubic,mri --precision auto)
-# The shipped fidelity model: 1e-4 to iteration 2408, then resumed with LR=5e-5 ITERS=... (the
-# card's learning_rate_schedule lists the rates actually used).
+# How the shipped models were made (each run was ended with a STOP file; the cards'
+# learning_rate_schedule, iterations and wall_seconds record what actually ran):
+#   fidelity   lr 1e-4 to iteration 2408, then LR=5e-5 to 2759
+#   fidelity2  lr 1e-4 to iteration 1566, then LR=5e-5 to 2204; ship_model.py (EMA) -> mri-x4-fidelity
+#   gan        lr 1e-4 to iteration 1092; ship_model.py (EMA) -> mri-x4-gan
 resume() { [ -f "$1/config.json" ] && echo --resume || true; }
 case "${1:-}" in
   fidelity)
@@ -36,5 +39,5 @@ case "${1:-}" in
     OUT=$RUNS/mri-x4-gan
     .venv/bin/mrsuperres train "${COMMON[@]}" --out "$OUT" --stage gan --init mri-x4-fidelity \
       --hr-noise 0.5 --iters "${ITERS:-2000}" --batch 4 --patch 96 --checkpoint-every 200 $(resume "$OUT") ;;
-  *) echo "usage: $0 fidelity|gan" >&2; exit 2 ;;
+  *) echo "usage: $0 fidelity|fidelity2|gan" >&2; exit 2 ;;
 esac
