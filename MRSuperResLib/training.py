@@ -600,7 +600,8 @@ class Trainer:
                                                              "third axis, held out from training"),
             "degradations": self.methods, "hr_noise": c.hr_noise, "axis": c.axis, "patch": c.patch, "batch": c.batch,
             "iterations": it, "target_iterations": c.iters, "stopped_early": bool(stopped),
-            "learning_rate": self.lr, "learning_rate_schedule": self.lr_schedule, "ema_decay": c.ema_decay, "seed": c.seed,
+            "learning_rate": self.lr, "learning_rate_schedule": self.lr_schedule, "ema_decay": c.ema_decay,
+            "seed": c.seed,
             "device": _device_name(self.device), "precision": self.precision,
             "wall_seconds": round(wall, 1),
             "metrics": ({"validation": self.last_val, "protocol": "bilinear x%d, up to 16 central crops <= 128 px, "
