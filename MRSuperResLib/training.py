@@ -440,7 +440,7 @@ class Trainer:
                     val_slices=0 if self.val is None else len(self.val[1]), split=self.split,
                     init=self.init_desc, init_d=self.init_d_desc, loss_weights=self.weights,
                     gan_loss=self.gan_kind if self.config.stage == "gan" else None, vgg=self.vgg_desc,
-                    lr=self.lr, lr_schedule=getattr(self, "lr_schedule", None))
+                    lr=self.lr, lr_schedule=self.lr_schedule)
 
     def _checkpoint_state(self, iteration: int, wall: float) -> dict:
         return dict(

@@ -43,17 +43,22 @@ def main() -> None:
     from MRSuperResLib.files import sha256_of
     from MRSuperResLib.weights import load_generator, save_model
 
-    model, run_card = load_generator(args.run / "model.safetensors")
     if args.weights == "generator":
-        from MRSuperResLib.checkpoints import load_latest
-        state, ckpt = load_latest(args.run)
-        model.load_state_dict(state["generator"])
-        run_card = {**run_card, "iterations": int(state["iter"]), "wall_seconds": state.get("wall_seconds"),
-                    "weights": f"raw generator of {ckpt.name} (not the EMA)",
-                    "learning_rate_schedule": state.get("lr_schedule")}
+        from export_generator import raw_generator
+        model, run_card = raw_generator(args.run)
+    else:
+        model, run_card = load_generator(args.run / "model.safetensors")
+    # every held-out volume is checked before any of the (long) evaluations starts
+    trained = {d.get("sha256") for d in run_card.get("training_data") or []}
     val_sha = sha256_of(args.val)
-    if val_sha in {d.get("sha256") for d in run_card.get("training_data") or []}:
+    if val_sha in trained:
         sys.exit(f"{args.val} was trained on: validate on a held-out volume")
+    independent = (args.independent if args.independent is not None
+                   else sorted((home_dir() / "data" / "evaluation").glob("*.*")))
+    independent = [(path, sha256_of(path)) for path in independent]
+    for path, sha in independent:
+        if sha in trained:
+            sys.exit(f"{path} was trained on: it cannot be an independent check")
     events = [json.loads(line) for line in (args.run / "events.jsonl").read_text().splitlines() if line.strip()]
     start = next(e for e in events if e["event"] in ("start", "resumed"))
     out_dir = ROOT / "Resources" / "Screenshots" / f"{args.name}-validation"     # README material, not shipped
@@ -94,10 +99,8 @@ def main() -> None:
         "weights": run_card.get("weights", "EMA generator (decay %s)" % start["config"].get("ema_decay")),
         "storage": "fp16 safetensors (loaded as fp32)",
     }
-    independent = (args.independent if args.independent is not None
-                   else sorted((home_dir() / "data" / "evaluation").glob("*.*")))
     if independent:
-        card["independent_check"] = independent_check(model, args.name, independent, run_card)
+        card["independent_check"] = independent_check(model, args.name, independent)
     if args.partner:
         card["detail_partner"] = args.partner
     saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
@@ -148,17 +151,13 @@ def axial_axis(path: Path) -> int:
     return int(np.argmax(np.abs(read_volume(str(path)).affine[2, :3])))
 
 
-def independent_check(model, name: str, paths: list[Path], run_card: dict) -> list[dict]:
-    """The evaluate protocol (axial slices, bilinear x4) on scans of subjects never trained on."""
+def independent_check(model, name: str, scans: list[tuple[Path, str]]) -> list[dict]:
+    """The evaluate protocol (axial slices, bilinear x4) on (path, sha256) scans of subjects
+    never trained on (main checked that)."""
     from MRSuperResLib.evaluate import evaluate
-    from MRSuperResLib.files import sha256_of
 
-    trained = {d.get("sha256") for d in run_card.get("training_data") or []}
     rows = []
-    for path in paths:
-        sha = sha256_of(path)
-        if sha in trained:
-            sys.exit(f"{path} was trained on: it cannot be an independent check")
+    for path, sha in scans:
         axis = axial_axis(path)
         result = evaluate([str(path)], model, model_name=name, scale=4, degradation="bilinear", axis=axis,
                           baselines=("bicubic", "bilinear"))
