@@ -260,7 +260,7 @@ class TrainingJob:
                 for who in ("model", "generator", "bicubic"):
                     if who not in e:
                         continue
-                    for k in ("psnr", "ssim"):
+                    for k in ("psnr", "ssim", "vif"):
                         self._validation.setdefault(f"{who}_{k}", {})[e["iter"]] = (e.get(who) or {}).get(k)
                 self._validation.setdefault("iteration", {})[e["iter"]] = e["iter"]
         for table, data in ((self.lossTable, self._losses), (self.validationTable, self._validation)):

@@ -235,10 +235,13 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = None) -> dict | None:
-    """Mean SSIM/PSNR of the EMA ("model"), the raw generator if given, and bicubic."""
+    """Mean SSIM/PSNR/VIF of the EMA ("model"), the raw generator if given, and bicubic. VIF is
+    what a GAN checkpoint is picked by: the perceptual and adversarial losses trade SSIM/PSNR
+    for texture, and VIF says whether that texture still carries the reference's information."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from .inference import super_resolve_slices
+    from .metrics import vif
     from .resample import upsample
 
     if val is None:
@@ -255,7 +258,8 @@ def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = N
     for name, pred in preds:
         ssim = [structural_similarity(h, p, data_range=1.0) for h, p in zip(hr, pred)]
         psnr = [peak_signal_noise_ratio(h, p, data_range=1.0) for h, p in zip(hr, pred)]
-        out[name] = {"ssim": float(np.mean(ssim)), "psnr": float(np.mean(psnr))}
+        vifs = [vif(h, p) for h, p in zip(hr, pred)]
+        out[name] = {"ssim": float(np.mean(ssim)), "psnr": float(np.mean(psnr)), "vif": float(np.nanmean(vifs))}
     return out
 
 

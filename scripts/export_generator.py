@@ -1,6 +1,6 @@
 """Save the raw generator of a run's newest checkpoint as a model file carrying the run's card.
 
-    python scripts/export_generator.py RUN_DIR OUT.safetensors --name NAME
+    python scripts/export_generator.py RUN_DIR OUT.safetensors --name NAME [--checkpoint ITER]
 
 A run exports its EMA generator; a short fine-tune's EMA (decay 0.999) lags ~1000 iterations
 behind, so the next stage of the shipped models starts from the raw generator instead. The
@@ -17,21 +17,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def raw_generator(run: Path):
-    """(model, card) of the raw generator in the run's newest valid checkpoint; the card is the
-    run's, with the checkpoint's iteration, wall time, learning-rate schedule and validation."""
-    from MRSuperResLib.checkpoints import load_latest
-    from MRSuperResLib.weights import load_generator
+def checkpoint_generator(run: Path, checkpoint: int | None = None, weights: str = "generator"):
+    """(model, card) of the raw generator (or the EMA, weights="ema") in the run's checkpoint at
+    iteration `checkpoint` (default: the newest valid one); the card is the run's, with that
+    checkpoint's iteration, wall time, learning-rate schedule and validation (a run still going has
+    no card yet: then only the name and the checkpoint's record)."""
+    from MRSuperResLib.checkpoints import checkpoint_dir, load_latest, read_checkpoint
+    from MRSuperResLib.weights import build_generator, read_card
 
-    model, card = load_generator(run / "model.safetensors")
-    found = load_latest(run)
-    if found is None:
-        sys.exit(f"{run}: no valid checkpoint")
-    state, ckpt = found
-    model.load_state_dict(state["generator"])
+    card = read_card(run / "model.safetensors") or {"name": run.name}
+    if checkpoint is None:
+        found = load_latest(run)
+        if found is None:
+            sys.exit(f"{run}: no valid checkpoint")
+        state, ckpt = found
+    else:
+        ckpt = checkpoint_dir(run) / f"ckpt_{checkpoint:08d}.pt"
+        try:
+            state = read_checkpoint(ckpt)
+        except (OSError, ValueError, RuntimeError) as exc:
+            sys.exit(f"{ckpt}: {' '.join(str(exc).split())[:160]}")
+    model = build_generator(state["generator" if weights == "generator" else "ema"], source=str(ckpt))
+    what = "raw generator" if weights == "generator" else f"EMA generator (decay {state['config'].get('ema_decay')})"
     card = {k: v for k, v in card.items() if k != "sha256"}
     card.update(iterations=int(state["iter"]), wall_seconds=round(float(state["wall_seconds"]), 1),
-                weights=f"raw generator of {run.name}/{ckpt.name} (not the EMA)",
+                weights=f"{what} of {run.name}/{ckpt.name}",
                 learning_rate_schedule=state.get("lr_schedule"), metrics={"validation": state.get("validation")})
     return model, card
 
@@ -41,11 +51,12 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--checkpoint", type=int, default=None, help="iteration of the checkpoint (default: newest)")
     args = parser.parse_args()
 
     from MRSuperResLib.weights import save_model
 
-    model, card = raw_generator(args.run)
+    model, card = checkpoint_generator(args.run, args.checkpoint)
     card["name"] = args.name
     saved = save_model(model, args.out, card)
     print(json.dumps({k: card[k] for k in ("name", "iterations", "wall_seconds", "learning_rate_schedule")}),

@@ -36,6 +36,10 @@ def main() -> None:
                         help="ema: the run's exported EMA generator (default); generator: the raw generator of "
                              "the run's newest checkpoint (an EMA with decay 0.999 lags ~1000 iterations behind "
                              "a short fine-tune)")
+    parser.add_argument("--checkpoint", type=int, default=None,
+                        help="take the weights from the run's checkpoint at this iteration (e.g. the GAN checkpoint "
+                             "with the best validation VIF) instead of the run's exported model (EMA) or newest "
+                             "checkpoint (generator)")
     args = parser.parse_args()
 
     from MRSuperResLib.catalog import REALESRGAN_MODEL, SHIPPED_DIR, load_model
@@ -43,9 +47,9 @@ def main() -> None:
     from MRSuperResLib.files import sha256_of
     from MRSuperResLib.weights import load_generator, save_model
 
-    if args.weights == "generator":
-        from export_generator import raw_generator
-        model, run_card = raw_generator(args.run)
+    if args.weights == "generator" or args.checkpoint is not None:
+        from export_generator import checkpoint_generator
+        model, run_card = checkpoint_generator(args.run, args.checkpoint, args.weights)
     else:
         model, run_card = load_generator(args.run / "model.safetensors")
     # every held-out volume is checked before any of the (long) evaluations starts

@@ -14,6 +14,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import ROOT, SAMPLE, write_nifti
 from MRSuperResLib.catalog import SHIPPED_DIR
@@ -119,6 +120,18 @@ def test_a_fine_tune_of_a_trained_model_carries_its_provenance(tmp_path, sample_
     assert prov["training_data"][0]["sha256"] == card["training_data"][0]["sha256"]
     assert card["hr_noise"] == 0.5 and card["init"].startswith("stage1 (sha256 ")
     assert main(["train", "--data", str(vol), "--out", str(tmp_path / "bad"), "--hr-noise", "2", *tiny]) == 2
+    # an earlier checkpoint's EMA (how a GAN checkpoint is picked by validation VIF)
+    third = tmp_path / "third"
+    assert main(["train", "--data", str(vol), "--out", str(third), "--iters", "4", *tiny,
+                 "--checkpoint-every", "2", "--keep", "5"]) == 0
+    from MRSuperResLib.checkpoints import read_checkpoint
+    state = read_checkpoint(third / "checkpoints" / "ckpt_00000002.pt")
+    model, card = export.checkpoint_generator(third, 2, "ema")
+    assert card["iterations"] == 2 and card["weights"].startswith("EMA generator (decay 0.999) of third/ckpt_00000002")
+    assert all(torch.equal(v, state["ema"][k]) for k, v in model.state_dict().items())
+    assert not torch.equal(model.state_dict()["conv_first.weight"], state["generator"]["conv_first.weight"])
+    with pytest.raises(SystemExit, match="ckpt_00000003.pt"):
+        export.checkpoint_generator(third, 3, "ema")
 
 
 SHIPPED = sorted(SHIPPED_DIR.glob("*.safetensors"))
@@ -167,3 +180,20 @@ def test_ship_model_sums_a_chain_of_runs_and_finds_the_axial_axis(tmp_path):
     path = write_nifti(tmp_path / "coronal.nii.gz", np.arange(720, dtype=np.float32).reshape(8, 9, 10), coronal)
     assert ship.axial_axis(path) == 1
     assert ship.axial_axis(write_nifti(tmp_path / "axial.nii.gz", np.arange(720, dtype=np.float32).reshape(8, 9, 10))) == 2
+
+
+def test_loss_gradients_measures_each_loss_and_writes_nothing(tmp_path, sample_volume, monkeypatch, capsys):
+    vol = write_nifti(tmp_path / "v.nii.gz", sample_volume[0][20:120, 30:130, 10:22])
+    script = load_script("loss_gradients")
+    out = tmp_path / "never"
+    monkeypatch.setattr(sys, "argv", [
+        "loss_gradients", "train", "--data", str(vol), "--out", str(out), "--stage", "gan", "--blocks", "1",
+        "--features", "16", "--growth", "8", "--batch", "2", "--patch", "32", "--perceptual-weight", "0",
+        "--gan-weight", "0.5", "--batches", "2"])
+    script.main()
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == {"l1", "gan"} and not out.exists()
+    # |d mean|x - y| / dx| = 1/sqrt(N) wherever the residual is non-zero: 2 x 32 x 32 values
+    assert float(rows["l1"][0]) == pytest.approx(1 / np.sqrt(2 * 32 * 32), rel=1e-3)
+    gan_unit, gan_weight, gan_weighted = map(float, rows["gan"][:3])
+    assert gan_unit > 0 and gan_weight == 0.5 and gan_weighted == pytest.approx(gan_unit * 0.5, rel=1e-3)

@@ -182,7 +182,7 @@ def test_training_job_runs_as_a_child_process_and_registers_its_model(scene, tmp
     listed = [m["name"] for m in logic.listModels()]
     assert "mytraining" in listed and listed[0] == default_model()        # the panel starts on the default
     columns = {job.validationTable.GetTable().GetColumnName(i) for i in range(job.validationTable.GetNumberOfColumns())}
-    assert {"model_psnr", "generator_psnr", "bicubic_psnr"} <= columns
+    assert {"model_psnr", "generator_psnr", "bicubic_psnr", "model_vif", "bicubic_vif"} <= columns
     sr = logic.enhance(gt, model="mytraining", axis=2)
     assert slicer.util.arrayFromVolume(sr).shape[1] == 4 * slicer.util.arrayFromVolume(gt).shape[1]
 

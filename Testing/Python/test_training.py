@@ -100,7 +100,8 @@ def check_schema(events):
             assert {"losses", "lr", "its_per_sec", "eta_seconds", "iters"} <= set(e)
         if e["event"] == "validation":
             for side in ("model", "bicubic"):
-                assert set(e[side]) == {"ssim", "psnr"}
+                assert set(e[side]) == {"ssim", "psnr", "vif"}
+                assert 0 < e[side]["vif"] < 2 and 0 < e[side]["ssim"] <= 1
         if e["event"] == "checkpoint":
             assert os.path.basename(e["path"]).startswith("ckpt_")
 
