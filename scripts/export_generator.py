@@ -35,7 +35,7 @@ def checkpoint_generator(run: Path, checkpoint: int | None = None, weights: str 
         ckpt = checkpoint_dir(run) / f"ckpt_{checkpoint:08d}.pt"
         try:
             state = read_checkpoint(ckpt)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:        # missing, truncated or not a training checkpoint
             sys.exit(f"{ckpt}: {' '.join(str(exc).split())[:160]}")
     model = build_generator(state["generator" if weights == "generator" else "ema"], source=str(ckpt))
     what = "raw generator" if weights == "generator" else f"EMA generator (decay {state['config'].get('ema_decay')})"

@@ -37,8 +37,8 @@ def main() -> None:
                              "the run's newest checkpoint (an EMA with decay 0.999 lags ~1000 iterations behind "
                              "a short fine-tune)")
     parser.add_argument("--checkpoint", type=int, default=None,
-                        help="take the weights from the run's checkpoint at this iteration (e.g. the GAN checkpoint "
-                             "with the best validation VIF) instead of the run's exported model (EMA) or newest "
+                        help="take the weights from the run's checkpoint at this iteration (e.g. a GAN checkpoint "
+                             "picked by validation VIF) instead of the run's exported model (EMA) or newest "
                              "checkpoint (generator)")
     args = parser.parse_args()
 
@@ -52,6 +52,8 @@ def main() -> None:
         model, run_card = checkpoint_generator(args.run, args.checkpoint, args.weights)
     else:
         model, run_card = load_generator(args.run / "model.safetensors")
+    if not run_card.get("training_data"):         # a run still going has no card: nothing to check against
+        sys.exit(f"{args.run} has no training record (model.json): stop the run (STOP file) before shipping")
     # every held-out volume is checked before any of the (long) evaluations starts
     trained = {d.get("sha256") for d in run_card.get("training_data") or []}
     val_sha = sha256_of(args.val)

@@ -132,6 +132,14 @@ def test_a_fine_tune_of_a_trained_model_carries_its_provenance(tmp_path, sample_
     assert not torch.equal(model.state_dict()["conv_first.weight"], state["generator"]["conv_first.weight"])
     with pytest.raises(SystemExit, match="ckpt_00000003.pt"):
         export.checkpoint_generator(third, 3, "ema")
+    # a run still going has no card to check held-out volumes against: ship_model refuses it
+    (third / "model.safetensors").unlink()
+    (third / "model.json").unlink()
+    ship = load_script("ship_model")
+    monkeypatch.setattr(sys, "argv", ["ship_model", str(third), "--name", "never-shipped", "--checkpoint", "2"])
+    with pytest.raises(SystemExit, match="no training record"):
+        ship.main()
+    assert not (SHIPPED_DIR / "never-shipped.safetensors").exists()
 
 
 SHIPPED = sorted(SHIPPED_DIR.glob("*.safetensors"))
