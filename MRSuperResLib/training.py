@@ -238,10 +238,8 @@ def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = N
     """Mean SSIM/PSNR/VIF of the EMA ("model"), the raw generator if given, and bicubic. VIF is
     what a GAN checkpoint is picked by: the perceptual and adversarial losses trade SSIM/PSNR
     for texture, and VIF says whether that texture still carries the reference's information."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
     from .inference import super_resolve_slices
-    from .metrics import vif
+    from .metrics import slice_metrics
     from .resample import upsample
 
     if val is None:
@@ -256,10 +254,10 @@ def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = N
     preds.append(("bicubic", np.clip(upsample(lr, ema.scale, "bicubic"), 0, 1)))
     out = {}
     for name, pred in preds:
-        ssim = [structural_similarity(h, p, data_range=1.0) for h, p in zip(hr, pred)]
-        psnr = [peak_signal_noise_ratio(h, p, data_range=1.0) for h, p in zip(hr, pred)]
-        vifs = [vif(h, p) for h, p in zip(hr, pred)]
-        out[name] = {"ssim": float(np.mean(ssim)), "psnr": float(np.mean(psnr)), "vif": float(np.nanmean(vifs))}
+        rows = [slice_metrics(h, p) for h, p in zip(hr, pred)]      # the same metrics as `evaluate`
+        out[name] = {"ssim": float(np.mean([r["ssim"] for r in rows])),
+                     "psnr": float(np.mean([r["psnr"] for r in rows])),
+                     "vif": float(np.nanmean([r["vif"] for r in rows]))}
     return out
 
 
@@ -455,12 +453,30 @@ class Trainer:
             rng=dict(numpy=self.rng_state, torch=torch.get_rng_state(), python=random.getstate()),
             wall_seconds=wall, validation=self.last_val, lr_schedule=self.lr_schedule)
 
+    def generator_losses(self, sr: torch.Tensor, hr_t: torch.Tensor) -> dict:
+        """The generator's unweighted losses on one batch: `l1`, and in the gan stage `perceptual`
+        (when weighted) and `gan_g` (scripts/loss_gradients.py measures the same ones)."""
+        losses = {"l1": F.l1_loss(sr.float(), hr_t)}
+        if self.config.stage == "gan":
+            d = self.discriminator
+            if self.vgg is not None:
+                f_sr, f_hr = self.vgg(sr), self.vgg(hr_t)
+                losses["perceptual"] = sum(weight * F.l1_loss(f_sr[name].float(), f_hr[name].float())
+                                           for name, weight in self.vgg_layers.items())
+            fake_logits = d(sr)
+            if self.gan_kind == "ragan":
+                real_logits = d(hr_t).detach()
+                losses["gan_g"] = (gan_loss("ragan", fake_logits, True, real_logits)
+                                   + gan_loss("ragan", real_logits, False, fake_logits)) / 2
+            else:
+                losses["gan_g"] = gan_loss("vanilla", fake_logits, True)
+        return losses
+
     def _step(self, lr_b: np.ndarray, hr_b: np.ndarray) -> dict:
-        c, dev, cl = self.config, self.device, torch.channels_last
+        dev, cl = self.device, torch.channels_last
         lr_t = torch.from_numpy(lr_b).to(dev).contiguous(memory_format=cl)
         hr_t = torch.from_numpy(hr_b).to(dev).contiguous(memory_format=cl)
         w = self.weights
-        losses = {}
         d = self.discriminator
         if d is not None:
             for p in d.parameters():
@@ -468,25 +484,12 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         with autocast(dev, self.precision):
             sr = self.generator(lr_t)
-            l1 = F.l1_loss(sr.float(), hr_t)
-            total = w["l1_weight"] * l1
-            losses["l1"] = l1
-            if c.stage == "gan":
-                if self.vgg is not None:
-                    f_sr, f_hr = self.vgg(sr), self.vgg(hr_t)
-                    percep = sum(weight * F.l1_loss(f_sr[name].float(), f_hr[name].float())
-                                 for name, weight in self.vgg_layers.items())
-                    total = total + w["perceptual_weight"] * percep
-                    losses["perceptual"] = percep
-                fake_logits = d(sr)
-                if self.gan_kind == "ragan":
-                    real_logits = d(hr_t).detach()
-                    g_gan = (gan_loss("ragan", fake_logits, True, real_logits)
-                             + gan_loss("ragan", real_logits, False, fake_logits)) / 2
-                else:
-                    g_gan = gan_loss("vanilla", fake_logits, True)
-                total = total + w["gan_weight"] * g_gan
-                losses["gan_g"] = g_gan
+            losses = self.generator_losses(sr, hr_t)
+            total = w["l1_weight"] * losses["l1"]
+            if "perceptual" in losses:
+                total = total + w["perceptual_weight"] * losses["perceptual"]
+            if "gan_g" in losses:
+                total = total + w["gan_weight"] * losses["gan_g"]
         self._backward(total, self.opt_g)
         losses["total_g"] = total
         if d is not None:

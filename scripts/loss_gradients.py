@@ -17,35 +17,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def gradient_norms(trainer, batches: int) -> dict[str, float]:
-    """Mean over `batches` training batches of |d loss / d SR| for L1, perceptual and adversarial."""
-    from MRSuperResLib.training import gan_loss
+# the generator's losses (Trainer.generator_losses) as printed, and the weight each is multiplied by
+LOSSES = {"l1": ("l1", "l1_weight"), "perceptual": ("perceptual", "perceptual_weight"), "gan_g": ("gan", "gan_weight")}
 
+
+def gradient_norms(trainer, batches: int) -> dict[str, float]:
+    """Mean over `batches` training batches of |d loss / d SR| for each of the generator's losses,
+    computed exactly as training computes them (fp32 here)."""
     c, dev = trainer.config, trainer.device
     rng = np.random.default_rng(c.seed)
-    generator, d = trainer.generator.to(dev).train(), trainer.discriminator
-    norms: dict[str, list[float]] = {"l1": [], "perceptual": [], "gan": []}
+    generator = trainer.generator.to(dev).train()
+    norms: dict[str, list[float]] = {}
     for _ in range(batches):
         lr_b, hr_b = trainer.pool.batch(rng, c.batch, c.patch, c.scale, trainer.methods, c.hr_noise)
         lr_t, hr_t = torch.from_numpy(lr_b).to(dev), torch.from_numpy(hr_b).to(dev)
         with torch.no_grad():
             sr = generator(lr_t)
         sr.requires_grad_(True)
-        losses = {"l1": F.l1_loss(sr, hr_t)}
-        if trainer.vgg is not None:
-            f_sr, f_hr = trainer.vgg(sr), trainer.vgg(hr_t)
-            losses["perceptual"] = sum(w * F.l1_loss(f_sr[n], f_hr[n]) for n, w in trainer.vgg_layers.items())
-        if d is not None:
-            losses["gan"] = gan_loss("vanilla", d(sr), True)
-        for name, loss in losses.items():
+        for name, loss in trainer.generator_losses(sr, hr_t).items():
             (grad,) = torch.autograd.grad(loss, sr)
-            norms[name].append(float(grad.norm()))
-    return {k: float(np.mean(v)) for k, v in norms.items() if v}
+            norms.setdefault(name, []).append(float(grad.norm()))
+    return {k: float(np.mean(v)) for k, v in norms.items()}
 
 
 def main() -> None:
@@ -53,27 +49,34 @@ def main() -> None:
     batches = 4
     if "--batches" in argv:
         i = argv.index("--batches")
-        batches = int(argv[i + 1])
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if not value.isdigit() or int(value) < 1:
+            sys.exit(f"loss_gradients: --batches needs a positive whole number, not {value!r}")
+        batches = int(value)
         del argv[i:i + 2]
     from MRSuperResLib.cli import build_parser
+    from MRSuperResLib.errors import MRSuperResError
     from MRSuperResLib.training import TrainConfig, Trainer, build_config
 
     args = build_parser().parse_args(argv)
     if args.command != "train":
         sys.exit("give `train` and its options after the script name")
-    config = build_config({k: getattr(args, k) for k in TrainConfig.option_names() if hasattr(args, k)})
-    trainer = Trainer(config, progress_bar=False)
-    trainer.prepare()                      # checks the inputs and builds the networks; writes nothing
+    try:
+        config = build_config({k: getattr(args, k) for k in TrainConfig.option_names() if hasattr(args, k)})
+        trainer = Trainer(config, progress_bar=False)
+        trainer.prepare()                  # checks the inputs and builds the networks; writes nothing
+    except MRSuperResError as exc:
+        sys.exit(f"loss_gradients: {exc}")
     norms = gradient_norms(trainer, batches)
-    weights = {"l1": trainer.weights["l1_weight"], "perceptual": trainer.weights["perceptual_weight"],
-               "gan": trainer.weights["gan_weight"]}
     print(f"|d loss / d SR|, mean of {batches} batches of {config.batch} x {config.patch}px; "
           f"discriminator: {trainer.init_d_desc}")
     print(f"{'loss':<11}{'per unit weight':>17}{'weight':>9}{'weighted':>12}{'vs L1':>8}")
-    l1 = norms["l1"] * weights["l1"]
+    l1 = norms["l1"] * trainer.weights["l1_weight"]
     for name, value in norms.items():
-        weighted = value * weights[name]
-        print(f"{name:<11}{value:>17.3e}{weights[name]:>9g}{weighted:>12.3e}{weighted / l1 if l1 else float('nan'):>8.2f}")
+        label, weight_key = LOSSES[name]
+        weight = trainer.weights[weight_key]
+        weighted = value * weight
+        print(f"{label:<11}{value:>17.3e}{weight:>9g}{weighted:>12.3e}{weighted / l1 if l1 else float('nan'):>8.2f}")
 
 
 if __name__ == "__main__":
