@@ -453,11 +453,20 @@ class Trainer:
             rng=dict(numpy=self.rng_state, torch=torch.get_rng_state(), python=random.getstate()),
             wall_seconds=wall, validation=self.last_val, lr_schedule=self.lr_schedule)
 
-    def generator_losses(self, sr: torch.Tensor, hr_t: torch.Tensor) -> dict:
+    def generator_losses(self, sr: torch.Tensor, hr_t: torch.Tensor, clean: torch.Tensor | None = None) -> dict:
         """The generator's unweighted losses on one batch: `l1`, and in the gan stage `perceptual`
-        (when weighted) and `gan_g` (scripts/loss_gradients.py measures the same ones)."""
+        (when weighted) and `gan_g` (scripts/loss_gradients.py measures the same ones).
+
+        `clean` (N bools) marks the targets without `--hr-noise`: L1 trains on every sample, the
+        perceptual and adversarial losses only on clean ones, since on a noisy target they learn
+        to paint noise texture rather than anatomy. No clean sample: those two are 0."""
         losses = {"l1": F.l1_loss(sr.float(), hr_t)}
         if self.config.stage == "gan":
+            if clean is not None and not bool(clean.all()):
+                sr, hr_t = sr[clean], hr_t[clean]
+            if sr.shape[0] == 0:
+                zero = losses["l1"] * 0
+                return {**losses, **({"perceptual": zero} if self.vgg is not None else {}), "gan_g": zero}
             d = self.discriminator
             if self.vgg is not None:
                 f_sr, f_hr = self.vgg(sr), self.vgg(hr_t)
@@ -472,10 +481,11 @@ class Trainer:
                 losses["gan_g"] = gan_loss("vanilla", fake_logits, True)
         return losses
 
-    def _step(self, lr_b: np.ndarray, hr_b: np.ndarray) -> dict:
+    def _step(self, lr_b: np.ndarray, hr_b: np.ndarray, noisy: np.ndarray | None = None) -> dict:
         dev, cl = self.device, torch.channels_last
         lr_t = torch.from_numpy(lr_b).to(dev).contiguous(memory_format=cl)
         hr_t = torch.from_numpy(hr_b).to(dev).contiguous(memory_format=cl)
+        clean = None if noisy is None or not noisy.any() else torch.from_numpy(~noisy).to(dev)
         w = self.weights
         d = self.discriminator
         if d is not None:
@@ -484,7 +494,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         with autocast(dev, self.precision):
             sr = self.generator(lr_t)
-            losses = self.generator_losses(sr, hr_t)
+            losses = self.generator_losses(sr, hr_t, clean)
             total = w["l1_weight"] * losses["l1"]
             if "perceptual" in losses:
                 total = total + w["perceptual_weight"] * losses["perceptual"]
@@ -493,20 +503,26 @@ class Trainer:
         self._backward(total, self.opt_g)
         losses["total_g"] = total
         if d is not None:
-            for p in d.parameters():
-                p.requires_grad_(True)
-            self.opt_d.zero_grad(set_to_none=True)
-            with autocast(dev, self.precision):
-                real_logits = d(hr_t)
-                fake_logits = d(sr.detach())
-                if self.gan_kind == "ragan":
-                    d_real = gan_loss("ragan", real_logits, True, fake_logits.detach())
-                    d_fake = gan_loss("ragan", fake_logits, False, real_logits.detach())
-                else:
-                    d_real = gan_loss("vanilla", real_logits, True)
-                    d_fake = gan_loss("vanilla", fake_logits, False)
-            self._backward(d_real + d_fake, self.opt_d)
-            losses["d_real"], losses["d_fake"] = d_real, d_fake
+            real, fake = hr_t, sr.detach()
+            if clean is not None:          # the discriminator learns what clean anatomy looks like
+                real, fake = real[clean], fake[clean]
+            if real.shape[0] == 0:
+                losses["d_real"] = losses["d_fake"] = total.detach() * 0
+            else:
+                for p in d.parameters():
+                    p.requires_grad_(True)
+                self.opt_d.zero_grad(set_to_none=True)
+                with autocast(dev, self.precision):
+                    real_logits = d(real)
+                    fake_logits = d(fake)
+                    if self.gan_kind == "ragan":
+                        d_real = gan_loss("ragan", real_logits, True, fake_logits.detach())
+                        d_fake = gan_loss("ragan", fake_logits, False, real_logits.detach())
+                    else:
+                        d_real = gan_loss("vanilla", real_logits, True)
+                        d_fake = gan_loss("vanilla", fake_logits, False)
+                self._backward(d_real + d_fake, self.opt_d)
+                losses["d_real"], losses["d_fake"] = d_real, d_fake
         ema_update(self.ema, self.generator, self.config.ema_decay)
         values = {k: float(v.detach()) for k, v in losses.items()}
         bad = [k for k, v in values.items() if not np.isfinite(v)]
@@ -551,8 +567,8 @@ class Trainer:
         losses = {}
         its = 0.0
         for it in range(start_iter + 1, c.iters + 1):
-            lr_b, hr_b, self.rng_state = batches.next()
-            losses = self._step(lr_b, hr_b)
+            lr_b, hr_b, noisy, self.rng_state = batches.next()
+            losses = self._step(lr_b, hr_b, noisy)
             self.iteration = it
             now = time.perf_counter()
             if it % c.log_every == 0 or it == c.iters:

@@ -88,9 +88,9 @@ class SlicePool:
         return len(self.slices)
 
     def sample(self, rng: np.random.Generator, patch: int, scale: int, methods: list[str],
-               augment: bool = True, hr_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """One (LR, HR) pair: LR (patch/s, patch/s), HR (patch, patch), float32 in [0, 1].
-        With probability `hr_noise` the HR patch first gets scan-like Rician noise."""
+               augment: bool = True, hr_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(LR, HR, noisy): LR (patch/s, patch/s), HR (patch, patch), float32 in [0, 1]. With
+        probability `hr_noise` the HR patch first gets scan-like Rician noise (`noisy` says so)."""
         for _ in range(10):
             image = self.slices[rng.integers(len(self.slices))]
             y = rng.integers(image.shape[0] - patch + 1)
@@ -105,14 +105,17 @@ class SlicePool:
                 hr = hr[::-1, :]
             hr = np.rot90(hr, int(rng.integers(4)))
         hr = np.ascontiguousarray(hr, dtype=np.float32)
-        if hr_noise > 0 and rng.random() < hr_noise:
+        noisy = bool(hr_noise > 0 and rng.random() < hr_noise)
+        if noisy:
             hr = np.clip(add_rician(hr, rng.uniform(*HR_NOISE_SIGMA), rng), 0, 1).astype(np.float32)
-        return make_lr(hr, scale, methods, rng), hr
+        return make_lr(hr, scale, methods, rng), hr, noisy
 
     def batch(self, rng: np.random.Generator, size: int, patch: int, scale: int, methods: list[str],
-              hr_noise: float = 0.0):
-        pairs = [self.sample(rng, patch, scale, methods, hr_noise=hr_noise) for _ in range(size)]
-        return np.stack([p[0] for p in pairs])[:, None], np.stack([p[1] for p in pairs])[:, None]
+              hr_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(LR (N, 1, h, w), HR (N, 1, H, W), noisy (N,) bool: which targets got `hr_noise`)."""
+        samples = [self.sample(rng, patch, scale, methods, hr_noise=hr_noise) for _ in range(size)]
+        return (np.stack([s[0] for s in samples])[:, None], np.stack([s[1] for s in samples])[:, None],
+                np.array([s[2] for s in samples], dtype=bool))
 
 
 def load_pools(data: list[str], val: list[str] | None, axis: str | int, patch: int):
@@ -202,8 +205,8 @@ class Prefetcher:
             if isinstance(item, BaseException):
                 return
 
-    def next(self) -> tuple[np.ndarray, np.ndarray, dict]:
-        """(LR batch, HR batch, numpy generator state after drawing them)."""
+    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+        """(LR batch, HR batch, noisy flags, numpy generator state after drawing them)."""
         item = self._queue.get()
         if isinstance(item, BaseException):
             raise item

@@ -33,12 +33,13 @@ def gradient_norms(trainer, batches: int) -> dict[str, float]:
     generator = trainer.generator.to(dev).train()
     norms: dict[str, list[float]] = {}
     for _ in range(batches):
-        lr_b, hr_b = trainer.pool.batch(rng, c.batch, c.patch, c.scale, trainer.methods, c.hr_noise)
+        lr_b, hr_b, noisy = trainer.pool.batch(rng, c.batch, c.patch, c.scale, trainer.methods, c.hr_noise)
         lr_t, hr_t = torch.from_numpy(lr_b).to(dev), torch.from_numpy(hr_b).to(dev)
+        clean = torch.from_numpy(~noisy).to(dev) if noisy.any() else None
         with torch.no_grad():
             sr = generator(lr_t)
         sr.requires_grad_(True)
-        for name, loss in trainer.generator_losses(sr, hr_t).items():
+        for name, loss in trainer.generator_losses(sr, hr_t, clean).items():
             (grad,) = torch.autograd.grad(loss, sr)
             norms.setdefault(name, []).append(float(grad.norm()))
     return {k: float(np.mean(v)) for k, v in norms.items()}

@@ -91,11 +91,12 @@ def _urlopen_index_html(real):
 def test_hr_noise_makes_the_target_noisy_and_keeps_old_runs_reproducible():
     flat = np.full((64, 64), 0.5, np.float32)
     pool = SlicePool([flat], [VolumeInfo("flat", (64, 64, 1), "0")])
-    lr0, hr0 = pool.sample(np.random.default_rng(1), 32, 4, ["bilinear"])
-    lr1, hr1 = pool.sample(np.random.default_rng(1), 32, 4, ["bilinear"], hr_noise=1.0)
+    lr0, hr0, noisy0 = pool.sample(np.random.default_rng(1), 32, 4, ["bilinear"])
+    lr1, hr1, noisy1 = pool.sample(np.random.default_rng(1), 32, 4, ["bilinear"], hr_noise=1.0)
+    assert not noisy0 and noisy1
     assert hr0.std() == 0 and 0.004 < hr1.std() < 0.04                    # sigma U[0.005, 0.03]
     assert np.allclose(lr1.mean(), hr1.mean(), atol=0.01)                 # LR made from the noisy HR
-    lr2, hr2 = pool.sample(np.random.default_rng(1), 32, 4, ["bilinear"], hr_noise=0.0)
+    lr2, hr2, _ = pool.sample(np.random.default_rng(1), 32, 4, ["bilinear"], hr_noise=0.0)
     assert np.array_equal(hr0, hr2) and np.array_equal(lr0, lr2)          # 0 draws nothing extra
     rician = add_rician(np.zeros((256, 256)), 0.02, np.random.default_rng(0))
     assert rician.min() >= 0 and abs(rician.mean() - 0.02 * np.sqrt(np.pi / 2)) < 0.001

@@ -263,3 +263,41 @@ def test_initialisation_from_runs_checkpoints_and_realesrgan(tmp_path, volumes, 
                  "--stage", "psnr", "--iters", "1", "--batch", "1", "--patch", "32", "--precision", "fp32"]) == 0
     card = json.loads((third / "model.json").read_text())
     assert card["architecture"]["num_block"] == 23 and card["init"].startswith("realesrgan-x4plus-gray")
+
+
+def test_gan_losses_and_discriminator_skip_targets_given_hr_noise(tmp_path, volumes):
+    """L1 trains on every sample; perceptual, adversarial and the discriminator only on clean targets."""
+    from MRSuperResLib.cli import build_parser
+    from MRSuperResLib.training import TrainConfig, Trainer, build_config
+
+    args = build_parser().parse_args(train_args(tmp_path / "never", volumes, "--stage", "gan", "--hr-noise", "0.5"))
+    trainer = Trainer(build_config({k: getattr(args, k) for k in TrainConfig.option_names() if hasattr(args, k)}),
+                      progress_bar=False)
+    trainer.prepare()
+    trainer._build_training_state()                  # networks and optimisers; writes nothing
+    trainer.discriminator.eval()                     # spectral norm: no power-iteration update per call
+    g = torch.Generator().manual_seed(0)
+    sr = torch.rand(3, 1, 32, 32, generator=g, requires_grad=True)
+    hr = torch.rand(3, 1, 32, 32, generator=g)
+    clean = torch.tensor([True, False, True])
+    mixed = trainer.generator_losses(sr, hr, clean)
+    subset = trainer.generator_losses(sr[clean], hr[clean])
+    assert set(mixed) == {"l1", "perceptual", "gan_g"}
+    assert float(mixed["l1"].detach()) == pytest.approx(float((sr - hr).abs().mean().detach()))       # all three samples
+    for key in ("perceptual", "gan_g"):
+        m, s = float(mixed[key].detach()), float(subset[key].detach())
+        assert m == pytest.approx(s, rel=1e-5) and m > 0
+        (grad,) = torch.autograd.grad(mixed[key], sr, retain_graph=True)
+        assert grad[1].abs().max() == 0 and grad[0].abs().max() > 0                # the noisy one is untouched
+    none = trainer.generator_losses(sr, hr, torch.zeros(3, dtype=torch.bool))
+    assert float(none["perceptual"].detach()) == float(none["gan_g"].detach()) == 0
+
+    trainer.discriminator.train()
+    lr_b = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+    hr_b = np.random.default_rng(1).random((2, 1, 32, 32), dtype=np.float32)
+    before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    losses = trainer._step(lr_b, hr_b, noisy=np.array([True, True]))
+    assert all(torch.equal(before[k], v) for k, v in trainer.discriminator.state_dict().items())
+    assert losses["d_real"] == losses["d_fake"] == losses["gan_g"] == 0 and losses["l1"] > 0
+    trainer._step(lr_b, hr_b, noisy=np.array([True, False]))
+    assert not all(torch.equal(before[k], v) for k, v in trainer.discriminator.state_dict().items())

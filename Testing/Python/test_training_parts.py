@@ -83,7 +83,8 @@ def test_patch_sampler_crops_without_padding_and_refuses_small_volumes():
     data = np.zeros((40, 50, 6), np.float32)
     data[5:35, 5:45] = np.random.default_rng(1).random((30, 40, 6))
     pool = SlicePool.from_arrays([(data, VolumeInfo("v", data.shape, "x"))], [2], min_size=32)
-    lr, hr = pool.batch(rng, 3, 32, 4, ["bilinear"])
+    lr, hr, noisy = pool.batch(rng, 3, 32, 4, ["bilinear"])
+    assert not noisy.any()
     assert lr.shape == (3, 1, 8, 8) and hr.shape == (3, 1, 32, 32)
     assert (hr > 0.05).mean() > 0.05
     with pytest.raises(MRSuperResError, match="patch size"):
