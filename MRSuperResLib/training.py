@@ -163,6 +163,13 @@ def check_config(c: TrainConfig) -> None:
 
 # ----------------------------------------------------------------------------- pieces
 
+def noisy_target_losses(stage: str, hr_noise: float) -> str | None:
+    """For a model card: which losses the `--hr-noise` targets trained (None: there were none)."""
+    if not hr_noise:
+        return None
+    return "l1 only (perceptual, adversarial and discriminator: clean targets only)" if stage == "gan" else "l1"
+
+
 # what a model card passes on to the cards of models fine-tuned from it (their provenance)
 PROVENANCE_KEYS = ("name", "sha256", "init", "stage", "training_data", "degradations", "hr_noise", "axis", "patch",
                    "batch", "iterations", "learning_rate_schedule", "ema_decay", "weights", "device", "precision",
@@ -457,16 +464,17 @@ class Trainer:
         """The generator's unweighted losses on one batch: `l1`, and in the gan stage `perceptual`
         (when weighted) and `gan_g` (scripts/loss_gradients.py measures the same ones).
 
-        `clean` (N bools) marks the targets without `--hr-noise`: L1 trains on every sample, the
+        `clean` (indices, or N bools) picks the targets without `--hr-noise`: L1 trains on every sample, the
         perceptual and adversarial losses only on clean ones, since on a noisy target they learn
-        to paint noise texture rather than anatomy. No clean sample: those two are 0."""
+        to paint noise texture rather than anatomy. Those two are means over the clean samples, so
+        each clean one pulls N/clean times harder against L1 than in an all-clean batch; with no
+        clean sample they are left out."""
         losses = {"l1": F.l1_loss(sr.float(), hr_t)}
         if self.config.stage == "gan":
-            if clean is not None and not bool(clean.all()):
+            if clean is not None:
                 sr, hr_t = sr[clean], hr_t[clean]
             if sr.shape[0] == 0:
-                zero = losses["l1"] * 0
-                return {**losses, **({"perceptual": zero} if self.vgg is not None else {}), "gan_g": zero}
+                return losses
             d = self.discriminator
             if self.vgg is not None:
                 f_sr, f_hr = self.vgg(sr), self.vgg(hr_t)
@@ -485,7 +493,7 @@ class Trainer:
         dev, cl = self.device, torch.channels_last
         lr_t = torch.from_numpy(lr_b).to(dev).contiguous(memory_format=cl)
         hr_t = torch.from_numpy(hr_b).to(dev).contiguous(memory_format=cl)
-        clean = None if noisy is None or not noisy.any() else torch.from_numpy(~noisy).to(dev)
+        clean = None if noisy is None or not noisy.any() else torch.from_numpy(np.flatnonzero(~noisy)).to(dev)
         w = self.weights
         d = self.discriminator
         if d is not None:
@@ -506,9 +514,7 @@ class Trainer:
             real, fake = hr_t, sr.detach()
             if clean is not None:          # the discriminator learns what clean anatomy looks like
                 real, fake = real[clean], fake[clean]
-            if real.shape[0] == 0:
-                losses["d_real"] = losses["d_fake"] = total.detach() * 0
-            else:
+            if real.shape[0] > 0:              # no clean target: no discriminator step, no d losses logged
                 for p in d.parameters():
                     p.requires_grad_(True)
                 self.opt_d.zero_grad(set_to_none=True)
@@ -621,7 +627,8 @@ class Trainer:
             "validation_data": ([dict(path=i.path, sha256=i.sha256, shape=list(i.shape)) for i in self.val_infos]
                                 if self.split != "slab" else "last 20% of the training volume's slices along its "
                                                              "third axis, held out from training"),
-            "degradations": self.methods, "hr_noise": c.hr_noise, "axis": c.axis, "patch": c.patch, "batch": c.batch,
+            "degradations": self.methods, "hr_noise": c.hr_noise,
+            "hr_noise_losses": noisy_target_losses(c.stage, c.hr_noise), "axis": c.axis, "patch": c.patch, "batch": c.batch,
             "iterations": it, "target_iterations": c.iters, "stopped_early": bool(stopped),
             "learning_rate": self.lr, "learning_rate_schedule": self.lr_schedule, "ema_decay": c.ema_decay,
             "seed": c.seed,

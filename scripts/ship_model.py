@@ -46,6 +46,7 @@ def main() -> None:
     from MRSuperResLib.evaluate import evaluate, format_table
     from MRSuperResLib.files import sha256_of
     from MRSuperResLib.weights import load_generator, save_model
+    from MRSuperResLib.training import noisy_target_losses
 
     if args.weights == "generator" or args.checkpoint is not None:
         from export_generator import checkpoint_generator
@@ -88,6 +89,7 @@ def main() -> None:
         "perceptual_network": run_card.get("perceptual_network"),
         "training_data": describe_data(run_card.get("training_data")),
         "degradations": start["config"]["degrade"], "hr_noise": start["config"].get("hr_noise", 0.0),
+        "hr_noise_losses": noisy_target_losses(run_card.get("stage"), start["config"].get("hr_noise", 0.0)),
         "slice_axes": start["config"]["axis"],
         "augmentation": "random crops, flips and 90-degree rotations",
         "iterations": run_card.get("iterations"), "batch": start["config"]["batch"],

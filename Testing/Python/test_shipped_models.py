@@ -119,7 +119,7 @@ def test_a_fine_tune_of_a_trained_model_carries_its_provenance(tmp_path, sample_
     prov = card["init_provenance"]
     assert prov["name"] == "stage1" and prov["iterations"] == 4 and "raw generator" in prov["weights"]
     assert prov["training_data"][0]["sha256"] == card["training_data"][0]["sha256"]
-    assert card["hr_noise"] == 0.5 and card["init"].startswith("stage1 (sha256 ")
+    assert card["hr_noise"] == 0.5 and card["hr_noise_losses"] == "l1" and card["init"].startswith("stage1 (sha256 ")
     assert main(["train", "--data", str(vol), "--out", str(tmp_path / "bad"), "--hr-noise", "2", *tiny]) == 2
     # an earlier checkpoint's EMA (how a GAN checkpoint is picked by validation VIF)
     third = tmp_path / "third"
@@ -206,3 +206,7 @@ def test_loss_gradients_measures_each_loss_and_writes_nothing(tmp_path, sample_v
     assert float(rows["l1"][0]) == pytest.approx(1 / np.sqrt(2 * 32 * 32), rel=1e-3)
     gan_unit, gan_weight, gan_weighted = map(float, rows["gan"][:3])
     assert gan_unit > 0 and gan_weight == 0.5 and gan_weighted == pytest.approx(gan_unit * 0.5, rel=1e-3)
+    # every target noisy (--hr-noise 1): only L1 pulls on them, so only L1 is measured
+    monkeypatch.setattr(sys, "argv", [*sys.argv[:-2], "--batches", "1", "--hr-noise", "1"])
+    script.main()
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["l1"]
