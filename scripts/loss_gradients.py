@@ -40,7 +40,7 @@ def gradient_norms(trainer, batches: int) -> dict[str, float]:
             sr = generator(lr_t)
         sr.requires_grad_(True)
         for name, loss in trainer.generator_losses(sr, hr_t, clean).items():
-            (grad,) = torch.autograd.grad(loss, sr)
+            (grad,) = torch.autograd.grad(loss, sr, retain_graph=True)     # the losses share sr[clean]
             norms.setdefault(name, []).append(float(grad.norm()))
     return {k: float(np.mean(v)) for k, v in norms.items()}
 

@@ -206,7 +206,12 @@ def test_loss_gradients_measures_each_loss_and_writes_nothing(tmp_path, sample_v
     assert float(rows["l1"][0]) == pytest.approx(1 / np.sqrt(2 * 32 * 32), rel=1e-3)
     gan_unit, gan_weight, gan_weighted = map(float, rows["gan"][:3])
     assert gan_unit > 0 and gan_weight == 0.5 and gan_weighted == pytest.approx(gan_unit * 0.5, rel=1e-3)
-    # every target noisy (--hr-noise 1): only L1 pulls on them, so only L1 is measured
-    monkeypatch.setattr(sys, "argv", [*sys.argv[:-2], "--batches", "1", "--hr-noise", "1"])
+    # --hr-noise: the perceptual and adversarial losses see only the clean targets (one shared
+    # sub-batch), and with every target noisy only L1 is left to measure
+    base = [a for a in sys.argv[:-2] if a not in ("--perceptual-weight", "0")]
+    monkeypatch.setattr(sys, "argv", [*base, "--hr-noise", "0.5", "--batch", "4", "--batches", "2"])
+    script.main()
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["l1", "perceptual", "gan"]
+    monkeypatch.setattr(sys, "argv", [*base, "--hr-noise", "1", "--batches", "1"])
     script.main()
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["l1"]
