@@ -150,7 +150,7 @@ if HAVE_APP:
         # State: the scene's parameter node (saved with the scene) mirrors every control; the
         # same values persist between Slicer runs in QSettings.
         CONTROLS = {"modelComboBox": "model", "axisComboBox": "axis", "deviceComboBox": "device",
-                    "detailSlider": "detail", "scaleSpinBox": "scale", "degradationComboBox": "degradation",
+                    "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble", "scaleSpinBox": "scale", "degradationComboBox": "degradation",
                     "compareModelComboBox": "compareModel", "compareAxisComboBox": "compareAxis",
                     "compareDeviceComboBox": "compareDevice", "stageComboBox": "stage",
                     "presetComboBox": "preset", "initModelComboBox": "init", "iterationsSpinBox": "iterations",
@@ -163,6 +163,8 @@ if HAVE_APP:
                 return widget.currentText
             if hasattr(widget, "directory"):
                 return widget.directory
+            if hasattr(widget, "checked"):
+                return "true" if widget.checked else "false"
             return str(widget.value)
 
         def _set(self, widget, value):
@@ -173,6 +175,8 @@ if HAVE_APP:
                     widget.setEditText(value)
             elif hasattr(widget, "directory"):
                 widget.directory = value
+            elif hasattr(widget, "checked"):
+                widget.checked = value == "true"
             elif value:
                 widget.value = float(value)
 
@@ -180,7 +184,8 @@ if HAVE_APP:
             for name in self.CONTROLS:
                 widget = getattr(self.ui, name)
                 signal = ("currentIndexChanged(int)" if hasattr(widget, "currentText") else
-                          "directoryChanged(QString)" if hasattr(widget, "directory") else "valueChanged(double)"
+                          "directoryChanged(QString)" if hasattr(widget, "directory") else
+                          "toggled(bool)" if hasattr(widget, "checked") else "valueChanged(double)"
                           if name == "detailSlider" else "valueChanged(int)")
                 widget.connect(signal, self.updateParameterNodeFromGUI)
             for name in self.NODE_CONTROLS:
@@ -301,7 +306,8 @@ if HAVE_APP:
             self.startTask("enhance", self.ui.enhanceButton, lambda: self.logic.enhance(
                 self.ui.inputSelector.currentNode(), model=self.ui.modelComboBox.currentText or None,
                 axis=self.AXES[self.ui.axisComboBox.currentText], device=self.ui.deviceComboBox.currentText,
-                detail=self.detailValue(), waitForCompletion=False))
+                detail=self.detailValue(), selfEnsemble=self.ui.selfEnsembleCheckBox.checked,
+                waitForCompletion=False))
 
         def onCompare(self):
             self.startTask("compare", self.ui.compareButton, lambda: self.logic.compare(

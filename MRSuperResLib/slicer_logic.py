@@ -392,8 +392,8 @@ class MRSuperResLogic:
         self._models = {}
 
     # the panel's state in the scene (saved with it, restored when a scene is loaded)
-    PARAMETER_DEFAULTS = {"model": "", "axis": "auto", "device": "auto", "detail": "0", "scale": "4",
-                          "degradation": "bilinear", "compareModel": "", "compareAxis": "auto",
+    PARAMETER_DEFAULTS = {"model": "", "axis": "auto", "device": "auto", "detail": "0", "selfEnsemble": "false",
+                          "scale": "4", "degradation": "bilinear", "compareModel": "", "compareAxis": "auto",
                           "compareDevice": "auto", "stage": "psnr", "preset": "realesrgan", "init": "realesrgan",
                           "iterations": "1000", "batch": "4", "patch": "128", "trainDevice": "auto",
                           "outputFolder": ""}
@@ -444,10 +444,12 @@ class MRSuperResLogic:
 
     # enhance
     def enhance(self, volumeNode, model=None, axis="auto", device="auto", precision="auto", detail=None,
-                progressCallback=None, cancel=None, show=True, name=None, waitForCompletion=True):
+                progressCallback=None, cancel=None, show=True, name=None, waitForCompletion=True,
+                selfEnsemble=False):
         """A new volume node: `volumeNode` super-resolved slice by slice, on the exact HR grid.
-        `detail` (0..1) blends the model with its GAN partner. With waitForCompletion=False
-        returns a BackgroundTask whose `result` is the node."""
+        `detail` (0..1) blends the model with its GAN partner; `selfEnsemble` averages the
+        outputs for the 8 flips/rotations of each slice (8x the time). With
+        waitForCompletion=False returns a BackgroundTask whose `result` is the node."""
         from .inference import enhance_volume
         volume = volume_from_node(volumeNode)
         net, card = self._model(model, detail)
@@ -455,7 +457,7 @@ class MRSuperResLogic:
 
         def work(progress, cancelled):
             return enhance_volume(volume, net, axis=_axis(axis), device=device, precision=precision,
-                                  progress=progress, cancel=cancelled)
+                                  progress=progress, cancel=cancelled, self_ensemble=bool(selfEnsemble))
 
         def finish(value):
             hr, facts = value

@@ -86,6 +86,19 @@ def test_enhance_cli_matches_an_independent_implementation(tmp_path, save_tiny, 
     assert psnr(got, np.clip(ref, 0, 1)) >= 40
 
 
+def test_enhance_self_ensemble_averages_eight_symmetric_runs(tmp_path, save_tiny, sample_volume, capsys):
+    data, affine = sample_volume
+    src = write_nifti(tmp_path / "in.nii.gz", (data[40:72, 50:78, 20:22] / data.max()).astype(np.float32), affine)
+    weights = save_tiny(lively(tiny_model(4, blocks=1)), "tiny")
+    plain, ens = tmp_path / "plain.nii.gz", tmp_path / "ens.nii.gz"
+    assert main(["enhance", str(src), "-o", str(plain), "--model", str(weights), "--axis", "2"]) == 0
+    assert main(["enhance", str(src), "-o", str(ens), "--model", str(weights), "--axis", "2", "--self-ensemble"]) == 0
+    assert "(self-ensemble x8)" in capsys.readouterr().out
+    a, b = nib.load(str(plain)), nib.load(str(ens))
+    assert np.allclose(a.affine, b.affine) and a.shape == b.shape
+    assert np.abs(a.get_fdata() - b.get_fdata()).max() > 1e-4          # a random network is not symmetric
+
+
 def test_real_model_matches_an_independent_implementation(tmp_path, default_model_path, sample_volume):
     """RealESRGAN_x4plus (1-channel) via `enhance --model FILE` vs the independent forward pass."""
     data, affine = sample_volume

@@ -180,3 +180,41 @@ def test_a_gpu_out_of_memory_falls_back_to_the_cpu_with_a_message():
     assert engine.device.type == "cpu" and "continuing on the CPU" in messages[0]
     assert engine.precision == resolve_precision("auto", torch.device("cpu"))    # the CPU's own best
     assert psnr(out, super_resolve_slices(model, stack, device="cpu", precision="fp32")) >= inference.ACCURACY_DB
+
+
+def test_self_ensemble_maps_each_symmetry_back_and_averages():
+    rng = np.random.default_rng(0)
+    stack = rng.random((2, 12, 20), dtype=np.float32)                  # not square: quarter turns swap h, w
+    # nearest-neighbour upsampling commutes with flips and rotations, so a correct inverse
+    # mapping gives back the plain output exactly; a wrong one would scramble it
+    near = nearest_model()
+    plain = super_resolve_slices(near, stack, device="cpu", precision="fp32")
+    assert np.allclose(super_resolve_slices(near, stack, device="cpu", precision="fp32", self_ensemble=True),
+                       plain, atol=1e-6)
+    # a real (random) network is not equivariant: the ensemble is the mean of 8 different outputs
+    net = tiny_model()
+    seen = []
+    ens = super_resolve_slices(net, stack, device="cpu", precision="fp32", self_ensemble=True, tile=8,
+                               progress=lambda d, t: seen.append((d, t)))
+    outs = []
+    for k in range(4):
+        for flip in (False, True):
+            x = np.rot90(stack, k, axes=(1, 2))
+            y = super_resolve_slices(net, np.ascontiguousarray(x[:, :, ::-1] if flip else x), device="cpu",
+                                     precision="fp32", tile=8)
+            outs.append(np.rot90(y[:, :, ::-1] if flip else y, -k, axes=(1, 2)))
+    assert ens.shape == (2, 48, 80) and np.allclose(ens, np.mean(outs, 0), atol=1e-6)
+    assert np.abs(outs[0] - outs[3]).max() > 1e-3                        # the symmetries did differ
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (2, 2)
+    with pytest.raises(inference.Cancelled):
+        super_resolve_slices(net, stack, device="cpu", self_ensemble=True, cancel=lambda: True)
+
+
+def test_self_ensemble_raises_the_fidelity_models_psnr_on_real_mri(sample_volume):
+    data, _ = sample_volume
+    hr = np.moveaxis(data[4:148, 20:164, 20:45:12] / data.max(), 2, 0).astype(np.float32)
+    lr = np.clip(downsample(hr, 4, "bilinear"), 0, 1)
+    model, _ = load_model("mri-x4-fidelity")
+    single = super_resolve_slices(model, lr, device="cpu", precision="bf16")
+    ensemble = super_resolve_slices(model, lr, device="cpu", precision="bf16", self_ensemble=True)
+    assert psnr(ensemble, hr) > psnr(single, hr) + 0.05

@@ -2,11 +2,13 @@
 background training, bad input; and the extension's files (UI names, CMake lists)."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 
 import nibabel as nib
+
 import numpy as np
 import pytest
 from conftest import ROOT, SAMPLE, nearest_model, tiny_model, write_nifti
@@ -74,6 +76,11 @@ def test_enhance_a_real_volume_lands_on_the_core_grid(scene, models):
     assert sr.GetName().startswith("aniso near x4") and sr.GetDisplayNode() is not None
     auto = MRSuperResLogic().enhance(node, model=str(models["near"]), axis="auto", precision="fp32")
     assert np.allclose(ijk_to_ras(auto), ijk_to_ras(sr))   # auto picks the 5 mm axis, as the core does
+    # the panel's self-ensemble: same grid; the nearest model is symmetric, so the same values too
+    ens = MRSuperResLogic().enhance(node, model=str(models["near"]), axis=2, precision="fp32", selfEnsemble=True)
+    assert np.allclose(ijk_to_ras(ens), ijk_to_ras(sr), atol=1e-6)
+    assert np.allclose(slicer.util.arrayFromVolume(ens), arr, atol=1e-4 * np.abs(lr).max())
+    assert json.loads(ens.GetAttribute("MRSuperRes.facts"))["self_ensemble"] is True
 
 
 def test_compare_makes_the_volumes_table_layout_and_links_the_views(scene, tmp_path, models):
@@ -230,7 +237,6 @@ def test_cmake_lists_every_shipped_file():
     missing = [f for f in shipped if f not in listed and not f.endswith("CMakeLists.txt")]
     assert not missing, f"shipped files missing from the CMake lists: {missing}"
     assert 'EXTENSION_DEPENDS "PyTorch"' in top and "WITH_GENERIC_TESTS" in module
-    import json
     entry = json.loads((ROOT / "MRSuperRes.json").read_text())
     assert entry["build_dependencies"] == ["PyTorch"] and entry["scm_url"].endswith(".git")
 
