@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import nibabel as nib
-
 import numpy as np
 import pytest
 from conftest import ROOT, SAMPLE, nearest_model, tiny_model, write_nifti
