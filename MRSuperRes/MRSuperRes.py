@@ -150,7 +150,8 @@ if HAVE_APP:
         # State: the scene's parameter node (saved with the scene) mirrors every control; the
         # same values persist between Slicer runs in QSettings.
         CONTROLS = {"modelComboBox": "model", "axisComboBox": "axis", "deviceComboBox": "device",
-                    "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble", "scaleSpinBox": "scale", "degradationComboBox": "degradation",
+                    "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble", "scaleSpinBox": "scale",
+                    "degradationComboBox": "degradation",
                     "compareModelComboBox": "compareModel", "compareAxisComboBox": "compareAxis",
                     "compareDeviceComboBox": "compareDevice", "stageComboBox": "stage",
                     "presetComboBox": "preset", "initModelComboBox": "init", "iterationsSpinBox": "iterations",

@@ -372,7 +372,8 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
     `self_ensemble`: average over the 8 flips/rotations of each slice (8x the time).
 
     Memory: the input as float32 plus the float32 output, nothing in float64; slices stream
-    through the network in batches and their results land in the output in place.
+    through the network in batches and their results land in the output in place (with
+    `self_ensemble`, plus one output-sized buffer for the pass under way).
     """
     data = check_voxels(volume.data, volume.meta.get("path", "volume"))
     ax = geometry.choose_axis(axis, volume.affine, data.shape)

@@ -464,11 +464,11 @@ class Trainer:
         """The generator's unweighted losses on one batch: `l1`, and in the gan stage `perceptual`
         (when weighted) and `gan_g` (scripts/loss_gradients.py measures the same ones).
 
-        `clean` (indices, or N bools) picks the targets without `--hr-noise`: L1 trains on every sample, the
-        perceptual and adversarial losses only on clean ones, since on a noisy target they learn
-        to paint noise texture rather than anatomy. Those two are means over the clean samples, so
-        each clean one pulls N/clean times harder against L1 than in an all-clean batch; with no
-        clean sample they are left out."""
+        `clean` (indices, or N bools) picks the targets without `--hr-noise`: L1 trains on every
+        sample, the perceptual and adversarial losses only on clean ones, since on a noisy target
+        they learn to paint noise texture rather than anatomy. Those two are means over the clean
+        samples, so each clean one pulls N/clean times harder against L1 than in an all-clean
+        batch; with no clean sample they are left out."""
         losses = {"l1": F.l1_loss(sr.float(), hr_t)}
         if self.config.stage == "gan":
             if clean is not None:
@@ -512,7 +512,7 @@ class Trainer:
         losses["total_g"] = total
         if d is not None:
             real, fake = hr_t, sr.detach()
-            if clean is not None:          # the discriminator learns what clean anatomy looks like
+            if clean is not None:              # the discriminator learns what clean anatomy looks like
                 real, fake = real[clean], fake[clean]
             if real.shape[0] > 0:              # no clean target: no discriminator step, no d losses logged
                 for p in d.parameters():
