@@ -163,6 +163,11 @@ def check_config(c: TrainConfig) -> None:
 
 # ----------------------------------------------------------------------------- pieces
 
+def clean_targets(noisy: np.ndarray, device) -> torch.Tensor | None:
+    """Indices of a batch's samples without `--hr-noise` on their target (None: all of them)."""
+    return torch.from_numpy(np.flatnonzero(~noisy)).to(device) if noisy.any() else None
+
+
 def noisy_target_losses(stage: str, hr_noise: float) -> str | None:
     """For a model card: which losses the `--hr-noise` targets trained (None: there were none)."""
     if not hr_noise:
@@ -493,7 +498,7 @@ class Trainer:
         dev, cl = self.device, torch.channels_last
         lr_t = torch.from_numpy(lr_b).to(dev).contiguous(memory_format=cl)
         hr_t = torch.from_numpy(hr_b).to(dev).contiguous(memory_format=cl)
-        clean = None if noisy is None or not noisy.any() else torch.from_numpy(np.flatnonzero(~noisy)).to(dev)
+        clean = None if noisy is None else clean_targets(noisy, dev)
         w = self.weights
         d = self.discriminator
         if d is not None:
@@ -628,7 +633,8 @@ class Trainer:
                                 if self.split != "slab" else "last 20% of the training volume's slices along its "
                                                              "third axis, held out from training"),
             "degradations": self.methods, "hr_noise": c.hr_noise,
-            "hr_noise_losses": noisy_target_losses(c.stage, c.hr_noise), "axis": c.axis, "patch": c.patch, "batch": c.batch,
+            "hr_noise_losses": noisy_target_losses(c.stage, c.hr_noise),
+            "axis": c.axis, "patch": c.patch, "batch": c.batch,
             "iterations": it, "target_iterations": c.iters, "stopped_early": bool(stopped),
             "learning_rate": self.lr, "learning_rate_schedule": self.lr_schedule, "ema_decay": c.ema_decay,
             "seed": c.seed,

@@ -28,6 +28,8 @@ LOSSES = {"l1": ("l1", "l1_weight"), "perceptual": ("perceptual", "perceptual_we
 def gradient_norms(trainer, batches: int) -> dict[str, float]:
     """Mean over `batches` training batches of |d loss / d SR| for each of the generator's losses,
     computed exactly as training computes them (fp32 here)."""
+    from MRSuperResLib.training import clean_targets
+
     c, dev = trainer.config, trainer.device
     rng = np.random.default_rng(c.seed)
     generator = trainer.generator.to(dev).train()
@@ -35,7 +37,7 @@ def gradient_norms(trainer, batches: int) -> dict[str, float]:
     for _ in range(batches):
         lr_b, hr_b, noisy = trainer.pool.batch(rng, c.batch, c.patch, c.scale, trainer.methods, c.hr_noise)
         lr_t, hr_t = torch.from_numpy(lr_b).to(dev), torch.from_numpy(hr_b).to(dev)
-        clean = torch.from_numpy(~noisy).to(dev) if noisy.any() else None
+        clean = clean_targets(noisy, dev)
         with torch.no_grad():
             sr = generator(lr_t)
         sr.requires_grad_(True)

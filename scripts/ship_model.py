@@ -68,6 +68,7 @@ def main() -> None:
             sys.exit(f"{path} was trained on: it cannot be an independent check")
     events = [json.loads(line) for line in (args.run / "events.jsonl").read_text().splitlines() if line.strip()]
     start = next(e for e in events if e["event"] in ("start", "resumed"))
+    hr_noise = start["config"].get("hr_noise", 0.0)
     out_dir = ROOT / "Resources" / "Screenshots" / f"{args.name}-validation"     # README material, not shipped
     result = evaluate([str(args.val)], model, model_name=args.name, scale=4, degradation="bilinear", axis=2,
                       out_dir=out_dir)
@@ -88,8 +89,8 @@ def main() -> None:
         "gan_loss": run_card.get("gan_loss"),
         "perceptual_network": run_card.get("perceptual_network"),
         "training_data": describe_data(run_card.get("training_data")),
-        "degradations": start["config"]["degrade"], "hr_noise": start["config"].get("hr_noise", 0.0),
-        "hr_noise_losses": noisy_target_losses(run_card.get("stage"), start["config"].get("hr_noise", 0.0)),
+        "degradations": start["config"]["degrade"], "hr_noise": hr_noise,
+        "hr_noise_losses": noisy_target_losses(run_card.get("stage"), hr_noise),
         "slice_axes": start["config"]["axis"],
         "augmentation": "random crops, flips and 90-degree rotations",
         "iterations": run_card.get("iterations"), "batch": start["config"]["batch"],
