@@ -160,8 +160,10 @@ def add_train_parser(sub) -> None:
       "profile + k-space truncation + Rician noise), or a comma-separated mix")
     a("--axis", help="slice axis for training patches: 0, 1, 2 (default) or all (augmentation)")
     a("--lr", type=float, help="learning rate (default: 2e-4 psnr, 1e-4 gan)")
-    a("--hr-noise", type=float, help="probability of Rician noise (sigma 0.5-3%% of range) on the HR patch itself, "
+    a("--hr-noise", type=float, help="probability of Rician noise (sigma: --hr-noise-sigma) on the HR patch itself, "
       "so the model keeps scan noise as interpolation does; in the gan stage those patches train L1 only (default 0)")
+    a("--hr-noise-sigma", help="range of that noise's sigma as 'lo,hi', fractions of the [0, 1] intensity range "
+      "(default 0.005,0.03)")
     a("--ema-decay", type=float, help="EMA decay of the exported generator (default 0.999)")
     a("--gan-loss", choices=("vanilla", "ragan"), help="vanilla BCE (default; Real-ESRGAN's) or relativistic average")
     a("--l1-weight", type=float, help="override the preset's L1 weight")

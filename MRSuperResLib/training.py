@@ -76,6 +76,7 @@ class TrainConfig:
     patch: int = 128
     degrade: str = "bilinear"
     hr_noise: float = 0.0
+    hr_noise_sigma: list | str | None = None   # [lo, hi] or "lo,hi"; None: training_data.HR_NOISE_SIGMA
     axis: str = "2"
     lr: float | None = None
     ema_decay: float = 0.999
@@ -158,7 +159,24 @@ def check_config(c: TrainConfig) -> None:
     parse_degradations(c.degrade)
     if not 0 <= c.hr_noise <= 1:
         raise MRSuperResError("--hr-noise is a probability: give a number in [0, 1]")
+    c.hr_noise_sigma = parse_noise_sigma(c.hr_noise_sigma)
     axes_for(c.axis)
+
+
+def parse_noise_sigma(value) -> list[float]:
+    """--hr-noise-sigma "lo,hi" (or a [lo, hi] list) -> [lo, hi] with 0 <= lo <= hi <= 0.5."""
+    from .training_data import HR_NOISE_SIGMA
+
+    if value is None:
+        return list(HR_NOISE_SIGMA)
+    try:
+        parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
+    except (TypeError, ValueError):
+        parts = []
+    if len(parts) != 2 or not 0 <= parts[0] <= parts[1] <= 0.5:
+        raise MRSuperResError(f"--hr-noise-sigma must be 'lo,hi' with 0 <= lo <= hi <= 0.5 (fractions of the "
+                              f"[0, 1] range), not {value!r}")
+    return parts
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -176,9 +194,9 @@ def noisy_target_losses(stage: str, hr_noise: float) -> str | None:
 
 
 # what a model card passes on to the cards of models fine-tuned from it (their provenance)
-PROVENANCE_KEYS = ("name", "sha256", "init", "stage", "training_data", "degradations", "hr_noise", "axis", "patch",
-                   "batch", "iterations", "learning_rate_schedule", "ema_decay", "weights", "device", "precision",
-                   "wall_seconds", "metrics", "init_provenance")
+PROVENANCE_KEYS = ("name", "sha256", "init", "stage", "training_data", "degradations", "hr_noise", "hr_noise_sigma",
+                   "axis", "patch", "batch", "iterations", "learning_rate_schedule", "ema_decay", "weights",
+                   "device", "precision", "wall_seconds", "metrics", "init_provenance")
 
 
 def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
@@ -319,6 +337,7 @@ class Trainer:
         from .training_data import load_pools, validation_set
 
         c = self.config
+        c.hr_noise_sigma = parse_noise_sigma(c.hr_noise_sigma)     # also when built without build_config
         run = self.run_dir
         if run.exists() and not run.is_dir():
             raise MRSuperResError(f"--out {run} exists and is not a folder")
@@ -336,8 +355,9 @@ class Trainer:
             self.resume_state, self.resume_path = found
             saved = self.resume_state["config"]
             defaults = {f.name: f.default for f in fields(TrainConfig)}     # options newer than the run
-            diff = [k for k in TrainConfig.option_names()
-                    if k not in RESUME_MAY_CHANGE and saved.get(k, defaults.get(k)) != getattr(c, k)]
+            before = {k: saved.get(k, defaults.get(k)) for k in TrainConfig.option_names()}
+            before["hr_noise_sigma"] = parse_noise_sigma(before["hr_noise_sigma"])     # None: the default
+            diff = [k for k in TrainConfig.option_names() if k not in RESUME_MAY_CHANGE and before[k] != getattr(c, k)]
             if diff:
                 raise MRSuperResError(f"--resume needs the same options as the run; these differ: {', '.join(diff)}")
             if self.resume_state["iter"] >= c.iters:
@@ -565,7 +585,8 @@ class Trainer:
         self.iteration = start_iter
         bar = _Bar(c.iters, enabled=self.progress_bar)
         self.rng_state = self.rng.bit_generator.state     # after the last batch trained on
-        batches = Prefetcher(self.pool, self.rng, c.batch, c.patch, c.scale, self.methods, c.hr_noise)
+        batches = Prefetcher(self.pool, self.rng, c.batch, c.patch, c.scale, self.methods, c.hr_noise,
+                             tuple(c.hr_noise_sigma))
         try:
             return self._iterate(start_iter, stop, batches, bar, t_start)
         finally:
@@ -633,6 +654,7 @@ class Trainer:
                                 if self.split != "slab" else "last 20% of the training volume's slices along its "
                                                              "third axis, held out from training"),
             "degradations": self.methods, "hr_noise": c.hr_noise,
+            "hr_noise_sigma": c.hr_noise_sigma if c.hr_noise else None,
             "hr_noise_losses": noisy_target_losses(c.stage, c.hr_noise),
             "axis": c.axis, "patch": c.patch, "batch": c.batch,
             "iterations": it, "target_iterations": c.iters, "stopped_early": bool(stopped),

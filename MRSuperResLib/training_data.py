@@ -88,9 +88,11 @@ class SlicePool:
         return len(self.slices)
 
     def sample(self, rng: np.random.Generator, patch: int, scale: int, methods: list[str],
-               augment: bool = True, hr_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray, bool]:
+               augment: bool = True, hr_noise: float = 0.0,
+               hr_noise_sigma: tuple[float, float] = HR_NOISE_SIGMA) -> tuple[np.ndarray, np.ndarray, bool]:
         """(LR, HR, noisy): LR (patch/s, patch/s), HR (patch, patch), float32 in [0, 1]. With
-        probability `hr_noise` the HR patch first gets scan-like Rician noise (`noisy` says so)."""
+        probability `hr_noise` the HR patch first gets scan-like Rician noise, sigma uniform in
+        `hr_noise_sigma` (`noisy` says so)."""
         for _ in range(10):
             image = self.slices[rng.integers(len(self.slices))]
             y = rng.integers(image.shape[0] - patch + 1)
@@ -107,13 +109,15 @@ class SlicePool:
         hr = np.ascontiguousarray(hr, dtype=np.float32)
         noisy = bool(hr_noise > 0 and rng.random() < hr_noise)
         if noisy:
-            hr = np.clip(add_rician(hr, rng.uniform(*HR_NOISE_SIGMA), rng), 0, 1).astype(np.float32)
+            hr = np.clip(add_rician(hr, rng.uniform(*hr_noise_sigma), rng), 0, 1).astype(np.float32)
         return make_lr(hr, scale, methods, rng), hr, noisy
 
     def batch(self, rng: np.random.Generator, size: int, patch: int, scale: int, methods: list[str],
-              hr_noise: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              hr_noise: float = 0.0, hr_noise_sigma: tuple[float, float] = HR_NOISE_SIGMA
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(LR (N, 1, h, w), HR (N, 1, H, W), noisy (N,) bool: which targets got `hr_noise`)."""
-        samples = [self.sample(rng, patch, scale, methods, hr_noise=hr_noise) for _ in range(size)]
+        samples = [self.sample(rng, patch, scale, methods, hr_noise=hr_noise, hr_noise_sigma=hr_noise_sigma)
+                   for _ in range(size)]
         return (np.stack([s[0] for s in samples])[:, None], np.stack([s[1] for s in samples])[:, None],
                 np.array([s[2] for s in samples], dtype=bool))
 
@@ -176,11 +180,11 @@ class Prefetcher:
     """
 
     def __init__(self, pool: SlicePool, rng: np.random.Generator, size: int, patch: int, scale: int,
-                 methods: list[str], hr_noise: float = 0.0):
+                 methods: list[str], hr_noise: float = 0.0, hr_noise_sigma: tuple[float, float] = HR_NOISE_SIGMA):
         import queue
         import threading
 
-        self._args = (rng, size, patch, scale, methods, hr_noise)
+        self._args = (rng, size, patch, scale, methods, hr_noise, hr_noise_sigma)
         self._pool = pool
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._stop = threading.Event()
@@ -190,10 +194,11 @@ class Prefetcher:
     def _work(self) -> None:
         import queue
 
-        rng, size, patch, scale, methods, hr_noise = self._args
+        rng, size, patch, scale, methods, hr_noise, hr_noise_sigma = self._args
         while not self._stop.is_set():
             try:
-                item = (*self._pool.batch(rng, size, patch, scale, methods, hr_noise), rng.bit_generator.state)
+                batch = self._pool.batch(rng, size, patch, scale, methods, hr_noise, hr_noise_sigma)
+                item = (*batch, rng.bit_generator.state)
             except BaseException as exc:        # handed to the training thread, raised there
                 item = exc
             while not self._stop.is_set():

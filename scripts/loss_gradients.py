@@ -35,7 +35,8 @@ def gradient_norms(trainer, batches: int) -> dict[str, float]:
     generator = trainer.generator.to(dev).train()
     norms: dict[str, list[float]] = {}
     for _ in range(batches):
-        lr_b, hr_b, noisy = trainer.pool.batch(rng, c.batch, c.patch, c.scale, trainer.methods, c.hr_noise)
+        lr_b, hr_b, noisy = trainer.pool.batch(rng, c.batch, c.patch, c.scale, trainer.methods, c.hr_noise,
+                                             tuple(c.hr_noise_sigma))
         lr_t, hr_t = torch.from_numpy(lr_b).to(dev), torch.from_numpy(hr_b).to(dev)
         clean = clean_targets(noisy, dev)
         with torch.no_grad():

@@ -47,6 +47,7 @@ def main() -> None:
     from MRSuperResLib.files import sha256_of
     from MRSuperResLib.weights import load_generator, save_model
     from MRSuperResLib.training import noisy_target_losses
+    from MRSuperResLib.training_data import HR_NOISE_SIGMA
 
     if args.weights == "generator" or args.checkpoint is not None:
         from export_generator import checkpoint_generator
@@ -69,6 +70,7 @@ def main() -> None:
     events = [json.loads(line) for line in (args.run / "events.jsonl").read_text().splitlines() if line.strip()]
     start = next(e for e in events if e["event"] in ("start", "resumed"))
     hr_noise = start["config"].get("hr_noise", 0.0)
+    hr_noise_sigma = (start["config"].get("hr_noise_sigma") or list(HR_NOISE_SIGMA)) if hr_noise else None
     out_dir = ROOT / "Resources" / "Screenshots" / f"{args.name}-validation"     # README material, not shipped
     result = evaluate([str(args.val)], model, model_name=args.name, scale=4, degradation="bilinear", axis=2,
                       out_dir=out_dir)
@@ -89,7 +91,7 @@ def main() -> None:
         "gan_loss": run_card.get("gan_loss"),
         "perceptual_network": run_card.get("perceptual_network"),
         "training_data": describe_data(run_card.get("training_data")),
-        "degradations": start["config"]["degrade"], "hr_noise": hr_noise,
+        "degradations": start["config"]["degrade"], "hr_noise": hr_noise, "hr_noise_sigma": hr_noise_sigma,
         "hr_noise_losses": noisy_target_losses(run_card.get("stage"), hr_noise),
         "slice_axes": start["config"]["axis"],
         "augmentation": "random crops, flips and 90-degree rotations",

@@ -98,6 +98,12 @@ def test_hr_noise_makes_the_target_noisy_and_keeps_old_runs_reproducible():
     assert np.allclose(lr1.mean(), hr1.mean(), atol=0.01)                 # LR made from the noisy HR
     lr2, hr2, _ = pool.sample(np.random.default_rng(1), 32, 4, ["bilinear"], hr_noise=0.0)
     assert np.array_equal(hr0, hr2) and np.array_equal(lr0, lr2)          # 0 draws nothing extra
+    # --hr-noise-sigma sets the range: the noise in air is Rayleigh with mean sigma sqrt(pi / 2)
+    air = SlicePool([np.zeros((64, 64), np.float32)], [VolumeInfo("air", (64, 64, 1), "0")])
+    for sigma in (0.002, 0.02):
+        _, hr, noisy = air.sample(np.random.default_rng(2), 64, 4, ["bilinear"], hr_noise=1.0,
+                                  hr_noise_sigma=(sigma, sigma))
+        assert noisy and abs(hr.mean() - sigma * np.sqrt(np.pi / 2)) < 0.05 * sigma
     rician = add_rician(np.zeros((256, 256)), 0.02, np.random.default_rng(0))
     assert rician.min() >= 0 and abs(rician.mean() - 0.02 * np.sqrt(np.pi / 2)) < 0.001
 
@@ -114,13 +120,18 @@ def test_a_fine_tune_of_a_trained_model_carries_its_provenance(tmp_path, sample_
                                       "--name", "stage1"])
     export.main()
     assert main(["train", "--data", str(vol), "--out", str(second), "--iters", "4", "--hr-noise", "0.5",
-                 "--init", str(tmp_path / "stage1.safetensors"), *tiny]) == 0
+                 "--hr-noise-sigma", "0.002,0.02", "--init", str(tmp_path / "stage1.safetensors"), *tiny]) == 0
     card = json.loads((second / "model.json").read_text())
     prov = card["init_provenance"]
     assert prov["name"] == "stage1" and prov["iterations"] == 4 and "raw generator" in prov["weights"]
     assert prov["training_data"][0]["sha256"] == card["training_data"][0]["sha256"]
     assert card["hr_noise"] == 0.5 and card["hr_noise_losses"] == "l1" and card["init"].startswith("stage1 (sha256 ")
+    assert card["hr_noise_sigma"] == [0.002, 0.02] and prov.get("hr_noise_sigma") is None
     assert main(["train", "--data", str(vol), "--out", str(tmp_path / "bad"), "--hr-noise", "2", *tiny]) == 2
+    for bad in ("0.03,0.01", "0.01", "a,b", "-0.1,0.1"):
+        assert main(["train", "--data", str(vol), "--out", str(tmp_path / "bad"), "--hr-noise", "0.5",
+                     f"--hr-noise-sigma={bad}", *tiny]) == 2
+    assert not (tmp_path / "bad").exists()
     # an earlier checkpoint's EMA (how a GAN checkpoint is picked by validation VIF)
     third = tmp_path / "third"
     assert main(["train", "--data", str(vol), "--out", str(third), "--iters", "4", *tiny,

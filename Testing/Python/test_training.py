@@ -77,6 +77,12 @@ def test_resume_with_a_lower_learning_rate(tmp_path, volumes):
     run, (a, b) = tmp_path / "run", volumes
     common = ["--val", b, "--stage", "psnr", "--checkpoint-every", "4"]
     assert main(train_args(run, [a], "--iters", "4", "--lr", "1e-3", *common)) == 0
+    # a run from before --hr-noise-sigma existed resumes; one with another noise range does not
+    path = list_checkpoints(run)[-1]
+    state = torch.load(path, weights_only=True)
+    del state["config"]["hr_noise_sigma"]
+    torch.save(state, path)
+    assert main(train_args(run, [a], "--iters", "8", "--resume", "--hr-noise-sigma", "0.01,0.02", *common)) == 2
     assert main(train_args(run, [a], "--iters", "8", "--lr", "2.5e-4", "--resume", *common)) == 0
     events = read_events(run / "events.jsonl")
     assert [e["lr"] for e in events if e["event"] == "progress"] == [1e-3, 1e-3, 2.5e-4, 2.5e-4]
@@ -201,11 +207,12 @@ def test_config_file_and_flags(tmp_path, volumes):
     cfg = tmp_path / "train.toml"
     cfg.write_text(f'data = ["{volumes[0]}", "{volumes[1]}"]\niters = 3\nlog-every = 1\ncheckpoint_every = 50\n'
                    'stage = "psnr"\nblocks = 1\nfeatures = 16\ngrowth = 8\npatch = 32\nbatch = 1\n'
-                   'precision = "fp32"\n')
+                   'precision = "fp32"\nhr-noise = 0.5\nhr-noise-sigma = [0.001, 0.002]\n')
     out = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--out", str(out), "--iters", "4"]) == 0
     start = read_events(out / "events.jsonl")[0]
     assert start["config"]["iters"] == 4 and start["config"]["blocks"] == 1 and start["split"] == "80/20 by volume"
+    assert start["config"]["hr_noise_sigma"] == [0.001, 0.002]
     assert read_events(out / "events.jsonl")[-1]["iter"] == 4
     bad = tmp_path / "bad.toml"
     bad.write_text("itres = 3\n")
