@@ -163,7 +163,7 @@ def add_train_parser(sub) -> None:
     a("--hr-noise", type=float, help="probability of Rician noise (sigma: --hr-noise-sigma) on the HR patch itself, "
       "so the model keeps scan noise as interpolation does; in the gan stage those patches train L1 only (default 0)")
     a("--hr-noise-sigma", help="range of that noise's sigma as 'lo,hi', fractions of the [0, 1] intensity range "
-      "(default 0.005,0.03)")
+      "(default 0.005,0.03; unused without --hr-noise)")
     a("--ema-decay", type=float, help="EMA decay of the exported generator (default 0.999)")
     a("--gan-loss", choices=("vanilla", "ragan"), help="vanilla BCE (default; Real-ESRGAN's) or relativistic average")
     a("--l1-weight", type=float, help="override the preset's L1 weight")

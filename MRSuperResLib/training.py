@@ -222,6 +222,9 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
         if wanted is not None and wanted != arch[key]:
             raise MRSuperResError(f"--{flag} {wanted} differs from the --init model's {arch[key]}")
     record = {k: card[k] for k in PROVENANCE_KEYS if k in card} if card.get("iterations") else None
+    if record and record.get("hr_noise") and not record.get("hr_noise_sigma"):    # cards from before the option
+        from .training_data import HR_NOISE_SIGMA
+        record["hr_noise_sigma"] = list(HR_NOISE_SIGMA)
     return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'})", record
 
 

@@ -3,9 +3,10 @@
     python scripts/ship_model.py RUN_DIR --name mri-x4-fidelity [--partner mri-x4-gan]
                                  [--val ~/.cache/mrsuperres/data/colin27-ch2.nii.gz]
 
-The run's EMA generator is scored with the evaluate protocol (axial slices, seed 001's
-bilinear x4) on a volume held out from training, next to bicubic, bilinear, nearest, lanczos
-and the unadapted RealESRGAN_x4plus, after rounding to fp16, as it is written (safetensors) with a card holding
+The run's EMA generator, rounded to fp16 as it ships, is scored with the evaluate protocol
+(axial slices, seed 001's bilinear x4) on a volume held out from training, next to bicubic,
+bilinear, nearest, lanczos and the unadapted RealESRGAN_x4plus; it is written as fp16
+safetensors with a card holding
 the architecture, init, training data with sha256, degradations, stage, iterations, batch,
 device, wall time and the validation table. The evaluation folder (metrics.json,
 per_slice.csv, figure.png) goes to Resources/Screenshots/<name>-validation/ for the README.
@@ -55,7 +56,7 @@ def main() -> None:
     else:
         model, run_card = load_generator(args.run / "model.safetensors")
     # the weights ship in fp16: round them first, so every figure in the card is the shipped file's
-    # (on a noisy scan's background fp16 rounding alone moved SSIM by 0.004)
+    # (on pyradiomics brain2 the rounding alone moved the mean SSIM by 0.004)
     model = model.half().float()
     if not run_card.get("training_data"):         # a run still going has no card: nothing to check against
         sys.exit(f"{args.run} has no training record (model.json): stop the run (STOP file) before shipping")
@@ -107,7 +108,8 @@ def main() -> None:
         "validation": {"volume": str(args.val.name), "sha256": val_sha, "source": (source_of(val_sha) or ("", None))[1],
                        "held_out": "not among the training volumes (checked by sha256)",
                        "protocol": "evaluate: axial slices (axis 2), bilinear x4, per-volume min-max, blank slices dropped",
-                       "slices": result["n_slices"], "metrics_mean": table},
+                       "slices": result["n_slices"], "inference_precision": result["model"]["precision"],
+                       "metrics_mean": table},
         "metrics": {k: table[args.name][k] for k in ("psnr", "ssim", "vif")},
         "bicubic": {k: table["bicubic"][k] for k in ("psnr", "ssim", "vif")},
         "weights": run_card.get("weights", "EMA generator (decay %s)" % start["config"].get("ema_decay")),
