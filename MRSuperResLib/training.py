@@ -25,7 +25,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ from .errors import MRSuperResError
 from .events import EventLog
 from .inference import autocast, resolve_precision
 from .rrdbnet import RRDBNet
+from .training_data import HR_NOISE_SIGMA
 
 PRESETS = {
     # seed 001: L1 + perceptual + GAN, each weight 1
@@ -76,7 +77,7 @@ class TrainConfig:
     patch: int = 128
     degrade: str = "bilinear"
     hr_noise: float = 0.0
-    hr_noise_sigma: list | str | None = None   # [lo, hi] or "lo,hi"; None: training_data.HR_NOISE_SIGMA
+    hr_noise_sigma: list | str = field(default_factory=lambda: list(HR_NOISE_SIGMA))   # [lo, hi] or "lo,hi"
     axis: str = "2"
     lr: float | None = None
     ema_decay: float = 0.999
@@ -165,10 +166,6 @@ def check_config(c: TrainConfig) -> None:
 
 def parse_noise_sigma(value) -> list[float]:
     """--hr-noise-sigma "lo,hi" (or a [lo, hi] list) -> [lo, hi] with 0 <= lo <= hi <= 0.5."""
-    from .training_data import HR_NOISE_SIGMA
-
-    if value is None:
-        return list(HR_NOISE_SIGMA)
     try:
         parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
     except (TypeError, ValueError):
@@ -177,6 +174,12 @@ def parse_noise_sigma(value) -> list[float]:
         raise MRSuperResError(f"--hr-noise-sigma must be 'lo,hi' with 0 <= lo <= hi <= 0.5 (fractions of the "
                               f"[0, 1] range), not {value!r}")
     return parts
+
+
+def recorded_noise_sigma(hr_noise: float, sigma) -> list[float] | None:
+    """What a card says of the `--hr-noise` sigma range: None without noise; the default range
+    for runs and cards from before --hr-noise-sigma existed (they have none recorded)."""
+    return (list(sigma) if sigma else list(HR_NOISE_SIGMA)) if hr_noise else None
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -222,9 +225,8 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
         if wanted is not None and wanted != arch[key]:
             raise MRSuperResError(f"--{flag} {wanted} differs from the --init model's {arch[key]}")
     record = {k: card[k] for k in PROVENANCE_KEYS if k in card} if card.get("iterations") else None
-    if record and record.get("hr_noise") and not record.get("hr_noise_sigma"):    # cards from before the option
-        from .training_data import HR_NOISE_SIGMA
-        record["hr_noise_sigma"] = list(HR_NOISE_SIGMA)
+    if record:
+        record["hr_noise_sigma"] = recorded_noise_sigma(record.get("hr_noise"), record.get("hr_noise_sigma"))
     return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'})", record
 
 
@@ -340,7 +342,7 @@ class Trainer:
         from .training_data import load_pools, validation_set
 
         c = self.config
-        c.hr_noise_sigma = parse_noise_sigma(c.hr_noise_sigma)     # also when built without build_config
+        check_config(c)                         # also when the config was built without build_config
         run = self.run_dir
         if run.exists() and not run.is_dir():
             raise MRSuperResError(f"--out {run} exists and is not a folder")
@@ -357,10 +359,10 @@ class Trainer:
                 raise MRSuperResError(f"--resume: no valid checkpoint in {checkpoints.checkpoint_dir(run)}")
             self.resume_state, self.resume_path = found
             saved = self.resume_state["config"]
-            defaults = {f.name: f.default for f in fields(TrainConfig)}     # options newer than the run
-            before = {k: saved.get(k, defaults.get(k)) for k in TrainConfig.option_names()}
-            before["hr_noise_sigma"] = parse_noise_sigma(before["hr_noise_sigma"])     # None: the default
-            diff = [k for k in TrainConfig.option_names() if k not in RESUME_MAY_CHANGE and before[k] != getattr(c, k)]
+            defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory()
+                        for f in fields(TrainConfig)}     # for options newer than the run
+            diff = [k for k in TrainConfig.option_names()
+                    if k not in RESUME_MAY_CHANGE and saved.get(k, defaults.get(k)) != getattr(c, k)]
             if diff:
                 raise MRSuperResError(f"--resume needs the same options as the run; these differ: {', '.join(diff)}")
             if self.resume_state["iter"] >= c.iters:
@@ -657,7 +659,7 @@ class Trainer:
                                 if self.split != "slab" else "last 20% of the training volume's slices along its "
                                                              "third axis, held out from training"),
             "degradations": self.methods, "hr_noise": c.hr_noise,
-            "hr_noise_sigma": c.hr_noise_sigma if c.hr_noise else None,
+            "hr_noise_sigma": recorded_noise_sigma(c.hr_noise, c.hr_noise_sigma),
             "hr_noise_losses": noisy_target_losses(c.stage, c.hr_noise),
             "axis": c.axis, "patch": c.patch, "batch": c.batch,
             "iterations": it, "target_iterations": c.iters, "stopped_early": bool(stopped),

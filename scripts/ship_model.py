@@ -47,8 +47,7 @@ def main() -> None:
     from MRSuperResLib.evaluate import evaluate, format_table
     from MRSuperResLib.files import sha256_of
     from MRSuperResLib.weights import load_generator, save_model
-    from MRSuperResLib.training import noisy_target_losses
-    from MRSuperResLib.training_data import HR_NOISE_SIGMA
+    from MRSuperResLib.training import noisy_target_losses, recorded_noise_sigma
 
     if args.weights == "generator" or args.checkpoint is not None:
         from export_generator import checkpoint_generator
@@ -74,7 +73,7 @@ def main() -> None:
     events = [json.loads(line) for line in (args.run / "events.jsonl").read_text().splitlines() if line.strip()]
     start = next(e for e in events if e["event"] in ("start", "resumed"))
     hr_noise = start["config"].get("hr_noise", 0.0)
-    hr_noise_sigma = (start["config"].get("hr_noise_sigma") or list(HR_NOISE_SIGMA)) if hr_noise else None
+    hr_noise_sigma = recorded_noise_sigma(hr_noise, start["config"].get("hr_noise_sigma"))
     out_dir = ROOT / "Resources" / "Screenshots" / f"{args.name}-validation"     # README material, not shipped
     result = evaluate([str(args.val)], model, model_name=args.name, scale=4, degradation="bilinear", axis=2,
                       out_dir=out_dir)
