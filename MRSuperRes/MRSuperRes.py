@@ -150,7 +150,8 @@ if HAVE_APP:
         # State: the scene's parameter node (saved with the scene) mirrors every control; the
         # same values persist between Slicer runs in QSettings.
         CONTROLS = {"modelComboBox": "model", "axisComboBox": "axis", "deviceComboBox": "device",
-                    "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble", "scaleSpinBox": "scale",
+                    "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble", "anchorCheckBox": "anchor",
+                    "scaleSpinBox": "scale",
                     "degradationComboBox": "degradation",
                     "compareModelComboBox": "compareModel", "compareAxisComboBox": "compareAxis",
                     "compareDeviceComboBox": "compareDevice", "stageComboBox": "stage",
@@ -308,14 +309,15 @@ if HAVE_APP:
                 self.ui.inputSelector.currentNode(), model=self.ui.modelComboBox.currentText or None,
                 axis=self.AXES[self.ui.axisComboBox.currentText], device=self.ui.deviceComboBox.currentText,
                 detail=self.detailValue(), selfEnsemble=self.ui.selfEnsembleCheckBox.checked,
-                waitForCompletion=False))
+                anchor=self.ui.anchorCheckBox.checked, waitForCompletion=False))
 
         def onCompare(self):
             self.startTask("compare", self.ui.compareButton, lambda: self.logic.compare(
                 self.ui.groundTruthSelector.currentNode(), model=self.ui.compareModelComboBox.currentText or None,
                 scale=self.ui.scaleSpinBox.value, degradation=self.ui.degradationComboBox.currentText,
                 axis=self.AXES[self.ui.compareAxisComboBox.currentText],
-                device=self.ui.compareDeviceComboBox.currentText, waitForCompletion=False))
+                device=self.ui.compareDeviceComboBox.currentText, anchor=self.ui.anchorCheckBox.checked,
+                waitForCompletion=False))
 
         def startTask(self, kind, button, launch):
             """Apply starts `launch()` (a BackgroundTask) and becomes Cancel; pressed again, it cancels."""

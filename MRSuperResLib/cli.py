@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the outputs for the 8 flips and rotations of each slice: 8x the time, "
                         "higher PSNR/SSIM (measured in the README)")
+    p.add_argument("--no-anchor", dest="anchor", action="store_false",
+                   help="leave the network's output as it is: by default its local brightness (over about an "
+                        "input voxel) is held to the input's, so it adds detail but cannot brighten or darken a "
+                        "region (README, Anchoring)")
     _common_run_options(p)
 
     p = sub.add_parser("evaluate", help="seed 001's protocol: degrade HR volumes, restore, score against them")
@@ -81,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detail", type=float, default=None, help="as for enhance: 0 fidelity .. 1 GAN partner")
     p.add_argument("--detail-model", default=None, help="as for enhance")
     p.add_argument("--self-ensemble", action="store_true", help="as for enhance: mean over 8 flips/rotations")
+    p.add_argument("--no-anchor", dest="anchor", action="store_false",
+                   help="as for enhance: score the network's output without anchoring it to the input")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--degrade", default="bilinear", choices=("bilinear", "bicubic", "kspace"))
     p.add_argument("--out", required=True, help="folder for metrics.json, per_slice.csv, figure.png")
@@ -229,13 +235,15 @@ def cmd_enhance(args) -> int:
         raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
     hr, facts = enhance_volume(volume, model, axis=args.axis, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, tile=args.tile, compile=args.compile,
-                               progress=ProgressBar("enhance"), self_ensemble=args.self_ensemble)
+                               progress=ProgressBar("enhance"), self_ensemble=args.self_ensemble,
+                               anchor=args.anchor)
     dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
     write_volume(hr, args.output, dtype=dtype)
     sp = hr.spacing
     print(f"{args.output}: {facts['input_shape']} -> {facts['output_shape']} voxels, spacing "
           f"{sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm, x{facts['scale']} along {facts['axis_name']} slices, "
-          f"model {card.get('name')}{' (self-ensemble x8)' if args.self_ensemble else ''}, "
+          f"model {card.get('name')}{' (self-ensemble x8)' if args.self_ensemble else ''}"
+          f"{'' if args.anchor else ' (not anchored)'}, "
           f"{facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} "
           f"({facts['precision']})")
     return 0
@@ -252,7 +260,7 @@ def cmd_evaluate(args) -> int:
                       degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
                       batch_size=args.batch_size, precision=args.precision, tile=args.tile,
                       blank_threshold=args.blank_threshold, progress=ProgressBar("evaluate"),
-                      self_ensemble=args.self_ensemble)
+                      self_ensemble=args.self_ensemble, anchor=args.anchor)
     print(format_table(result))
     print(f"wrote {Path(args.out) / 'metrics.json'}, per_slice.csv, figure.png")
     return 0

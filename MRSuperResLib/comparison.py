@@ -37,7 +37,7 @@ class Comparison:
 
 def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bilinear", axis="auto",
                    device: str = "auto", precision: str = "auto", blank_threshold: float = 0.0,
-                   progress: ProgressCallback | None = None, cancel=None) -> Comparison:
+                   progress: ProgressCallback | None = None, cancel=None, anchor: bool = True) -> Comparison:
     check_scale(scale)
     if model.scale != scale:
         raise MRSuperResError(f"the model is x{model.scale}, but x{scale} was asked for: choose an x{scale} model")
@@ -56,7 +56,7 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
     unit = np.float32(1.0 / (hi - lo))
     lr01 = np.clip((geometry.slices_first(lr.data, ax).astype(np.float32) - np.float32(lo)) * unit, 0, 1)
     outputs01 = {"model": super_resolve_slices(model, lr01, device=device, precision=precision,
-                                               progress=progress, cancel=cancel)}
+                                               progress=progress, cancel=cancel, anchor=anchor)}
     for m in BASELINE_METHODS:
         outputs01[m] = np.clip(upsample(lr01, scale, m), 0, 1)
     gt01, keep = prepare_slices(gt.data, ax, blank_threshold)       # evaluate's normalisation and blanks

@@ -45,9 +45,11 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
              scale: int = 4, degradation: str = "bilinear", axis: str | int = "auto",
              out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int | None = None,
              precision: str = "auto", tile: int | None = None, blank_threshold: float = 0.0, baselines=BASELINES,
-             progress: ProgressCallback | None = None, cancel=None, self_ensemble: bool = False) -> dict:
+             progress: ProgressCallback | None = None, cancel=None, self_ensemble: bool = False,
+             anchor: bool = True) -> dict:
     """Run the protocol; returns the metrics dict (and writes metrics.json, CSV, figure if out_dir).
-    `self_ensemble`: the model's output is the mean over the 8 flips/rotations of each slice."""
+    `self_ensemble`: the model's output is the mean over the 8 flips/rotations of each slice.
+    `anchor`: as enhance does by default, the output's local brightness is held to the input's."""
     check_scale(scale)
     if model is not None and model.scale != scale:
         raise MRSuperResError(f"model '{model_name}' is x{model.scale}, but --scale {scale} was asked")
@@ -85,7 +87,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
                       progress(base + round(d / t * nv), total)) if progress else None
             outputs["model"] = super_resolve_slices(model, lr, device=device, batch_size=batch_size,
                                                     precision=precision, tile=tile, progress=report,
-                                                    cancel=cancel, self_ensemble=self_ensemble)
+                                                    cancel=cancel, self_ensemble=self_ensemble, anchor=anchor)
         for m in baselines:
             outputs[m] = np.clip(upsample(lr, scale, m), 0, 1)
         outputs = {m: o[:, :h, :w] for m, o in outputs.items()}
@@ -113,7 +115,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
         "slices_per_volume": kept,
         "model": ({"name": model_name, **{k: (model_card or {}).get(k) for k in ("sha256", "scale")},
                    "precision": resolve_precision(precision, select_device(device)),
-                   "self_ensemble": self_ensemble}
+                   "self_ensemble": self_ensemble, "anchor": anchor}
                   if model is not None else None),
         "protocol": ("per-volume min-max to [0,1]; blank slices (max <= %g) dropped; zero-pad to a "
                      "multiple of the scale; LR = %s x%d (see MRSuperResLib.resample), clipped to [0,1]; "

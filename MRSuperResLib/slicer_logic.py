@@ -392,7 +392,7 @@ class MRSuperResLogic:
         self._models = {}
 
     # the panel's state in the scene (saved with it, restored when a scene is loaded)
-    PARAMETER_DEFAULTS = {"model": "", "axis": "auto", "device": "auto", "detail": "0", "selfEnsemble": "false",
+    PARAMETER_DEFAULTS = {"model": "", "axis": "auto", "device": "auto", "detail": "0", "selfEnsemble": "false", "anchor": "true",
                           "scale": "4", "degradation": "bilinear", "compareModel": "", "compareAxis": "auto",
                           "compareDevice": "auto", "stage": "psnr", "preset": "realesrgan", "init": "realesrgan",
                           "iterations": "1000", "batch": "4", "patch": "128", "trainDevice": "auto",
@@ -445,10 +445,11 @@ class MRSuperResLogic:
     # enhance
     def enhance(self, volumeNode, model=None, axis="auto", device="auto", precision="auto", detail=None,
                 progressCallback=None, cancel=None, show=True, name=None, waitForCompletion=True,
-                selfEnsemble=False):
+                selfEnsemble=False, anchor=True):
         """A new volume node: `volumeNode` super-resolved slice by slice, on the exact HR grid.
         `detail` (0..1) blends the model with its GAN partner; `selfEnsemble` averages the
-        outputs for the 8 flips/rotations of each slice (8x the time). With
+        outputs for the 8 flips/rotations of each slice (8x the time); `anchor` (default) holds
+        the output's local brightness to the input's (False: the network's raw output). With
         waitForCompletion=False returns a BackgroundTask whose `result` is the node."""
         from .inference import enhance_volume
         volume = volume_from_node(volumeNode)
@@ -457,7 +458,8 @@ class MRSuperResLogic:
 
         def work(progress, cancelled):
             return enhance_volume(volume, net, axis=_axis(axis), device=device, precision=precision,
-                                  progress=progress, cancel=cancelled, self_ensemble=bool(selfEnsemble))
+                                  progress=progress, cancel=cancelled, self_ensemble=bool(selfEnsemble),
+                                  anchor=bool(anchor))
 
         def finish(value):
             hr, facts = value
@@ -472,9 +474,10 @@ class MRSuperResLogic:
     # compare
     def compare(self, groundTruthNode, model=None, scale=4, degradation="bilinear", axis="auto",
                 device="auto", precision="auto", progressCallback=None, cancel=None,
-                waitForCompletion=True) -> CompareResult:
+                waitForCompletion=True, anchor=True) -> CompareResult:
         """LR, SR, bicubic and bilinear volumes of a ground truth, in a subject-hierarchy folder,
-        with a metrics table (mean and std per method), a per-slice table and its plot.
+        with a metrics table (mean and std per method), a per-slice table and its plot. `anchor`
+        as for enhance.
         With waitForCompletion=False returns a BackgroundTask whose `result` is the CompareResult."""
         from .comparison import compare_volume
         gt = volume_from_node(groundTruthNode, "ground-truth volume")
@@ -483,7 +486,8 @@ class MRSuperResLogic:
 
         def work(progress, cancelled):
             return compare_volume(gt, net, scale=int(scale), degradation=degradation, axis=_axis(axis),
-                                  device=device, precision=precision, progress=progress, cancel=cancelled)
+                                  device=device, precision=precision, progress=progress, cancel=cancelled,
+                                  anchor=bool(anchor))
 
         def finish(comp):
             return self._comparison_nodes(groundTruthNode, comp, model_name, scale, degradation)

@@ -2,6 +2,8 @@
 
     python scripts/ship_model.py RUN_DIR --name mri-x4-fidelity [--partner mri-x4-gan]
                                  [--val ~/.cache/mrsuperres/data/colin27-ch2.nii.gz]
+    python scripts/ship_model.py --rescore --name mri-x4-fidelity
+
 
 The run's EMA generator, rounded to fp16 as it ships, is scored with the evaluate protocol
 (axial slices, seed 001's bilinear x4) on a volume held out from training, next to bicubic,
@@ -10,6 +12,9 @@ safetensors with a card holding
 the architecture, init, training data with sha256, degradations, stage, iterations, batch,
 device, wall time and the validation table. The evaluation folder (metrics.json,
 per_slice.csv, figure.png) goes to Resources/Screenshots/<name>-validation/ for the README.
+The figures are of the default inference (bf16 on this CPU, anchored to the input), which the
+card records. `--rescore` scores a shipped model again after inference changed and rewrites
+only its card's figures: the weights file, and so its sha256, stay as they are.
 """
 from __future__ import annotations
 
@@ -25,8 +30,11 @@ sys.path.insert(0, str(ROOT / "scripts"))          # fetch_training_data: where 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=Path, nargs="?", help="the training run to ship (not with --rescore)")
     parser.add_argument("--name", required=True)
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the shipped model NAME again with today's inference and rewrite its card's "
+                             "figures (validation, independent check); weights untouched")
     parser.add_argument("--partner", default=None, help="the GAN model --detail blends with (fidelity models)")
     from MRSuperResLib.catalog import home_dir
     parser.add_argument("--val", type=Path, default=home_dir() / "data" / "colin27-ch2.nii.gz")
@@ -42,9 +50,13 @@ def main() -> None:
                              "picked by validation VIF) instead of the run's exported model (EMA) or newest "
                              "checkpoint (generator)")
     args = parser.parse_args()
+    if args.rescore != (args.run is None):
+        parser.error("give a RUN to ship, or --rescore (and no RUN) to re-score a shipped model")
+    if args.rescore:
+        rescore(args)
+        return
 
-    from MRSuperResLib.catalog import REALESRGAN_MODEL, SHIPPED_DIR, load_model
-    from MRSuperResLib.evaluate import evaluate, format_table
+    from MRSuperResLib.catalog import SHIPPED_DIR
     from MRSuperResLib.files import sha256_of
     from MRSuperResLib.weights import load_generator, save_model
     from MRSuperResLib.training import noisy_target_losses, recorded_noise_sigma
@@ -64,26 +76,12 @@ def main() -> None:
     val_sha = sha256_of(args.val)
     if val_sha in trained:
         sys.exit(f"{args.val} was trained on: validate on a held-out volume")
-    independent = (args.independent if args.independent is not None
-                   else sorted((home_dir() / "data" / "evaluation").glob("*.*")))
-    independent = [(path, sha256_of(path)) for path in independent]
-    for path, sha in independent:
-        if sha in trained:
-            sys.exit(f"{path} was trained on: it cannot be an independent check")
+    independent = held_out_scans(args, trained)
     events = [json.loads(line) for line in (args.run / "events.jsonl").read_text().splitlines() if line.strip()]
     start = next(e for e in events if e["event"] in ("start", "resumed"))
     hr_noise = start["config"].get("hr_noise", 0.0)
     hr_noise_sigma = recorded_noise_sigma(hr_noise, start["config"].get("hr_noise_sigma"))
-    out_dir = ROOT / "Resources" / "Screenshots" / f"{args.name}-validation"     # README material, not shipped
-    result = evaluate([str(args.val)], model, model_name=args.name, scale=4, degradation="bilinear", axis=2,
-                      out_dir=out_dir)
-    print(format_table(result))
-    unadapted, _ = load_model(REALESRGAN_MODEL)
-    base = evaluate([str(args.val)], unadapted, model_name=REALESRGAN_MODEL, scale=4, degradation="bilinear",
-                    axis=2, baselines=())
-    methods = {args.name: result["methods"]["model"], REALESRGAN_MODEL: base["methods"]["model"],
-               **{m: v for m, v in result["methods"].items() if m != "model"}}
-    table = {m: {k: round(v[k]["mean"], 4) for k in ("ssim", "psnr", "nrmse", "vif")} for m, v in methods.items()}
+    validation, table = validate(model, args.name, args.val, val_sha)
     card = {
         "name": args.name,
         "description": run_card.get("description"),
@@ -104,11 +102,7 @@ def main() -> None:
         "device": run_card.get("device"), "precision": run_card.get("precision"),
         "wall_seconds": run_card.get("wall_seconds"),
         **chain_totals(run_card),
-        "validation": {"volume": str(args.val.name), "sha256": val_sha, "source": (source_of(val_sha) or ("", None))[1],
-                       "held_out": "not among the training volumes (checked by sha256)",
-                       "protocol": "evaluate: axial slices (axis 2), bilinear x4, per-volume min-max, blank slices dropped",
-                       "slices": result["n_slices"], "inference_precision": result["model"]["precision"],
-                       "metrics_mean": table},
+        "validation": validation,
         "metrics": {k: table[args.name][k] for k in ("psnr", "ssim", "vif")},
         "bicubic": {k: table["bicubic"][k] for k in ("psnr", "ssim", "vif")},
         "weights": run_card.get("weights", "EMA generator (decay %s)" % start["config"].get("ema_decay")),
@@ -121,6 +115,68 @@ def main() -> None:
     saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
     print(json.dumps(table, indent=2))
     print(f"shipped {SHIPPED_DIR / (args.name + '.safetensors')} (sha256 {saved['sha256'][:16]}...)")
+
+
+def rescore(args) -> None:
+    """Score the shipped model `args.name` with today's default inference; rewrite its card's figures."""
+    from MRSuperResLib.catalog import SHIPPED_DIR
+    from MRSuperResLib.files import atomic_write_bytes, sha256_of
+    from MRSuperResLib.weights import card_path, load_generator
+
+    path = SHIPPED_DIR / f"{args.name}.safetensors"
+    if not path.exists():
+        sys.exit(f"no shipped model {path}")
+    model, card = load_generator(path)                       # checks the file against its card's sha256
+    trained = {d.get("sha256") for d in card.get("training_data") or []}
+    val_sha = sha256_of(args.val)
+    if val_sha in trained:
+        sys.exit(f"{args.val} was trained on: validate on a held-out volume")
+    independent = held_out_scans(args, trained)
+    card["validation"], table = validate(model, args.name, args.val, val_sha)
+    card["metrics"] = {k: table[args.name][k] for k in ("psnr", "ssim", "vif")}
+    card["bicubic"] = {k: table["bicubic"][k] for k in ("psnr", "ssim", "vif")}
+    if independent:
+        card["independent_check"] = independent_check(model, args.name, independent)
+    atomic_write_bytes(card_path(path), (json.dumps(card, indent=2) + "\n").encode())
+    print(json.dumps(table, indent=2))
+    print(f"re-scored {card_path(path)} (weights unchanged, sha256 {card['sha256'][:16]}...)")
+
+
+def held_out_scans(args, trained: set) -> list[tuple[Path, str]]:
+    """(path, sha256) of the independent scans, refusing any that was trained on."""
+    from MRSuperResLib.catalog import home_dir
+    from MRSuperResLib.files import sha256_of
+
+    paths = (args.independent if args.independent is not None
+             else sorted((home_dir() / "data" / "evaluation").glob("*.*")))
+    scans = [(path, sha256_of(path)) for path in paths]
+    for path, sha in scans:
+        if sha in trained:
+            sys.exit(f"{path} was trained on: it cannot be an independent check")
+    return scans
+
+
+def validate(model, name: str, val: Path, val_sha: str) -> tuple[dict, dict]:
+    """The card's validation record and its table (model, unadapted RealESRGAN_x4plus, the
+    interpolations) on the held-out volume; the figure and CSV go to Resources/Screenshots."""
+    from MRSuperResLib.catalog import REALESRGAN_MODEL, load_model
+    from MRSuperResLib.evaluate import evaluate, format_table
+
+    out_dir = ROOT / "Resources" / "Screenshots" / f"{name}-validation"     # README material, not shipped
+    result = evaluate([str(val)], model, model_name=name, scale=4, degradation="bilinear", axis=2, out_dir=out_dir)
+    print(format_table(result))
+    unadapted, _ = load_model(REALESRGAN_MODEL)
+    base = evaluate([str(val)], unadapted, model_name=REALESRGAN_MODEL, scale=4, degradation="bilinear",
+                    axis=2, baselines=())
+    methods = {name: result["methods"]["model"], REALESRGAN_MODEL: base["methods"]["model"],
+               **{m: v for m, v in result["methods"].items() if m != "model"}}
+    table = {m: {k: round(v[k]["mean"], 4) for k in ("ssim", "psnr", "nrmse", "vif")} for m, v in methods.items()}
+    record = {"volume": str(val.name), "sha256": val_sha, "source": (source_of(val_sha) or ("", None))[1],
+              "held_out": "not among the training volumes (checked by sha256)",
+              "protocol": "evaluate: axial slices (axis 2), bilinear x4, per-volume min-max, blank slices dropped",
+              "slices": result["n_slices"], "inference_precision": result["model"]["precision"],
+              "inference_anchor": result["model"]["anchor"], "metrics_mean": table}
+    return record, table
 
 
 def source_of(sha256: str | None) -> tuple[str, str] | None:

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from conftest import tiny_model, write_nifti
 from MRSuperResLib.cli import main
 from MRSuperResLib.errors import Cancelled
-from MRSuperResLib.inference import enhance_volume, super_resolve_slices
+from MRSuperResLib.inference import anchor_to_input, enhance_volume, super_resolve_slices
 from MRSuperResLib.volumes import Volume
 
 
@@ -68,22 +68,28 @@ def lively(model):
 
 
 @pytest.mark.parametrize("scale", [2, 4, 8])
-def test_enhance_cli_matches_an_independent_implementation(tmp_path, save_tiny, sample_volume, scale):
+def test_enhance_cli_matches_an_independent_implementation(tmp_path, save_tiny, sample_volume, scale, capsys):
     data, affine = sample_volume
     vol = data[40:72, 50:78, 20:23] / data.max()
     vol = (vol - vol.min()) / (vol.max() - vol.min())                # spans [0, 1]
     src = write_nifti(tmp_path / "in.nii.gz", vol.astype(np.float32), affine)
     weights = save_tiny(lively(tiny_model(scale, blocks=2)), "tiny")
-    out = tmp_path / "out.nii.gz"
+    out, raw = tmp_path / "out.nii.gz", tmp_path / "raw.nii.gz"
+    assert main(["enhance", str(src), "-o", str(raw), "--model", str(weights), "--axis", "2", "--no-anchor"]) == 0
+    assert "(not anchored)" in capsys.readouterr().out
     assert main(["enhance", str(src), "-o", str(out), "--model", str(weights), "--axis", "2"]) == 0
-    got = nib.load(str(out)).get_fdata()
     state = load_file(str(weights))
+    slices = vol.transpose(2, 0, 1).astype(np.float32)
     with torch.no_grad():
-        ref = independent_rrdbnet(state, torch.from_numpy(vol.transpose(2, 0, 1).copy())[:, None].float())
-    ref = ref[:, 0].numpy().transpose(1, 2, 0)
+        ref = independent_rrdbnet(state, torch.from_numpy(slices.copy())[:, None].float())
+    ref = np.clip(ref[:, 0].numpy(), 0, 1)
     assert 0.2 < np.mean((ref > 0) & (ref < 1))                      # the comparison is not all clipping
-    assert got.shape == ref.shape
-    assert psnr(got, np.clip(ref, 0, 1)) >= 40
+    got = nib.load(str(raw)).get_fdata()
+    assert got.shape == ref.transpose(1, 2, 0).shape
+    assert psnr(got, ref.transpose(1, 2, 0)) >= 40                   # --no-anchor: the network's output
+    anchored = anchor_to_input(ref, slices).transpose(1, 2, 0)       # by default: anchored to the input
+    assert psnr(nib.load(str(out)).get_fdata(), anchored) >= 40
+    assert psnr(anchored, ref.transpose(1, 2, 0)) < 35               # (which is not the same thing)
 
 
 def test_enhance_self_ensemble_averages_eight_symmetric_runs(tmp_path, save_tiny, sample_volume, capsys):
@@ -106,7 +112,8 @@ def test_real_model_matches_an_independent_implementation(tmp_path, default_mode
     vol = (vol - vol.min()) / (vol.max() - vol.min())
     src = write_nifti(tmp_path / "in.nii.gz", vol.astype(np.float32), affine)
     out = tmp_path / "out.nii"
-    assert main(["enhance", str(src), "-o", str(out), "--model", str(default_model_path), "--axis", "2"]) == 0
+    assert main(["enhance", str(src), "-o", str(out), "--model", str(default_model_path), "--axis", "2",
+                 "--no-anchor"]) == 0
     got = nib.load(str(out)).get_fdata()
     with torch.no_grad():
         ref = independent_rrdbnet(load_file(str(default_model_path)),
