@@ -17,7 +17,7 @@ from .errors import MRSuperResError
 from .evaluate import prepare_slices
 from .inference import MIN_SLICE, ProgressCallback, super_resolve_slices
 from .metrics import slice_metrics, summarise
-from .resample import check_scale, degrade_volume, upsample
+from .resample import check_scale, crop_to_multiple, degrade_volume, upsample
 from .volumes import Volume, check_voxels, intensity_range
 
 BASELINE_METHODS = ("bicubic", "bilinear")
@@ -47,10 +47,7 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
     if min(in_plane) < scale * MIN_SLICE:
         raise MRSuperResError(f"the ground truth's slices ({in_plane[0]}x{in_plane[1]} voxels) are too small for "
                               f"x{scale}: they need at least {scale * MIN_SLICE} voxels a side")
-    crop = [slice(None)] * 3
-    for a in geometry.in_plane_axes(ax):
-        crop[a] = slice(0, data.shape[a] - data.shape[a] % scale)
-    gt = Volume(np.ascontiguousarray(data[tuple(crop)]), gt.affine, gt.meta)   # origin voxel unchanged
+    gt = crop_to_multiple(Volume(data, gt.affine, gt.meta), scale, ax)
     lr = degrade_volume(gt, scale, degradation, ax)
     lo, hi = intensity_range(gt.data)
     unit = np.float32(1.0 / (hi - lo))

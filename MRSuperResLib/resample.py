@@ -100,12 +100,12 @@ def upsample(stack: np.ndarray, scale: int, method: str = "bicubic") -> np.ndarr
     return y[:, 0].numpy()
 
 
-def degrade_volume(volume, scale: int, method: str, axis: int):
-    """A simulated LR volume on the matching LR grid (trailing voxels beyond a multiple of s
-    are cropped), intensities in the input's units and range."""
+def crop_to_multiple(volume, scale: int, axis: int):
+    """The volume without its trailing in-plane voxels beyond a multiple of `scale` (the origin
+    voxel, so the affine, unchanged): the part an x`scale` LR grid covers."""
     from . import geometry
+    from .volumes import Volume
 
-    check_scale(scale)
     data = volume.data
     crop = [slice(None)] * 3
     for a in geometry.in_plane_axes(axis):
@@ -113,6 +113,15 @@ def degrade_volume(volume, scale: int, method: str, axis: int):
         if n < scale:
             raise MRSuperResError(f"axis {a} has {data.shape[a]} voxels: too few for x{scale}")
         crop[a] = slice(0, n)
-    stack = geometry.slices_first(data[tuple(crop)], axis)
-    lr = np.clip(downsample(stack, scale, method), data.min(), data.max())
+    return Volume(np.ascontiguousarray(data[tuple(crop)]), volume.affine, volume.meta)
+
+
+def degrade_volume(volume, scale: int, method: str, axis: int):
+    """A simulated LR volume on the matching LR grid (trailing voxels beyond a multiple of s
+    are cropped), intensities in the input's units and range."""
+    from . import geometry
+
+    check_scale(scale)
+    stack = geometry.slices_first(crop_to_multiple(volume, scale, axis).data, axis)
+    lr = np.clip(downsample(stack, scale, method), volume.data.min(), volume.data.max())
     return volume.regridded(geometry.slices_back(lr, axis), axis, 1.0 / scale)

@@ -19,23 +19,24 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from ship_model import axial_axis  # noqa: E402
 
 from MRSuperResLib import geometry  # noqa: E402
+from MRSuperResLib.errors import MRSuperResError  # noqa: E402
 from MRSuperResLib.metrics import slice_metrics  # noqa: E402
-from MRSuperResLib.resample import upsample  # noqa: E402
+from MRSuperResLib.resample import crop_to_multiple, upsample  # noqa: E402
 from MRSuperResLib.volumes import Volume, read_volume, write_volume  # noqa: E402
 
 CLI = [sys.executable, "-m", "MRSuperResLib"]
 
 
 def run(*args: str) -> None:
-    subprocess.run([*CLI, *args], check=True, capture_output=True, cwd=ROOT)
+    done = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode:
+        sys.exit(f"mrsuperres {args[0]} failed: {(done.stderr or done.stdout).strip()}")
 
 
 def check(path: str, models: list[str], work: Path) -> None:
     volume, ax = read_volume(path), axial_axis(Path(path))
-    crop = [slice(None)] * 3
-    for a in geometry.in_plane_axes(ax):
-        crop[a] = slice(0, volume.data.shape[a] - volume.data.shape[a] % 4)
-    hr = Volume(np.ascontiguousarray(volume.data[tuple(crop)]).astype(np.float32), volume.affine, {})
+    cropped = crop_to_multiple(volume, 4, ax)
+    hr = Volume(cropped.data.astype(np.float32), cropped.affine, {})
     write_volume(hr, work / "hr.nii.gz")
     run("degrade", str(work / "hr.nii.gz"), "-o", str(work / "lr.nii.gz"), "--scale", "4", "--degrade", "bilinear",
         "--axis", str(ax))
@@ -67,7 +68,10 @@ def main() -> None:
         sys.exit(__doc__)
     for path in sys.argv[2:]:
         with tempfile.TemporaryDirectory(prefix="mrsuperres-acceptance-") as work:
-            check(path, sys.argv[1].split(","), Path(work))
+            try:
+                check(path, sys.argv[1].split(","), Path(work))
+            except MRSuperResError as exc:
+                sys.exit(f"{path}: {exc}")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,6 @@ def main() -> None:
         return
 
     from MRSuperResLib.catalog import SHIPPED_DIR
-    from MRSuperResLib.files import sha256_of
     from MRSuperResLib.weights import load_generator, save_model
     from MRSuperResLib.training import noisy_target_losses, recorded_noise_sigma
 
@@ -72,11 +71,7 @@ def main() -> None:
     if not run_card.get("training_data"):         # a run still going has no card: nothing to check against
         sys.exit(f"{args.run} has no training record (model.json): stop the run (STOP file) before shipping")
     # every held-out volume is checked before any of the (long) evaluations starts
-    trained = {d.get("sha256") for d in run_card.get("training_data") or []}
-    val_sha = sha256_of(args.val)
-    if val_sha in trained:
-        sys.exit(f"{args.val} was trained on: validate on a held-out volume")
-    independent = held_out_scans(args, trained)
+    val_sha, independent = held_out(args, run_card)
     events = [json.loads(line) for line in (args.run / "events.jsonl").read_text().splitlines() if line.strip()]
     start = next(e for e in events if e["event"] in ("start", "resumed"))
     hr_noise = start["config"].get("hr_noise", 0.0)
@@ -120,18 +115,14 @@ def main() -> None:
 def rescore(args) -> None:
     """Score the shipped model `args.name` with today's default inference; rewrite its card's figures."""
     from MRSuperResLib.catalog import SHIPPED_DIR
-    from MRSuperResLib.files import atomic_write_bytes, sha256_of
+    from MRSuperResLib.files import atomic_write_bytes
     from MRSuperResLib.weights import card_path, load_generator
 
     path = SHIPPED_DIR / f"{args.name}.safetensors"
     if not path.exists():
         sys.exit(f"no shipped model {path}")
     model, card = load_generator(path)                       # checks the file against its card's sha256
-    trained = {d.get("sha256") for d in card.get("training_data") or []}
-    val_sha = sha256_of(args.val)
-    if val_sha in trained:
-        sys.exit(f"{args.val} was trained on: validate on a held-out volume")
-    independent = held_out_scans(args, trained)
+    val_sha, independent = held_out(args, card)
     card["validation"], table = validate(model, args.name, args.val, val_sha)
     card["metrics"] = {k: table[args.name][k] for k in ("psnr", "ssim", "vif")}
     card["bicubic"] = {k: table["bicubic"][k] for k in ("psnr", "ssim", "vif")}
@@ -142,18 +133,23 @@ def rescore(args) -> None:
     print(f"re-scored {card_path(path)} (weights unchanged, sha256 {card['sha256'][:16]}...)")
 
 
-def held_out_scans(args, trained: set) -> list[tuple[Path, str]]:
-    """(path, sha256) of the independent scans, refusing any that was trained on."""
+def held_out(args, card: dict) -> tuple[str, list[tuple[Path, str]]]:
+    """The validation volume's sha256 and the independent scans as (path, sha256), refusing
+    any of them that is among the card's training volumes."""
     from MRSuperResLib.catalog import home_dir
     from MRSuperResLib.files import sha256_of
 
+    trained = {d.get("sha256") for d in card.get("training_data") or []}
+    val_sha = sha256_of(args.val)
+    if val_sha in trained:
+        sys.exit(f"{args.val} was trained on: validate on a held-out volume")
     paths = (args.independent if args.independent is not None
              else sorted((home_dir() / "data" / "evaluation").glob("*.*")))
     scans = [(path, sha256_of(path)) for path in paths]
     for path, sha in scans:
         if sha in trained:
             sys.exit(f"{path} was trained on: it cannot be an independent check")
-    return scans
+    return val_sha, scans
 
 
 def validate(model, name: str, val: Path, val_sha: str) -> tuple[dict, dict]:

@@ -26,7 +26,7 @@ def bilinear_up(a: np.ndarray, s: int) -> np.ndarray:
 def independent_anchor(sr, lr):
     n, h, w = lr.shape
     s = sr.shape[1] // h
-    seen = sr.reshape(n, h, s, w, s).mean(axis=(2, 4))
+    seen = box(sr, s)
     sig = (0, inference.ANCHOR_SIGMA, inference.ANCHOR_SIGMA)
     floor, cap = inference.ANCHOR_FLOOR, inference.ANCHOR_MAX_GAIN
     ratio = np.clip((gaussian_filter(lr, sig) + floor) / (gaussian_filter(seen, sig) + floor), 1 / cap, cap)
