@@ -35,6 +35,13 @@ def __getattr__(name):
 TORCH_REQUIREMENT = ">=2.4"
 PIP_REQUIREMENTS = ("nibabel", "pynrrd", "scikit-image", "safetensors", "matplotlib", "onnx")
 SETTINGS = "MRSuperRes"
+# the panel's control for each training option it offers (TrainConfig names; their defaults come
+# from TrainConfig through MRSuperResLogic.parameterDefaults); TRAINING_FIXED: offered without a
+# control, at the panel's default (axis "all": patches from every orientation)
+TRAINING_CONTROLS = {"stageComboBox": "stage", "presetComboBox": "preset", "initModelComboBox": "init",
+                     "iterationsSpinBox": "iters", "batchSpinBox": "batch", "patchSpinBox": "patch",
+                     "trainDeviceComboBox": "device"}
+TRAINING_FIXED = ("axis",)
 
 try:                                     # the Slicer application (Qt) is there
     import qt
@@ -114,6 +121,9 @@ if HAVE_APP:
                 return
             from MRSuperResLib.slicer_logic import MRSuperResLogic
             self.logic = MRSuperResLogic()
+            prefix = self.logic.TRAINING_PARAMETER_PREFIX
+            self.CONTROLS = {**self.GENERAL_CONTROLS,
+                             **{name: prefix + option for name, option in TRAINING_CONTROLS.items()}}
             self.timer = qt.QTimer()
             self.timer.setInterval(250)
             self.timer.connect("timeout()", self.onTimer)
@@ -124,8 +134,9 @@ if HAVE_APP:
                 combo.clear()
                 combo.addItems(["auto", "cpu", "cuda"])
             self.ui.degradationComboBox.addItems(["bilinear", "bicubic", "kspace"])
-            self.ui.stageComboBox.addItems(["psnr", "gan"])
-            self.ui.presetComboBox.addItems(["realesrgan", "paper", "thesis"])
+            choices = self.logic.trainingChoices()
+            self.ui.stageComboBox.addItems(choices["stage"])
+            self.ui.presetComboBox.addItems(choices["preset"])
             self.refreshModels()
             self.restoreSettings()                         # last session's choices ...
             self.connectControls()
@@ -149,15 +160,11 @@ if HAVE_APP:
 
         # State: the scene's parameter node (saved with the scene) mirrors every control; the
         # same values persist between Slicer runs in QSettings.
-        CONTROLS = {"modelComboBox": "model", "axisComboBox": "axis", "deviceComboBox": "device",
+        GENERAL_CONTROLS = {"modelComboBox": "model", "axisComboBox": "axis", "deviceComboBox": "device",
                     "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble", "anchorCheckBox": "anchor",
-                    "scaleSpinBox": "scale",
-                    "degradationComboBox": "degradation",
+                    "scaleSpinBox": "scale", "degradationComboBox": "degradation",
                     "compareModelComboBox": "compareModel", "compareAxisComboBox": "compareAxis",
-                    "compareDeviceComboBox": "compareDevice", "stageComboBox": "stage",
-                    "presetComboBox": "preset", "initModelComboBox": "init", "iterationsSpinBox": "iterations",
-                    "batchSpinBox": "batch", "patchSpinBox": "patch", "trainDeviceComboBox": "trainDevice",
-                    "outputDirectoryButton": "outputFolder"}
+                    "compareDeviceComboBox": "compareDevice", "outputDirectoryButton": "outputFolder"}
         NODE_CONTROLS = {"inputSelector": "InputVolume", "groundTruthSelector": "GroundTruthVolume"}
 
         def _get(self, widget):
@@ -370,19 +377,13 @@ if HAVE_APP:
                     for method, v in m.items())
 
         # training runs as a child process; its event log drives the tables and plots
-        def trainingOptions(self):
-            return dict(stage=self.ui.stageComboBox.currentText, preset=self.ui.presetComboBox.currentText,
-                        init=self.ui.initModelComboBox.currentText, iters=self.ui.iterationsSpinBox.value,
-                        batch=self.ui.batchSpinBox.value, patch=self.ui.patchSpinBox.value,
-                        device=self.ui.trainDeviceComboBox.currentText, axis="all")
-
         def onStartTraining(self, resume=False):
             self.saveSettings()
             nodes = self.ui.trainingVolumesSelector.checkedNodes()
             val = self.ui.validationVolumesSelector.checkedNodes()
             with slicer.util.tryWithErrorDisplay("Could not start training"):
                 self.job = self.logic.train(nodes, self.ui.outputDirectoryButton.directory,
-                                            validationNodes=val, resume=resume, **self.trainingOptions())
+                                            validationNodes=val, **{**self.logic.trainingOptions(), "resume": resume})
                 plot = slicer.app.layoutManager().plotWidget(0)
                 if plot is not None:
                     plot.mrmlPlotViewNode().SetPlotChartNodeID(self.job.lossChart.GetID())

@@ -37,10 +37,9 @@ def bench_slices(path: str | None, count: int, size: tuple[int, int], scale: int
     from skimage.transform import resize
 
     from .resample import downsample
-    from .volumes import read_volume
+    from .volumes import normalise, read_volume
 
-    data = read_volume(path or SAMPLE).data
-    data = (data - data.min()) / (data.max() - data.min())
+    data = normalise(read_volume(path or SAMPLE).data)
     picks = np.resize(np.arange(data.shape[2]), count)
     hr_size = (size[0] * scale, size[1] * scale)
     hr = []
@@ -85,7 +84,8 @@ def _run_path(name: str, model_spec: str | None, stack: np.ndarray, device: str,
     import torch
 
     from .catalog import load_model
-    from .inference import SliceEngine, super_resolve_slices, use_all_cores
+    from .devices import use_all_cores
+    from .inference import SliceEngine, super_resolve_slices
 
     try:
         precision, batched, compile_ = PATHS[name]
@@ -136,7 +136,7 @@ def _measure_peaks(device: str, queue) -> None:
     """Child process: the best TFLOP/s of a large matmul and a large 3x3 conv per precision."""
     import torch
 
-    from .inference import use_all_cores
+    from .devices import use_all_cores
 
     dev = torch.device(device)
     if dev.type == "cpu":
@@ -208,7 +208,7 @@ def run_bench(model_spec: str | None = None, slices: int = 36, size: tuple[int, 
     import torch
 
     from .catalog import load_model
-    from .inference import cpu_has_fast_bf16, select_device
+    from .devices import cpu_has_fast_bf16, select_device
 
     dev = select_device(device)
     model, card = load_model(model_spec)

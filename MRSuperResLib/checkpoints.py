@@ -74,3 +74,33 @@ def load_latest(run: Path, warn=None) -> tuple[dict, Path] | None:
                 warn(f"checkpoint {path.name} is unreadable ({type(exc).__name__}: "
                      f"{' '.join(str(exc).split())[:120]}); falling back to the previous one")
     return None
+
+
+def checkpoint_generator(run: Path, checkpoint: int | None = None, weights: str = "generator"):
+    """(model, card) of the raw generator (or the EMA, weights="ema") in the run's checkpoint at
+    iteration `checkpoint` (default: the newest valid one); the card is the run's, with that
+    checkpoint's iteration, wall time, learning-rate schedule and validation (a run still going has
+    no card yet: then only the name and the checkpoint's record). Why: a short fine-tune's EMA
+    lags behind its raw generator, so the next stage may start from that instead."""
+    from .cards import checkpoint_card, read_card
+    from .errors import MRSuperResError
+    from .weights import build_generator
+
+    run = Path(run)
+    card = read_card(run / "model.safetensors") or {"name": run.name}
+    if checkpoint is None:
+        found = load_latest(run)
+        if found is None:
+            raise MRSuperResError(f"{run}: no valid checkpoint")
+        state, ckpt = found
+    else:
+        ckpt = checkpoint_dir(run) / f"ckpt_{checkpoint:08d}.pt"
+        try:
+            state = read_checkpoint(ckpt)
+        except Exception as exc:        # missing, truncated or not a training checkpoint
+            raise MRSuperResError(f"{ckpt}: {' '.join(str(exc).split())[:160]}") from None
+    model = build_generator(state["generator" if weights == "generator" else "ema"], source=str(ckpt))
+    what = "raw generator" if weights == "generator" else f"EMA generator (decay {state['config'].get('ema_decay')})"
+    return model, checkpoint_card(card, iterations=state["iter"], wall_seconds=state["wall_seconds"],
+                                  weights=f"{what} of {run.name}/{ckpt.name}",
+                                  learning_rate_schedule=state.get("lr_schedule"), validation=state.get("validation"))

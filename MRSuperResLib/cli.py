@@ -7,33 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from .errors import MRSuperResError
+from .progress import Progress
 
 EXIT_ERROR, EXIT_INTERNAL, EXIT_CANCELLED = 2, 1, 130
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, label: str, enabled: bool | None = None):
-        self.label = label
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.t0 = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total <= 0:
-            return
-        elapsed = time.perf_counter() - self.t0
-        left = elapsed / done * (total - done) if done else 0.0
-        filled = int(30 * done / total)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} slices, "
-                         f"{left:5.0f} s left ")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 def _common_run_options(p: argparse.ArgumentParser) -> None:
@@ -132,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_train_parser(sub) -> None:
-    """`mrsuperres train`: every option defaults to None so that --config values can fill it."""
+    """`mrsuperres train`: its flags come from the one declaration of the options (TrainConfig)."""
+    from .training_config import add_arguments
+
     p = sub.add_parser(
         "train", help="train or fine-tune the generator (psnr or gan stage) in a resumable run folder",
         description="Train or fine-tune the 1-channel generator on your volumes. The run folder gets "
@@ -140,51 +121,7 @@ def add_train_parser(sub) -> None:
                     "end or on stop, model.safetensors + model.json (usable with enhance --model). "
                     "Stop gracefully with Ctrl-C, SIGTERM or a file named STOP in the run folder; continue "
                     "with the same command plus --resume. Exit status: 0 done, 3 stopped, 2 bad input.")
-    a = p.add_argument
-    a("--data", nargs="+", metavar="VOLUME", help="training volumes (.nii, .nii.gz, .nrrd)")
-    a("--val", nargs="+", metavar="VOLUME", help="validation volumes (default: 80/20 split by volume; one "
-      "volume: its last 20%% of slices along the third axis are held out)")
-    a("--out", help="run folder (created; must not hold another run unless --resume)")
-    a("--stage", choices=("psnr", "gan"), help="psnr: L1 only, lr 2e-4 (default); gan: L1 + perceptual + "
-      "adversarial, lr 1e-4")
-    a("--preset", choices=("paper", "realesrgan", "thesis"), help="loss weights L1/perceptual/GAN: paper "
-      "1/1/1 (seed 001), realesrgan 1/1/0.1 with its VGG layer weights (default), thesis 0.01/1/0.005 with "
-      "RaGAN (seed 002)")
-    a("--init", help="starting generator: scratch (default), realesrgan (RealESRGAN_x4plus made 1-channel), "
-      "a previous run folder, or any model name or file that --model accepts")
-    a("--init-d", help="starting discriminator: scratch (default), a BasicSR UNetDiscriminatorSN file, or a "
-      "training checkpoint (.pt)")
-    a("--scale", type=int, help="2, 4 (default) or 8")
-    a("--blocks", type=int, help="RRDB blocks (default 23, or the init model's)")
-    a("--features", type=int, help="features (default 64, or the init model's)")
-    a("--growth", type=int, help="dense-block growth channels (default 32, or the init model's)")
-    a("--d-features", type=int, help="discriminator features (default 64, as Real-ESRGAN)")
-    a("--iters", type=int, help="iterations to reach (default 1000)")
-    a("--batch", type=int, help="patches per iteration (default 4)")
-    a("--patch", type=int, help="HR patch size in pixels (default 128; a multiple of 8 x scale for gan)")
-    a("--degrade", help="LR simulation: bilinear (default, seed 001), bicubic, kspace, mri (blur + slice "
-      "profile + k-space truncation + Rician noise), or a comma-separated mix")
-    a("--axis", help="slice axis for training patches: 0, 1, 2 (default) or all (augmentation)")
-    a("--lr", type=float, help="learning rate (default: 2e-4 psnr, 1e-4 gan)")
-    a("--hr-noise", type=float, help="probability of Rician noise (sigma: --hr-noise-sigma) on the HR patch itself, "
-      "so the model keeps scan noise as interpolation does; in the gan stage those patches train L1 only (default 0)")
-    a("--hr-noise-sigma", help="range of that noise's sigma as 'lo,hi', fractions of the [0, 1] intensity range "
-      "(default 0.005,0.03; unused without --hr-noise)")
-    a("--ema-decay", type=float, help="EMA decay of the exported generator (default 0.999)")
-    a("--gan-loss", choices=("vanilla", "ragan"), help="vanilla BCE (default; Real-ESRGAN's) or relativistic average")
-    a("--l1-weight", type=float, help="override the preset's L1 weight")
-    a("--perceptual-weight", type=float, help="override the preset's perceptual weight")
-    a("--gan-weight", type=float, help="override the preset's adversarial weight")
-    a("--checkpoint-every", type=int, help="iterations between checkpoints (default 500)")
-    a("--val-every", type=int, help="iterations between validations (default: with checkpoints)")
-    a("--log-every", type=int, help="iterations between progress events (default 10)")
-    a("--keep", type=int, help="checkpoints kept (default 3)")
-    a("--device", help="auto (default), cpu or cuda")
-    a("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="auto (default): bf16 on CPUs and GPUs that "
-      "have it, fp16 with a grad scaler on older GPUs, else fp32")
-    a("--seed", type=int, help="random seed (default 0)")
-    a("--config", help="TOML file with the same options (e.g. iters = 2000); flags override it")
-    a("--resume", action="store_true", default=None, help="continue the run in --out from its newest valid checkpoint")
+    add_arguments(p)
 
 
 def cmd_bench(args) -> int:
@@ -198,7 +135,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .training import TrainConfig, build_config, train
+    from .training import train
+    from .training_config import TrainConfig, build_config
 
     options = {k: getattr(args, k) for k in TrainConfig.option_names() if hasattr(args, k)}
     config = build_config(options)
@@ -235,7 +173,7 @@ def cmd_enhance(args) -> int:
         raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
     hr, facts = enhance_volume(volume, model, axis=args.axis, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, tile=args.tile, compile=args.compile,
-                               progress=ProgressBar("enhance"), self_ensemble=args.self_ensemble,
+                               progress=Progress("enhance"), self_ensemble=args.self_ensemble,
                                anchor=args.anchor)
     dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
     write_volume(hr, args.output, dtype=dtype)
@@ -259,7 +197,7 @@ def cmd_evaluate(args) -> int:
     result = evaluate(args.hr, model, model_name=card.get("name", "model"), model_card=card, scale=args.scale,
                       degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
                       batch_size=args.batch_size, precision=args.precision, tile=args.tile,
-                      blank_threshold=args.blank_threshold, progress=ProgressBar("evaluate"),
+                      blank_threshold=args.blank_threshold, progress=Progress("evaluate"),
                       self_ensemble=args.self_ensemble, anchor=args.anchor)
     print(format_table(result))
     print(f"wrote {Path(args.out) / 'metrics.json'}, per_slice.csv, figure.png")
@@ -293,26 +231,14 @@ def cmd_models(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .weights import load_generator, save_model
+    from .weights import import_model
 
-    src = Path(args.source)
-    model, card = load_generator(src)
     out = Path(args.output)
-    card = {**card, "name": args.name or out.stem, "source": str(src.resolve()),
-            "source_sha256": _sha_of_source(src)}
-    saved = save_model(model, out, card)
+    saved = import_model(args.source, out, args.name or out.stem)
     cfg = saved["architecture"]
     print(f"{out}: RRDBNet x{saved['scale']}, {cfg['num_block']} blocks, {cfg['num_feat']} features, "
           f"{saved['parameters']:,} parameters, sha256 {saved['sha256'][:16]}...")
     return 0
-
-
-def _sha_of_source(src: Path):
-    from .files import sha256_of
-
-    if src.suffix.lower() in (".param", ".bin"):
-        return {s: sha256_of(src.with_suffix("." + s)) for s in ("param", "bin")}
-    return sha256_of(src)
 
 
 def cmd_fetch(args) -> int:

@@ -16,9 +16,9 @@ from . import geometry
 from .errors import MRSuperResError
 from .evaluate import prepare_slices
 from .inference import MIN_SLICE, ProgressCallback, super_resolve_slices
-from .metrics import slice_metrics, summarise
+from .metrics import score_slices
 from .resample import check_scale, crop_to_multiple, degrade_volume, upsample
-from .volumes import Volume, check_voxels, intensity_range
+from .volumes import Volume, check_voxels, denormalise, intensity_range, normalise
 
 BASELINE_METHODS = ("bicubic", "bilinear")
 
@@ -50,8 +50,7 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
     gt = crop_to_multiple(Volume(data, gt.affine, gt.meta), scale, ax)
     lr = degrade_volume(gt, scale, degradation, ax)
     lo, hi = intensity_range(gt.data)
-    unit = np.float32(1.0 / (hi - lo))
-    lr01 = np.clip((geometry.slices_first(lr.data, ax).astype(np.float32) - np.float32(lo)) * unit, 0, 1)
+    lr01 = normalise(geometry.slices_first(lr.data, ax), (lo, hi), clip=True)
     outputs01 = {"model": super_resolve_slices(model, lr01, device=device, precision=precision,
                                                progress=progress, cancel=cancel, anchor=anchor)}
     for m in BASELINE_METHODS:
@@ -59,12 +58,8 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
     gt01, keep = prepare_slices(gt.data, ax, blank_threshold)       # evaluate's normalisation and blanks
     if len(keep) == 0:
         raise MRSuperResError("every slice of the ground truth is blank")
-    rows = []
-    for g, i in zip(gt01, keep):
-        for m, out in outputs01.items():
-            rows.append({"slice": int(i), "method": m, **slice_metrics(g, out[i])})
-    summary = {m: summarise([r for r in rows if r["method"] == m]) for m in outputs01}
-    outputs = {m: Volume(geometry.slices_back(o * np.float32(hi - lo) + np.float32(lo), ax), gt.affine,
+    rows, summary = score_slices(gt01, {m: o[keep] for m, o in outputs01.items()}, keep)
+    outputs = {m: Volume(geometry.slices_back(denormalise(o, lo, hi), ax), gt.affine,
                          {k: v for k, v in gt.meta.items() if k not in ("path",)})
                for m, o in outputs01.items()}
     return Comparison(gt, lr, outputs, ax, scale, degradation, rows, summary)

@@ -19,21 +19,21 @@ import numpy as np
 
 from . import geometry
 from .errors import MRSuperResError
-from .inference import MIN_SLICE, ProgressCallback, resolve_precision, select_device, super_resolve_slices
-from .metrics import METRICS, slice_metrics, summarise
+from .devices import resolve_precision, select_device
+from .inference import MIN_SLICE, ProgressCallback, super_resolve_slices
+from .metrics import METRICS, score_slices, summarise_by_method
 from .resample import BASELINES, check_scale, downsample, upsample
-from .volumes import read_volume, stem
+from .volumes import intensity_range, normalise, read_volume, stem
 from .files import atomic_write_bytes
 
 
 def prepare_slices(data: np.ndarray, axis: int, blank_threshold: float = 0.0):
     """[0, 1]-normalised non-blank slices (N, H, W) of a volume, and their indices."""
-    lo, hi = float(data.min()), float(data.max())
+    lo, hi = intensity_range(data)
     stack = geometry.slices_first(data, axis)
     peaks = stack.reshape(stack.shape[0], -1).max(1)
     keep = np.flatnonzero((peaks - lo) / (hi - lo) > blank_threshold)
-    gt = (stack[keep].astype(np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-    return np.clip(gt, 0, 1), keep
+    return normalise(stack[keep], (lo, hi), clip=True), keep
 
 
 def pad_to_multiple(stack: np.ndarray, multiple: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
             raise MRSuperResError(f"cannot write to --out {out_dir} ({existing} is not a writable folder)")
     methods = (["model"] if model is not None else []) + list(baselines)
     volumes = [read_volume(p) for p in paths]          # fail on any bad file before computing
-    rows, per_method, figure_data, n_total, kept = [], {m: [] for m in methods}, None, 0, []
+    rows, figure_data, n_total, kept = [], None, 0, []
     plans = []
     for path, vol in zip(paths, volumes):
         ax = geometry.choose_axis(axis, vol.affine, vol.data.shape)
@@ -91,17 +91,15 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
         for m in baselines:
             outputs[m] = np.clip(upsample(lr, scale, m), 0, 1)
         outputs = {m: o[:, :h, :w] for m, o in outputs.items()}
-        for i in range(n):
-            for m in methods:
-                values = slice_metrics(gt[i], outputs[m][i])
-                per_method[m].append(values)
-                rows.append({"volume": str(path), "slice": int(keep[i]), "method": m, **values})
+        volume_rows, _ = score_slices(gt, outputs, keep)
+        rows += [{"volume": str(path), **r} for r in volume_rows]
         if figure_data is None:
             best = int(np.argmax((gt > 0.1).reshape(n, -1).sum(1)))
+            best_rows = volume_rows[best * len(methods):(best + 1) * len(methods)]
             figure_data = dict(volume=stem(path), slice=int(keep[best]), gt=gt[best],
                                lr=lr[best][: -(-h // scale), : -(-w // scale)],
                                outputs={m: outputs[m][best] for m in methods},
-                               metrics={m: per_method[m][-n + best] for m in methods})
+                               metrics={r["method"]: {k: r[k] for k in METRICS} for r in best_rows})
         n_total += n
         kept.append({"volume": str(path), "axis": int(ax), "slices": int(vol.data.shape[ax]), "kept": int(n)})
         done_before += vol.data.shape[ax]
@@ -109,7 +107,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
             progress(done_before, total)
     result = {
         "scale": scale, "degradation": degradation, "n_slices": n_total,
-        "methods": {m: summarise(per_method[m]) for m in methods},
+        "methods": summarise_by_method(rows, methods),
         "axis": [int(ax) for _, _, ax in plans],
         "volumes": [str(p) for p in paths],
         "slices_per_volume": kept,

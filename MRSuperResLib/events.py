@@ -56,15 +56,45 @@ class EventLog:
         self._file.close()
 
 
+class EventReader:
+    """Follows an event log as it grows: each `read_new()` returns the events of the lines
+    completed since the last call. A line still being written (no newline yet) waits for the
+    next call; a missing file reads as no events; a line that is not a JSON object is skipped."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._offset = 0
+
+    def read_new(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        events = []
+        for line in complete.decode("utf-8", errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+
 def read_events(path: str | Path) -> list[dict]:
     """Every complete line of an event log (a line being written is skipped)."""
-    events = []
-    path = Path(path)
-    if not path.exists():
-        return events
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
+    return EventReader(path).read_new()
+
+
+def final_event(events: list[dict]) -> dict | None:
+    """The last `done`, `stopped` or `error` event: how the (latest) run ended; None while it runs."""
+    return next((e for e in reversed(events) if e.get("event") in FINAL_EVENTS), None)
+
+
+def start_event(events: list[dict]) -> dict | None:
+    """The first `start` or `resumed` event: the run's options (`config`), device and learning rate."""
+    return next((e for e in events if e.get("event") in ("start", "resumed")), None)

@@ -12,11 +12,10 @@ run once per distinct value and copied, which is exact. Memory: a slice too larg
 budget is cut into overlapping tiles blended with linear ramps (no seams); on out-of-memory the
 batch, then the tile, is halved and retried, and a CUDA run falls back to the CPU with a message.
 fp32 is the reference every fast path is tested against.
+Device and precision choice live in `devices`.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import time
 from typing import Callable
@@ -26,85 +25,22 @@ import torch
 from torch.nn import functional as F
 
 from . import geometry
+from .devices import autocast, resolve_precision, select_device, use_all_cores
 from .errors import Cancelled, MRSuperResError
 from .rrdbnet import RRDBNet
-from .volumes import Volume, check_voxels, intensity_range
+from .volumes import Volume, check_voxels, denormalise, intensity_range, normalise
 
 MIN_SLICE = 8                    # smallest in-plane LR size (voxels) the network is run on
 LR_PIXELS_PER_BATCH = 1 << 16    # LR pixels per forward pass (one 256x256 slice): ~0.7 GB of bf16 activations
 TILE_OVERLAP = 8                 # LR pixels shared by neighbouring tiles, blended linearly
 TILE_CONTEXT = 32                # LR pixels of slice around a tile that the network also sees
 MIN_TILE = 32                    # smallest tile the out-of-memory back-off goes down to
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ACCURACY_DB = 45.0               # every fast path must agree with fp32 at least this well (PSNR on [0, 1])
 ANCHOR_SIGMA = 1.0               # LR pixels: the Gaussian over which output and input brightness must agree
 ANCHOR_FLOOR = 1e-4              # of the [0, 1] range, added to both sides: keeps the ratio finite in air
 ANCHOR_MAX_GAIN = 4.0            # the anchor brightens or darkens by at most this factor
 
 ProgressCallback = Callable[[int, int], None]   # (slices done, slices in all)
-
-
-def select_device(device: str = "auto") -> torch.device:
-    """`auto` = CUDA when present, else CPU; asking for CUDA without a GPU is an error."""
-    device = (device or "auto").lower()
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device in ("gpu", "cuda") or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise MRSuperResError("--device cuda was asked for, but PyTorch sees no CUDA GPU here "
-                                  "(use --device cpu or auto)")
-        return torch.device("cuda" if device == "gpu" else device)
-    if device == "cpu":
-        return torch.device("cpu")
-    raise MRSuperResError(f"unknown device '{device}' (auto, cpu or cuda)")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AVX-512 bf16 or AMX: bf16 convolutions run at least twice as fast as fp32 there."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> bf16 on CUDA GPUs that have it (else fp16) and on CPUs with bf16 units, else fp32."""
-    precision = (precision or "auto").lower()
-    if precision not in PRECISIONS:
-        raise MRSuperResError(f"unknown precision '{precision}' ({', '.join(PRECISIONS)})")
-    if precision == "fp16" and device.type == "cpu":
-        raise MRSuperResError("fp16 runs on CUDA GPUs; on the CPU use bf16 (fast where the CPU has it) or fp32")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for a resolved `precision` (fp32: none)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    if dtype is None:
-        raise MRSuperResError(f"unknown precision '{precision}' (fp32, bf16 or fp16)")
-    if precision == "fp16" and device.type == "cpu":
-        raise MRSuperResError("fp16 runs on CUDA GPUs; on the CPU use bf16 (fast where the CPU has it) or fp32")
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def use_all_cores() -> int:
-    """One intra-op thread per CPU this process may run on (cgroup/affinity aware), so that a
-    container limited to 2 CPUs of a 64-core host does not run 64 threads on them; an explicit
-    OMP_NUM_THREADS wins."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        try:
-            usable = len(os.sched_getaffinity(0))
-        except AttributeError:
-            usable = os.cpu_count() or 1
-        if torch.get_num_threads() != usable:
-            torch.set_num_threads(usable)
-    return torch.get_num_threads()
 
 
 def _is_cancelled(cancel) -> bool:
@@ -412,14 +348,11 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
     engine = SliceEngine(model, device=device, precision=precision, compile=compile, notify=notify)
     stack = geometry.slices_first(data, ax)
     t0 = time.perf_counter()
-    normalised = stack.astype(np.float32, copy=True)
-    normalised -= np.float32(lo)
-    normalised *= np.float32(1.0 / (hi - lo))
+    normalised = normalise(stack, (lo, hi))
     sr = super_resolve_slices(engine, normalised, batch_size=batch_size, tile=tile, progress=progress,
                               cancel=cancel, self_ensemble=self_ensemble, anchor=anchor)
     del normalised
-    sr *= np.float32(hi - lo)
-    sr += np.float32(lo)
+    denormalise(sr, lo, hi, in_place=True)
     hr = volume.regridded(geometry.slices_back(sr, ax), ax, model.scale)
     facts = dict(axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=model.scale,
                  input_shape=list(data.shape), output_shape=list(hr.data.shape),

@@ -101,3 +101,26 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
         out[name] = ({"mean": float(values.mean()), "std": float(values.std()), "n": int(values.size)}
                      if values.size else {"mean": None, "std": None, "n": 0})
     return out
+
+
+def summarise_by_method(rows: list[dict], methods) -> dict[str, dict[str, dict[str, float]]]:
+    """{method: summarise(its rows)} over rows tagged with "method" (any number of volumes)."""
+    return {m: summarise([r for r in rows if r["method"] == m]) for m in methods}
+
+
+def score_slices(gt: np.ndarray, outputs: dict[str, np.ndarray], slice_ids=None) -> tuple[list[dict], dict]:
+    """The one scoring of predictions against ground truth, shared by evaluate, the Slicer
+    comparison, training's validation and the acceptance scripts so their numbers agree.
+    `gt` (N, H, W) in [0, 1]; `outputs` {method: (N, H, W) prediction, already clipped and
+    cropped}. Returns (rows, summary): rows {"slice": slice_ids[i] (default i), "method",
+    metric: value}, slice-major then methods in dict order; summary {method: `summarise`}."""
+    ids = list(range(len(gt))) if slice_ids is None else [int(s) if isinstance(s, np.integer) else s
+                                                           for s in slice_ids]
+    if len(ids) != len(gt):
+        raise ValueError(f"{len(ids)} slice ids for {len(gt)} slices")
+    for m, out in outputs.items():
+        if np.shape(out) != np.shape(gt):
+            raise ValueError(f"output '{m}' has shape {np.shape(out)}, the ground truth {np.shape(gt)}")
+    rows = [{"slice": ids[i], "method": m, **slice_metrics(gt[i], out[i])}
+            for i in range(len(gt)) for m, out in outputs.items()]
+    return rows, summarise_by_method(rows, outputs)

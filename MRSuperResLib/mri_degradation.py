@@ -29,7 +29,7 @@ from scipy.ndimage import convolve
 from torch.nn import functional as F
 
 from .errors import MRSuperResError
-from .resample import DEGRADATIONS, downsample
+from .resample import DEGRADATIONS, downsample, kspace_downsample
 
 TRAINING_DEGRADATIONS = DEGRADATIONS + ("mri",)
 
@@ -62,33 +62,6 @@ def slice_profile_kernel(width: float, vertical: bool) -> np.ndarray:
     return taps[:, None] if vertical else taps[None, :]
 
 
-def tukey(n: int, alpha: float) -> np.ndarray:
-    if alpha <= 0:
-        return np.ones(n)
-    x = np.linspace(0, 1, n)
-    w = np.ones(n)
-    edge = alpha / 2
-    lo, hi = x < edge, x > 1 - edge
-    w[lo] = 0.5 * (1 + np.cos(np.pi * (x[lo] / edge - 1)))
-    w[hi] = 0.5 * (1 + np.cos(np.pi * ((x[hi] - 1) / edge + 1)))
-    return w
-
-
-def kspace_window_downsample(image: np.ndarray, scale: int, alpha: float) -> np.ndarray:
-    """k-space truncation of one slice with a Tukey window over the kept frequencies."""
-    if alpha <= 0:
-        return downsample(image[None], scale, "kspace")[0]
-    h, w = image.shape
-    lh, lw = h // scale, w // scale
-    shift = (scale - 1) / 2.0
-    spec = np.fft.fft2(image.astype(np.float64))
-    spec *= np.exp(2j * np.pi * shift * (np.fft.fftfreq(h)[:, None] + np.fft.fftfreq(w)[None, :]))
-    spec = np.fft.fftshift(spec)
-    y0, x0 = h // 2 - lh // 2, w // 2 - lw // 2
-    kept = spec[y0:y0 + lh, x0:x0 + lw] * np.outer(tukey(lh, alpha), tukey(lw, alpha))
-    return (np.fft.ifft2(np.fft.ifftshift(kept)).real / (scale * scale)).astype(np.float32)
-
-
 def mri_degrade(hr: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray:
     """One draw of the `mri` chain for a 2D HR patch (H, W multiples of scale)."""
     x = hr.astype(np.float32)
@@ -101,7 +74,7 @@ def mri_degrade(hr: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndar
                          mode="reflect")
     if rng.random() < 0.5:
         alpha = rng.uniform(0, 0.6) if rng.random() < 0.5 else 0.0
-        lr = kspace_window_downsample(x, scale, alpha)
+        lr = kspace_downsample(x[None], scale, window_alpha=alpha)[0]
     else:
         mode = ("area", "bilinear", "bicubic")[rng.integers(3)]
         t = torch.from_numpy(np.ascontiguousarray(x))[None, None]

@@ -13,6 +13,7 @@ Degradations (HR -> LR, H and W must be multiples of s):
 - `kspace` (how MRI loses resolution): the centred h x w block of the 2D Fourier transform is
   kept and transformed back (a truncated acquisition: Gibbs ringing, no aliasing). A sub-pixel
   phase shift first places LR pixel j at HR position s j + (s - 1) / 2, the same grid as above.
+  Optionally the kept block is tapered by a Tukey window (`kspace_downsample(window_alpha=)`).
 
 Baselines (LR -> HR): `nearest`, `bilinear`, `bicubic` (torch, a = -0.75 as OpenCV) and
 `lanczos` (Lanczos-3, separable, weights normalised to 1, borders replicated).
@@ -58,8 +59,23 @@ def downsample(stack: np.ndarray, scale: int, method: str = "bilinear") -> np.nd
     return y[:, 0].numpy()
 
 
-def kspace_downsample(stack: np.ndarray, scale: int) -> np.ndarray:
-    """Keep the central 1/s of k-space in each in-plane direction (see module docstring)."""
+def tukey(n: int, alpha: float) -> np.ndarray:
+    """Tukey (tapered cosine) window of n points; alpha <= 0 is flat (no taper)."""
+    if alpha <= 0:
+        return np.ones(n)
+    x = np.linspace(0, 1, n)
+    w = np.ones(n)
+    edge = alpha / 2
+    lo, hi = x < edge, x > 1 - edge
+    w[lo] = 0.5 * (1 + np.cos(np.pi * (x[lo] / edge - 1)))
+    w[hi] = 0.5 * (1 + np.cos(np.pi * ((x[hi] - 1) / edge + 1)))
+    return w
+
+
+def kspace_downsample(stack: np.ndarray, scale: int, window_alpha: float = 0.0) -> np.ndarray:
+    """Keep the central 1/s of k-space in each in-plane direction (see module docstring).
+    `window_alpha` > 0 tapers the kept frequencies with a Tukey window of that alpha (the
+    apodisation scanners apply, used by the training `mri` chain); 0 is plain truncation."""
     n, h, w = stack.shape
     lh, lw = h // scale, w // scale
     shift = (scale - 1) / 2.0
@@ -69,7 +85,10 @@ def kspace_downsample(stack: np.ndarray, scale: int) -> np.ndarray:
     spectrum *= np.exp(2j * np.pi * shift * (ky + kx))       # x(n) -> x(n + shift)
     spectrum = np.fft.fftshift(spectrum, axes=(1, 2))
     y0, x0 = h // 2 - lh // 2, w // 2 - lw // 2
-    cropped = np.fft.ifftshift(spectrum[:, y0:y0 + lh, x0:x0 + lw], axes=(1, 2))
+    kept = spectrum[:, y0:y0 + lh, x0:x0 + lw]
+    if window_alpha > 0:
+        kept = kept * np.outer(tukey(lh, window_alpha), tukey(lw, window_alpha))
+    cropped = np.fft.ifftshift(kept, axes=(1, 2))
     return (np.fft.ifft2(cropped, axes=(1, 2)).real / (scale * scale)).astype(np.float32)
 
 

@@ -212,27 +212,23 @@ class TrainingJob:
     message: str = ""
     registeredModel: str | None = None
     nodes: list = field(default_factory=list)      # every node the job made (tables, charts, series)
-    _offset: int = 0
+    _reader: object = None          # events.EventReader of the run's events.jsonl
     _losses: dict = field(default_factory=dict)
     _validation: dict = field(default_factory=dict)
 
     def poll(self) -> str:
         """Read new events, update the tables; returns the status."""
-        path = self.runFolder / "events.jsonl"
-        if path.exists():
-            with open(path, "rb") as f:
-                f.seek(self._offset)
-                chunk = f.read()
-            complete = chunk[: chunk.rfind(b"\n") + 1]          # a line being written waits
-            self._offset += len(complete)
-            new = [json.loads(line) for line in complete.decode().splitlines() if line.strip()]
-            self.events += new
-            if new:
-                self._update_tables(new)
+        from .events import EventReader, final_event
+
+        if self._reader is None:
+            self._reader = EventReader(self.runFolder / "events.jsonl")
+        new = self._reader.read_new()                        # a line being written waits
+        self.events += new
+        if new:
+            self._update_tables(new)
         code = self.process.poll()
         if code is not None and self.status == "running":
-            final = [e for e in self.events if e.get("event") in ("done", "stopped", "error")]
-            last = final[-1] if final else None
+            last = final_event(self.events)
             if code == 0 and last and last["event"] == "done":
                 self.status, self.modelPath = "done", Path(last["model"])
             elif code == 3 and last and last["event"] == "stopped":
@@ -297,17 +293,10 @@ class TrainingJob:
 
 def register_model(path: Path, name: str) -> str:
     """Copy a finished run's model into the model cache under `name` so it is listed."""
+    from .cards import register_copy
     from .catalog import cache_dir
-    from .files import atomic_write_bytes
-    from .weights import card_path
 
-    dest = cache_dir()
-    dest.mkdir(parents=True, exist_ok=True)
-    target = dest / f"{name}.safetensors"
-    card = json.loads(card_path(path).read_text()) if card_path(path).exists() else {}
-    card["name"] = name
-    atomic_write_bytes(target, Path(path).read_bytes())         # the card's sha256 still holds
-    atomic_write_bytes(card_path(target), json.dumps(card, indent=2).encode())
+    register_copy(path, cache_dir(), name)
     return name
 
 
@@ -392,11 +381,10 @@ class MRSuperResLogic:
         self._models = {}
 
     # the panel's state in the scene (saved with it, restored when a scene is loaded)
-    PARAMETER_DEFAULTS = {"model": "", "axis": "auto", "device": "auto", "detail": "0", "selfEnsemble": "false", "anchor": "true",
-                          "scale": "4", "degradation": "bilinear", "compareModel": "", "compareAxis": "auto",
-                          "compareDevice": "auto", "stage": "psnr", "preset": "realesrgan", "init": "realesrgan",
-                          "iterations": "1000", "batch": "4", "patch": "128", "trainDevice": "auto",
-                          "outputFolder": ""}
+    PARAMETER_DEFAULTS = {"model": "", "axis": "auto", "device": "auto", "detail": "0", "selfEnsemble": "false",
+                          "anchor": "true", "scale": "4", "degradation": "bilinear", "compareModel": "",
+                          "compareAxis": "auto", "compareDevice": "auto", "outputFolder": ""}
+    TRAINING_PARAMETER_PREFIX = "train_"     # + a training option's name: the panel's training settings
     PARAMETER_NODE_REFERENCES = ("InputVolume", "GroundTruthVolume")
 
     def getParameterNode(self):
@@ -408,10 +396,34 @@ class MRSuperResLogic:
             node.SetName(self.scene.GenerateUniqueName("MRSuperRes"))
             node.SetAttribute("ModuleName", "MRSuperRes")
             node = self.scene.AddNode(node)
-        for key, value in self.PARAMETER_DEFAULTS.items():
+        for key, value in self.parameterDefaults().items():
             if not node.GetParameter(key):
                 node.SetParameter(key, value)
         return node
+
+    @classmethod
+    def parameterDefaults(cls) -> dict[str, str]:
+        """Every panel setting's starting value; the training ones come from the training
+        options' one declaration (TrainConfig)."""
+        from .training_config import panel_defaults
+
+        training = {cls.TRAINING_PARAMETER_PREFIX + k: str(v) for k, v in panel_defaults().items()}
+        return {**cls.PARAMETER_DEFAULTS, **training}
+
+    @staticmethod
+    def trainingChoices() -> dict[str, list[str]]:
+        """{option: its choices, the panel's default first} for the training options the panel offers."""
+        from .training_config import choices_of, panel_defaults
+
+        return {k: sorted(map(str, choices_of(k)), key=lambda c: c != str(v))
+                for k, v in panel_defaults().items() if choices_of(k)}
+
+    def trainingOptions(self) -> dict:
+        """The panel's training settings from the parameter node, typed as `train` takes them."""
+        from .training_config import coerce, panel_defaults
+
+        node = self.getParameterNode()
+        return {k: coerce(k, node.GetParameter(self.TRAINING_PARAMETER_PREFIX + k)) for k in panel_defaults()}
 
     # models
     def listModels(self) -> list[dict]:
@@ -428,11 +440,10 @@ class MRSuperResLogic:
     def importModel(self, path: str, name: str | None = None) -> str:
         """Convert any supported weights file into the model cache; returns its name."""
         from .catalog import cache_dir
-        from .weights import load_generator, save_model
-        model, card = load_generator(Path(path))
+        from .weights import import_model
         name = _safe(name or Path(path).name.split(".")[0])
         cache_dir().mkdir(parents=True, exist_ok=True)
-        save_model(model, cache_dir() / f"{name}.safetensors", {**card, "name": name, "source": str(path)})
+        import_model(path, cache_dir() / f"{name}.safetensors", name)
         return name
 
     def _model(self, spec, detail=None):
@@ -706,9 +717,15 @@ class MRSuperResLogic:
               python=None, **options) -> TrainingJob:
         """Launch `mrsuperres train` as a background process on the given volume nodes.
 
-        `options` are `mrsuperres train`'s (stage, preset, init, iters, batch, patch, device,
-        degrade, ...). The volumes are written to `outputFolder/data/` first; the run folder is
-        `outputFolder/run`. Returns a TrainingJob whose tables follow the event log."""
+        `options` are `mrsuperres train`'s, by their TrainConfig names (stage, preset, init,
+        iters, batch, patch, device, degrade, resume, ...; values or their text). They are
+        checked here, before anything is written; the volumes then go to `outputFolder/data/`,
+        the options to `outputFolder/run/train_config.json`, which the child runs from. The run
+        folder is `outputFolder/run`. Returns a TrainingJob whose tables follow the event log."""
+        from .training_config import build_config, check_options, write_config_file
+        from .volumes import write_volume
+
+        check_options(options)                  # a bad option: one clear error, nothing written
         nodes = list(volumeNodes or [])
         if not nodes:
             raise MRSuperResError("no training volume chosen")
@@ -716,26 +733,18 @@ class MRSuperResLogic:
         volumes = [volume_from_node(n, "training volume") for n in nodes]
         val_volumes = [volume_from_node(n, "validation volume") for n in (validationNodes or [])]
         run = out / "run"
-        resume = bool(options.pop("resume", False))
-        if run.exists() and any(run.iterdir()) and not resume:
+        if run.exists() and any(run.iterdir()) and not options.get("resume"):
             raise MRSuperResError(f"{run} already holds a run: choose another output folder, or resume it")
-        from .volumes import write_volume
         data_dir = out / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         paths = [write_volume(v, data_dir / f"{_safe(n.GetName())}.nii.gz") for v, n in zip(volumes, nodes)]
         val_paths = [write_volume(v, data_dir / f"val_{_safe(n.GetName())}.nii.gz")
                      for v, n in zip(val_volumes, validationNodes or [])]
-        cmd = [python or python_executable(), "-m", "MRSuperResLib", "train", "--data", *map(str, paths),
-               "--out", str(run)]
-        if val_paths:
-            cmd += ["--val", *map(str, val_paths)]
-        for key, value in options.items():
-            if value is None or value is False:
-                continue
-            cmd += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
-        if resume:
-            cmd.append("--resume")
+        config = build_config({**options, "data": [str(p) for p in paths], "val": [str(p) for p in val_paths],
+                               "out": str(run)})
         run.mkdir(parents=True, exist_ok=True)
+        config_file = write_config_file(config, run / "train_config.json")
+        cmd = [python or python_executable(), "-m", "MRSuperResLib", "train", "--config", str(config_file)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(Path(__file__).resolve().parent.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
         log = open(run / "train.log", "ab")

@@ -23,9 +23,8 @@ import json
 import os
 import random
 import signal
-import sys
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,153 +32,14 @@ import torch
 from torch.nn import functional as F
 
 from . import checkpoints
+from .devices import autocast, device_name, resolve_precision, select_device
 from .errors import MRSuperResError
 from .events import EventLog
-from .inference import autocast, resolve_precision
+from .progress import Progress
 from .rrdbnet import RRDBNet
-from .training_data import HR_NOISE_SIGMA
-
-PRESETS = {
-    # seed 001: L1 + perceptual + GAN, each weight 1
-    "paper": dict(l1_weight=1.0, perceptual_weight=1.0, gan_weight=1.0,
-                  layers={"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}),
-    # train_realesrgan_x4plus.yml
-    "realesrgan": dict(l1_weight=1.0, perceptual_weight=1.0, gan_weight=0.1,
-                       layers={"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}),
-    # seed 002: L = L_percep + 5e-3 L_adv + 1e-2 L_content, ESRGAN's conv5_4 features, RaGAN
-    "thesis": dict(l1_weight=0.01, perceptual_weight=1.0, gan_weight=0.005, layers={"conv5_4": 1.0},
-                   gan_loss="ragan"),
-}
-STAGE_LR = {"psnr": 2e-4, "gan": 1e-4}
-# options that may change between a run and its --resume
-RESUME_MAY_CHANGE = {"iters", "device", "precision", "checkpoint_every", "log_every", "val_every", "resume",
-                     "config", "keep", "lr"}     # a lower --lr on resume is how a fine-tune is finished
-
-EXIT_DONE, EXIT_ERROR, EXIT_STOPPED = 0, 2, 3
-
-
-@dataclass
-class TrainConfig:
-    data: list = field(default_factory=list)
-    out: str = ""
-    val: list = field(default_factory=list)
-    stage: str = "psnr"
-    preset: str = "realesrgan"
-    init: str = "scratch"
-    init_d: str = "scratch"
-    scale: int = 4
-    blocks: int | None = None          # None: 23, or the init model's
-    features: int | None = None        # None: 64, or the init model's
-    growth: int | None = None          # None: 32, or the init model's
-    d_features: int = 64
-    iters: int = 1000
-    batch: int = 4
-    patch: int = 128
-    degrade: str = "bilinear"
-    hr_noise: float = 0.0
-    hr_noise_sigma: list | str = field(default_factory=lambda: list(HR_NOISE_SIGMA))   # [lo, hi] or "lo,hi"
-    axis: str = "2"
-    lr: float | None = None
-    ema_decay: float = 0.999
-    gan_loss: str | None = None
-    l1_weight: float | None = None
-    perceptual_weight: float | None = None
-    gan_weight: float | None = None
-    checkpoint_every: int = 500
-    val_every: int | None = None       # None: with every checkpoint
-    log_every: int = 10
-    keep: int = 3
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    resume: bool = False
-    config: str | None = None
-
-    @classmethod
-    def option_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-
-def load_toml(path: str) -> dict:
-    import tomllib
-
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise MRSuperResError(f"config file not found: {path}") from None
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise MRSuperResError(f"cannot read config file {path}: {exc}") from None
-    options = {k.replace("-", "_"): v for k, v in raw.items()}
-    unknown = sorted(set(options) - set(TrainConfig.option_names()))
-    if unknown:
-        raise MRSuperResError(f"{path}: unknown option(s) {', '.join(unknown)}")
-    for key in ("data", "val"):
-        if isinstance(options.get(key), str):
-            options[key] = [options[key]]
-    return options
-
-
-def build_config(cli_options: dict) -> TrainConfig:
-    """Defaults <- TOML file (--config) <- explicit command-line flags."""
-    options = {}
-    if cli_options.get("config"):
-        options.update(load_toml(cli_options["config"]))
-    options.update({k: v for k, v in cli_options.items() if v is not None and v != []})
-    config = TrainConfig(**options)
-    check_config(config)
-    return config
-
-
-def check_config(c: TrainConfig) -> None:
-    from .mri_degradation import parse_degradations
-    from .training_data import axes_for
-
-    if not c.data:
-        raise MRSuperResError("no training volumes given (--data)")
-    if not c.out:
-        raise MRSuperResError("no run folder given (--out)")
-    if c.stage not in STAGE_LR:
-        raise MRSuperResError(f"--stage must be psnr or gan, not {c.stage!r}")
-    if c.preset not in PRESETS:
-        raise MRSuperResError(f"--preset must be one of {', '.join(PRESETS)}, not {c.preset!r}")
-    if c.scale not in (2, 4, 8):
-        raise MRSuperResError(f"--scale must be 2, 4 or 8, not {c.scale}")
-    for name in ("iters", "batch", "patch", "checkpoint_every", "log_every", "keep", "d_features"):
-        if int(getattr(c, name)) < 1:
-            raise MRSuperResError(f"--{name.replace('_', '-')} must be at least 1")
-    if c.patch % (8 * c.scale if c.stage == "gan" else c.scale) or c.patch % 8:
-        raise MRSuperResError(f"--patch {c.patch} must be a multiple of 8 and of 8 x scale for the GAN stage "
-                              f"(the discriminator halves it three times)")
-    if c.gan_loss not in (None, "vanilla", "ragan"):
-        raise MRSuperResError(f"--gan-loss must be vanilla or ragan, not {c.gan_loss!r}")
-    if c.precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise MRSuperResError(f"--precision must be auto, fp32, bf16 or fp16, not {c.precision!r}")
-    if not 0 <= c.ema_decay < 1:
-        raise MRSuperResError("--ema-decay must be in [0, 1)")
-    parse_degradations(c.degrade)
-    if not 0 <= c.hr_noise <= 1:
-        raise MRSuperResError("--hr-noise is a probability: give a number in [0, 1]")
-    c.hr_noise_sigma = parse_noise_sigma(c.hr_noise_sigma)
-    axes_for(c.axis)
-
-
-def parse_noise_sigma(value) -> list[float]:
-    """--hr-noise-sigma "lo,hi" (or a [lo, hi] list) -> [lo, hi] with 0 <= lo <= hi <= 0.5."""
-    try:
-        parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
-    except (TypeError, ValueError):
-        parts = []
-    if len(parts) != 2 or not 0 <= parts[0] <= parts[1] <= 0.5:
-        raise MRSuperResError(f"--hr-noise-sigma must be 'lo,hi' with 0 <= lo <= hi <= 0.5 (fractions of the "
-                              f"[0, 1] range), not {value!r}")
-    return parts
-
-
-def recorded_noise_sigma(hr_noise: float, sigma) -> list[float] | None:
-    """What a card says of the `--hr-noise` sigma range: None without noise; the default range
-    for runs and cards from before --hr-noise-sigma existed (they have none recorded)."""
-    return (list(sigma) if sigma else list(HR_NOISE_SIGMA)) if hr_noise else None
+from .training_config import (EXIT_DONE, EXIT_STOPPED, PRESETS, STAGE_LR, TrainConfig, check_config,
+                              resume_differences)
+from .training_init import resolve_init, resolve_init_d
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -187,71 +47,6 @@ def recorded_noise_sigma(hr_noise: float, sigma) -> list[float] | None:
 def clean_targets(noisy: np.ndarray, device) -> torch.Tensor | None:
     """Indices of a batch's samples without `--hr-noise` on their target (None: all of them)."""
     return torch.from_numpy(np.flatnonzero(~noisy)).to(device) if noisy.any() else None
-
-
-def noisy_target_losses(stage: str, hr_noise: float) -> str | None:
-    """For a model card: which losses the `--hr-noise` targets trained (None: there were none)."""
-    if not hr_noise:
-        return None
-    return "l1 only (perceptual, adversarial and discriminator: clean targets only)" if stage == "gan" else "l1"
-
-
-# what a model card passes on to the cards of models fine-tuned from it (their provenance)
-PROVENANCE_KEYS = ("name", "sha256", "init", "stage", "training_data", "degradations", "hr_noise", "hr_noise_sigma",
-                   "axis", "patch", "batch", "iterations", "learning_rate_schedule", "ema_decay", "weights",
-                   "device", "precision", "wall_seconds", "metrics", "init_provenance")
-
-
-def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
-    """The starting generator, a description of where it came from, and (for a trained model)
-    the training record from its card, so a chain of fine-tunes stays traceable."""
-    from .catalog import REALESRGAN_MODEL, load_model
-
-    if config.init == "scratch":
-        torch.manual_seed(config.seed)
-        model = RRDBNet(1, 1, scale=config.scale, num_feat=config.features or 64,
-                        num_block=config.blocks or 23, num_grow_ch=config.growth or 32)
-        return model, "scratch (BasicSR initialisation)", None
-    spec = REALESRGAN_MODEL if config.init == "realesrgan" else config.init
-    if Path(spec).is_dir():
-        spec = str(Path(spec) / "model.safetensors")
-    model, card = load_model(spec)
-    if model.scale != config.scale:
-        raise MRSuperResError(f"--init model '{card.get('name')}' is x{model.scale}, but --scale {config.scale} "
-                              "was asked")
-    arch = model.config
-    for flag, key in (("blocks", "num_block"), ("features", "num_feat"), ("growth", "num_grow_ch")):
-        wanted = getattr(config, flag)
-        if wanted is not None and wanted != arch[key]:
-            raise MRSuperResError(f"--{flag} {wanted} differs from the --init model's {arch[key]}")
-    record = {k: card[k] for k in PROVENANCE_KEYS if k in card} if card.get("iterations") else None
-    if record:
-        record["hr_noise_sigma"] = recorded_noise_sigma(record.get("hr_noise"), record.get("hr_noise_sigma"))
-    return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'})", record
-
-
-def resolve_init_d(config: TrainConfig):
-    from .discriminator import UNetDiscriminatorSN, discriminator_from_state
-    from .weights import read_state_dict
-
-    if config.stage != "gan":
-        return None, "none (psnr stage)"
-    if config.init_d == "scratch":
-        torch.manual_seed(config.seed + 1)
-        return UNetDiscriminatorSN(1, config.d_features), "scratch"
-    path = Path(config.init_d)
-    if not path.exists():
-        raise MRSuperResError(f"--init-d file not found: {path}")
-    if path.suffix == ".pt":                    # one of our training checkpoints
-        try:
-            d_state = checkpoints.read_checkpoint(path).get("discriminator")
-        except Exception as exc:
-            raise MRSuperResError(f"cannot read --init-d {path}: {' '.join(str(exc).split())[:160]}") from None
-        if not d_state:
-            raise MRSuperResError(f"--init-d {path} holds no discriminator")
-    else:                                       # .pth / .safetensors, BasicSR keys
-        d_state = read_state_dict(path)
-    return discriminator_from_state(d_state, str(path)), str(path)
 
 
 def gan_loss(kind: str, pred: torch.Tensor, target_real: bool, other: torch.Tensor | None = None) -> torch.Tensor:
@@ -274,26 +69,21 @@ def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = N
     what a GAN checkpoint is picked by: the perceptual and adversarial losses trade SSIM/PSNR
     for texture, and VIF says whether that texture still carries the reference's information."""
     from .inference import super_resolve_slices
-    from .metrics import slice_metrics
+    from .metrics import score_slices
     from .resample import upsample
 
     if val is None:
         return None
     lr, hr = val
     prec = "fp32" if precision == "fp16" else precision
-    preds = [("model", super_resolve_slices(ema, lr, device=device, precision=prec))]
+    preds = {"model": super_resolve_slices(ema, lr, device=device, precision=prec)}
     if generator is not None:
         was_training = generator.training
-        preds.append(("generator", super_resolve_slices(generator.eval(), lr, device=device, precision=prec)))
+        preds["generator"] = super_resolve_slices(generator.eval(), lr, device=device, precision=prec)
         generator.train(was_training)
-    preds.append(("bicubic", np.clip(upsample(lr, ema.scale, "bicubic"), 0, 1)))
-    out = {}
-    for name, pred in preds:
-        rows = [slice_metrics(h, p) for h, p in zip(hr, pred)]      # the same metrics as `evaluate`
-        out[name] = {"ssim": float(np.mean([r["ssim"] for r in rows])),
-                     "psnr": float(np.mean([r["psnr"] for r in rows])),
-                     "vif": float(np.nanmean([r["vif"] for r in rows]))}
-    return out
+    preds["bicubic"] = np.clip(upsample(lr, ema.scale, "bicubic"), 0, 1)
+    _, summary = score_slices(hr, preds)                   # the same scoring as `evaluate`
+    return {name: {k: summary[name][k]["mean"] for k in ("ssim", "psnr", "vif")} for name in preds}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -332,12 +122,11 @@ class Trainer:
     def __init__(self, config: TrainConfig, progress_bar: bool | None = None):
         self.config = config
         self.run_dir = Path(config.out)
-        self.progress_bar = sys.stderr.isatty() if progress_bar is None else progress_bar
+        self.progress_bar = progress_bar is not False     # None: a bar on a terminal, log lines elsewhere
         self.deferred_warnings: list[str] = []
 
     # -- validation of inputs: nothing is written here
     def prepare(self) -> None:
-        from .inference import select_device
         from .mri_degradation import parse_degradations
         from .training_data import load_pools, validation_set
 
@@ -358,11 +147,7 @@ class Trainer:
             if found is None:
                 raise MRSuperResError(f"--resume: no valid checkpoint in {checkpoints.checkpoint_dir(run)}")
             self.resume_state, self.resume_path = found
-            saved = self.resume_state["config"]
-            defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory()
-                        for f in fields(TrainConfig)}     # for options newer than the run
-            diff = [k for k in TrainConfig.option_names()
-                    if k not in RESUME_MAY_CHANGE and saved.get(k, defaults.get(k)) != getattr(c, k)]
+            diff = resume_differences(self.resume_state["config"], c)
             if diff:
                 raise MRSuperResError(f"--resume needs the same options as the run; these differ: {', '.join(diff)}")
             if self.resume_state["iter"] >= c.iters:
@@ -588,7 +373,7 @@ class Trainer:
         c = self.config
         t_start = time.perf_counter()
         self.iteration = start_iter
-        bar = _Bar(c.iters, enabled=self.progress_bar)
+        bar = Progress("train", c.iters, "it", initial=start_iter, enabled=self.progress_bar)
         self.rng_state = self.rng.bit_generator.state     # after the last batch trained on
         batches = Prefetcher(self.pool, self.rng, c.batch, c.patch, c.scale, self.methods, c.hr_noise,
                              tuple(c.hr_noise_sigma))
@@ -602,7 +387,6 @@ class Trainer:
         val_every = c.val_every or c.checkpoint_every
         window_t, window_i = t_start, start_iter
         losses = {}
-        its = 0.0
         for it in range(start_iter + 1, c.iters + 1):
             lr_b, hr_b, noisy, self.rng_state = batches.next()
             losses = self._step(lr_b, hr_b, noisy)
@@ -613,7 +397,7 @@ class Trainer:
                 window_t, window_i = now, it
                 self.log.write("progress", it, losses=losses, lr=self.lr, its_per_sec=its,
                                eta_seconds=(c.iters - it) / its if its > 0 else None, iters=c.iters)
-            bar.update(it, losses, its)
+            bar.update(it, **dict(list(losses.items())[:3]))
             if it % val_every == 0 and it != c.iters:
                 self._validate(it)
             if stop.requested():
@@ -642,62 +426,23 @@ class Trainer:
 
     def export(self, it: int, wall: float, stopped: str | None) -> Path:
         """RUN/model.safetensors (the EMA generator) and its card."""
+        from .cards import training_card
         from .weights import save_model
 
         c = self.config
         model = copy.deepcopy(self.ema).to("cpu", memory_format=torch.contiguous_format).float()
-        card = {
-            "name": self.run_dir.resolve().name,
-            "description": f"MRSuperRes {c.stage}-stage training run (EMA generator)",
-            "stage": c.stage, "preset": c.preset if c.stage == "gan" else None,
-            "loss_weights": self.weights if c.stage == "gan" else {"l1_weight": 1.0},     # psnr: L1 only
-            "gan_loss": self.gan_kind if c.stage == "gan" else None,
-            "perceptual_network": self.vgg_desc, "init": self.init_desc, "init_provenance": self.init_record,
-            "init_discriminator": self.init_d_desc,
-            "training_data": [dict(path=i.path, sha256=i.sha256, shape=list(i.shape)) for i in self.train_infos],
-            "validation_data": ([dict(path=i.path, sha256=i.sha256, shape=list(i.shape)) for i in self.val_infos]
-                                if self.split != "slab" else "last 20% of the training volume's slices along its "
-                                                             "third axis, held out from training"),
-            "degradations": self.methods, "hr_noise": c.hr_noise,
-            "hr_noise_sigma": recorded_noise_sigma(c.hr_noise, c.hr_noise_sigma),
-            "hr_noise_losses": noisy_target_losses(c.stage, c.hr_noise),
-            "axis": c.axis, "patch": c.patch, "batch": c.batch,
-            "iterations": it, "target_iterations": c.iters, "stopped_early": bool(stopped),
-            "learning_rate": self.lr, "learning_rate_schedule": self.lr_schedule, "ema_decay": c.ema_decay,
-            "seed": c.seed,
-            "device": _device_name(self.device), "precision": self.precision,
-            "wall_seconds": round(wall, 1),
-            "metrics": ({"validation": self.last_val, "protocol": "bilinear x%d, up to 16 central crops <= 128 px, "
-                         "SSIM/PSNR on [0,1]" % c.scale} if self.last_val else None),
-        }
+        card = training_card(
+            name=self.run_dir.resolve().name, stage=c.stage, preset=c.preset, loss_weights=self.weights,
+            gan_loss=self.gan_kind, perceptual_network=self.vgg_desc, init=self.init_desc,
+            init_provenance=self.init_record, init_discriminator=self.init_d_desc, training_volumes=self.train_infos,
+            validation_volumes=self.val_infos, split=self.split, degradations=self.methods, hr_noise=c.hr_noise,
+            hr_noise_sigma=c.hr_noise_sigma, axis=c.axis, patch=c.patch, batch=c.batch, iterations=it,
+            target_iterations=c.iters, stopped=stopped, learning_rate=self.lr, learning_rate_schedule=self.lr_schedule,
+            ema_decay=c.ema_decay, seed=c.seed, device=device_name(self.device), precision=self.precision,
+            wall_seconds=wall, validation=self.last_val, scale=c.scale)
         path = self.run_dir / "model.safetensors"
         save_model(model, path, card)
         return path
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    import platform
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-class _Bar:
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-
-    def update(self, it: int, losses: dict, its: float) -> None:
-        if not self.enabled:
-            return
-        filled = int(30 * it / self.total)
-        loss = " ".join(f"{k} {v:.4f}" for k, v in list(losses.items())[:3])
-        eta = f"{(self.total - it) / its:6.0f} s left" if its > 0 else ""
-        sys.stderr.write(f"\rtrain [{'#' * filled}{'.' * (30 - filled)}] {it}/{self.total} {loss} {eta} ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
 
 
 def train(config: TrainConfig, progress_bar: bool | None = None) -> int:

@@ -17,7 +17,7 @@ from . import geometry
 from .errors import MRSuperResError
 from .files import sha256_of
 from .mri_degradation import add_rician, make_lr
-from .volumes import read_volume
+from .volumes import normalise, read_volume
 
 TISSUE_LEVEL = 0.05        # a patch needs some voxels above this to count as tissue
 HR_NOISE_SIGMA = (0.005, 0.03)   # --hr-noise: Rician sigma range, fraction of the [0, 1] range
@@ -40,9 +40,7 @@ def axes_for(axis: str | int) -> list[int]:
 
 def load_normalised(path: str) -> tuple[np.ndarray, VolumeInfo]:
     volume = read_volume(path)
-    lo, hi = float(volume.data.min()), float(volume.data.max())
-    data = (volume.data - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-    return data, VolumeInfo(str(path), tuple(volume.data.shape), sha256_of(path))
+    return normalise(volume.data), VolumeInfo(str(path), tuple(volume.data.shape), sha256_of(path))
 
 
 def split_volumes(data: list[str], val: list[str] | None) -> tuple[list[str], list[str], str]:

@@ -202,6 +202,28 @@ def intensity_range(data: np.ndarray) -> tuple[float, float]:
     return float(data.min()), float(data.max())
 
 
+def normalise(data: np.ndarray, lo_hi: tuple[float, float] | None = None, *, clip: bool = False) -> np.ndarray:
+    """A new float32 array (x - lo) * (1 / (hi - lo)): the one min-max formula, in float32, so
+    that enhance, evaluate, training and the Slicer comparison agree to the bit. `lo_hi`
+    defaults to the data's own `intensity_range` (pass a reference volume's to share its
+    scale); `clip` clamps to [0, 1]. Memory: one float32 array the size of `data`."""
+    lo, hi = intensity_range(data) if lo_hi is None else lo_hi
+    out = np.asarray(data, dtype=np.float32) - np.float32(lo)
+    out *= np.float32(1.0 / (hi - lo))
+    if clip:
+        np.clip(out, 0, 1, out=out)
+    return out
+
+
+def denormalise(x01: np.ndarray, lo: float, hi: float, *, in_place: bool = False) -> np.ndarray:
+    """`normalise`'s inverse, x * (hi - lo) + lo in float32; `in_place` overwrites the float32
+    `x01` instead of allocating (enhance's volume-sized outputs)."""
+    out = x01 if in_place else np.array(x01, dtype=np.float32)
+    out *= np.float32(hi - lo)
+    out += np.float32(lo)
+    return out
+
+
 # ----------------------------------------------------------------------------- writing
 
 def check_writable(path: str | os.PathLike) -> Path:

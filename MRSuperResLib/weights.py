@@ -8,7 +8,6 @@ state dict is loaded with a strict key and shape check. Arbitrary pickles are ne
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import struct
@@ -17,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cards import imported_card, read_card, write_card
 from .errors import MRSuperResError
 from .files import atomic_write_bytes, sha256_of
 from .rrdbnet import RRDBNet, unshuffle_factor
-
-CARD_SUFFIX = ".json"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -276,21 +274,7 @@ def build_generator(state: dict[str, torch.Tensor], source: str = "") -> RRDBNet
     return model.eval()
 
 
-# ----------------------------------------------------------------------------- files and cards
-
-def card_path(weights_path: str | os.PathLike) -> Path:
-    return Path(weights_path).with_suffix(CARD_SUFFIX)
-
-
-def read_card(weights_path: str | os.PathLike) -> dict | None:
-    path = card_path(weights_path)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MRSuperResError(f"model card {path} is not valid JSON ({exc})") from None
-
+# ----------------------------------------------------------------------------- files (cards: see cards.py)
 
 def save_model(model: RRDBNet, path: str | os.PathLike, card: dict) -> dict:
     """Write `path` (.safetensors, fp32 or as stored) and its JSON card; returns the card."""
@@ -312,7 +296,7 @@ def save_model(model: RRDBNet, path: str | os.PathLike, card: dict) -> dict:
         full.setdefault(key, None)
     try:
         atomic_write_bytes(path, blob)
-        atomic_write_bytes(card_path(path), (json.dumps(full, indent=2) + "\n").encode())
+        write_card(path, full)
     except OSError as exc:
         raise MRSuperResError(f"cannot write {path}: {exc.strerror or exc}") from None
     return full
@@ -333,3 +317,10 @@ def load_generator(path: str | os.PathLike, verify_card: bool = True) -> tuple[R
         card = {"name": path.stem, "scale": model.scale, "architecture": {"type": "RRDBNet", **model.config},
                 "source": str(path)}
     return model, card
+
+
+def import_model(source: str | os.PathLike, dest: str | os.PathLike, name: str) -> dict:
+    """Convert weights of any accepted kind into `dest` (.safetensors) as model `name`; its card
+    records the source file and its sha256. Returns the saved card."""
+    model, card = load_generator(Path(source))
+    return save_model(model, dest, imported_card(card, name, source))

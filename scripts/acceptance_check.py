@@ -13,16 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-from ship_model import axial_axis  # noqa: E402
+from MRSuperResLib import geometry
+from MRSuperResLib.errors import MRSuperResError
+from MRSuperResLib.evaluate import prepare_slices
+from MRSuperResLib.metrics import score_slices
+from MRSuperResLib.resample import crop_to_multiple, upsample
+from MRSuperResLib.volumes import Volume, intensity_range, normalise, read_volume, write_volume
 
-from MRSuperResLib import geometry  # noqa: E402
-from MRSuperResLib.errors import MRSuperResError  # noqa: E402
-from MRSuperResLib.metrics import slice_metrics  # noqa: E402
-from MRSuperResLib.resample import crop_to_multiple, upsample  # noqa: E402
-from MRSuperResLib.volumes import Volume, read_volume, write_volume  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CLI = [sys.executable, "-m", "MRSuperResLib"]
 
@@ -34,16 +32,16 @@ def run(*args: str) -> None:
 
 
 def check(path: str, models: list[str], work: Path) -> None:
-    volume, ax = read_volume(path), axial_axis(Path(path))
+    volume = read_volume(path)
+    ax = geometry.axial_axis(volume.affine)
     cropped = crop_to_multiple(volume, 4, ax)
     hr = Volume(cropped.data.astype(np.float32), cropped.affine, {})
     write_volume(hr, work / "hr.nii.gz")
     run("degrade", str(work / "hr.nii.gz"), "-o", str(work / "lr.nii.gz"), "--scale", "4", "--degrade", "bilinear",
         "--axis", str(ax))
     lr = read_volume(str(work / "lr.nii.gz"))
-    gt = geometry.slices_first(hr.data, ax)
-    lo, hi = float(gt.min()), float(gt.max())
-    keep = [i for i in range(gt.shape[0]) if gt[i].max() > lo]
+    gt01, keep = prepare_slices(hr.data, ax)          # min-max of the scan, blank slices dropped
+    lo_hi = intensity_range(hr.data)
     outputs = {"bicubic": upsample(geometry.slices_first(lr.data, ax).astype(np.float32), 4, "bicubic")}
     for m in models:
         run("enhance", str(work / "lr.nii.gz"), "-o", str(work / f"{m}.nii.gz"), "--model", m, "--axis", str(ax))
@@ -51,12 +49,9 @@ def check(path: str, models: list[str], work: Path) -> None:
         if not np.allclose(sr.affine, hr.affine, atol=1e-4):
             sys.exit(f"{m}'s output is not on the scan's grid")
         outputs[m] = geometry.slices_first(sr.data, ax)
-
-    def unit(x):
-        return np.clip((x - lo) / (hi - lo), 0, 1)
-
-    scores = {name: np.mean([[slice_metrics(unit(gt[i]), unit(out[i]))[q] for q in ("ssim", "psnr", "vif")]
-                             for i in keep], 0) for name, out in outputs.items()}
+    _, summary = score_slices(gt01, {name: normalise(out[keep], lo_hi, clip=True) for name, out in outputs.items()},
+                              keep)
+    scores = {name: np.array([s[q]["mean"] for q in ("ssim", "psnr", "vif")]) for name, s in summary.items()}
     print(f"{Path(path).name}: {len(keep)} axial slices; bicubic SSIM / PSNR / VIF "
           "%.4f / %.2f / %.4f" % tuple(scores["bicubic"]), flush=True)
     for m in models:

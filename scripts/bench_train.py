@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from MRSuperResLib.events import read_events, start_event
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "Resources" / "SampleData" / "colin27_t1_brain_slab.nii.gz"
 
@@ -32,10 +34,10 @@ def main() -> None:
                    "--patch", str(args.patch), "--precision", precision, "--log-every", "1",
                    "--checkpoint-every", "100000", "--axis", "2"]
             subprocess.run(cmd, check=True, cwd=ROOT)
-            events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+            events = read_events(run / "events.jsonl")
             times = [e["time"] for e in events if e["event"] == "progress"]
             its = (len(times) - 3) / (times[-1] - times[2])
-            start = events[0]
+            start = start_event(events)
             results[precision] = dict(its_per_sec=its, seconds_per_iter=1 / its, device=start["device"],
                                       vgg=start["vgg"])
             print(f"{precision}: {its:.3f} it/s ({1 / its:.2f} s/iter), batch {args.batch}, patch {args.patch}")

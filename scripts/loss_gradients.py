@@ -13,12 +13,9 @@ the image is decided by the ratio of these gradients. The shipped GAN's weights 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 # the generator's losses (Trainer.generator_losses) as printed, and the weight each is multiplied by
@@ -60,7 +57,8 @@ def main() -> None:
         del argv[i:i + 2]
     from MRSuperResLib.cli import build_parser
     from MRSuperResLib.errors import MRSuperResError
-    from MRSuperResLib.training import TrainConfig, Trainer, build_config
+    from MRSuperResLib.training import Trainer
+    from MRSuperResLib.training_config import TrainConfig, build_config
 
     args = build_parser().parse_args(argv)
     if args.command != "train":

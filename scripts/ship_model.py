@@ -23,9 +23,11 @@ import json
 import sys
 from pathlib import Path
 
+from MRSuperResLib import geometry
+from MRSuperResLib.datasets import source_of
+from MRSuperResLib.errors import MRSuperResError
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))          # fetch_training_data: where each volume comes from
 
 
 def main() -> None:
@@ -56,13 +58,17 @@ def main() -> None:
         rescore(args)
         return
 
+    from MRSuperResLib.cards import shipped_card
     from MRSuperResLib.catalog import SHIPPED_DIR
+    from MRSuperResLib.checkpoints import checkpoint_generator
+    from MRSuperResLib.events import read_events, start_event
     from MRSuperResLib.weights import load_generator, save_model
-    from MRSuperResLib.training import noisy_target_losses, recorded_noise_sigma
 
     if args.weights == "generator" or args.checkpoint is not None:
-        from export_generator import checkpoint_generator
-        model, run_card = checkpoint_generator(args.run, args.checkpoint, args.weights)
+        try:
+            model, run_card = checkpoint_generator(args.run, args.checkpoint, args.weights)
+        except MRSuperResError as exc:
+            sys.exit(str(exc))
     else:
         model, run_card = load_generator(args.run / "model.safetensors")
     # the weights ship in fp16: round them first, so every figure in the card is the shipped file's
@@ -72,41 +78,14 @@ def main() -> None:
         sys.exit(f"{args.run} has no training record (model.json): stop the run (STOP file) before shipping")
     # every held-out volume is checked before any of the (long) evaluations starts
     val_sha, independent = held_out(args, run_card)
-    events = [json.loads(line) for line in (args.run / "events.jsonl").read_text().splitlines() if line.strip()]
-    start = next(e for e in events if e["event"] in ("start", "resumed"))
-    hr_noise = start["config"].get("hr_noise", 0.0)
-    hr_noise_sigma = recorded_noise_sigma(hr_noise, start["config"].get("hr_noise_sigma"))
+    start = start_event(read_events(args.run / "events.jsonl"))
+    if start is None:
+        sys.exit(f"{args.run}/events.jsonl has no start event: not a training run")
     validation, table = validate(model, args.name, args.val, val_sha)
-    card = {
-        "name": args.name,
-        "description": run_card.get("description"),
-        "init": run_card.get("init"), "init_provenance": run_card.get("init_provenance"),
-        "stage": run_card.get("stage"),
-        "preset": run_card.get("preset") if run_card.get("stage") == "gan" else None,
-        "loss_weights": run_card.get("loss_weights") if run_card.get("stage") == "gan" else {"l1_weight": 1.0},
-        "gan_loss": run_card.get("gan_loss"),
-        "perceptual_network": run_card.get("perceptual_network"),
-        "training_data": describe_data(run_card.get("training_data")),
-        "degradations": start["config"]["degrade"], "hr_noise": hr_noise, "hr_noise_sigma": hr_noise_sigma,
-        "hr_noise_losses": noisy_target_losses(run_card.get("stage"), hr_noise),
-        "slice_axes": start["config"]["axis"],
-        "augmentation": "random crops, flips and 90-degree rotations",
-        "iterations": run_card.get("iterations"), "batch": start["config"]["batch"],
-        "patch": start["config"]["patch"], "learning_rate": start.get("lr"),
-        "learning_rate_schedule": run_card.get("learning_rate_schedule") or [[0, start.get("lr")]],
-        "device": run_card.get("device"), "precision": run_card.get("precision"),
-        "wall_seconds": run_card.get("wall_seconds"),
-        **chain_totals(run_card),
-        "validation": validation,
-        "metrics": {k: table[args.name][k] for k in ("psnr", "ssim", "vif")},
-        "bicubic": {k: table["bicubic"][k] for k in ("psnr", "ssim", "vif")},
-        "weights": run_card.get("weights", "EMA generator (decay %s)" % start["config"].get("ema_decay")),
-        "storage": "fp16 safetensors (loaded as fp32)",
-    }
-    if independent:
-        card["independent_check"] = independent_check(model, args.name, independent)
-    if args.partner:
-        card["detail_partner"] = args.partner
+    checked = independent_check(model, args.name, independent) if independent else None
+    card = shipped_card(run_card, start["config"], name=args.name, learning_rate=start.get("lr"),
+                        training_data=describe_data(run_card.get("training_data")), validation=validation,
+                        table=table, independent=checked, partner=args.partner)
     saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
     print(json.dumps(table, indent=2))
     print(f"shipped {SHIPPED_DIR / (args.name + '.safetensors')} (sha256 {saved['sha256'][:16]}...)")
@@ -114,21 +93,19 @@ def main() -> None:
 
 def rescore(args) -> None:
     """Score the shipped model `args.name` with today's default inference; rewrite its card's figures."""
+    from MRSuperResLib.cards import card_path, scored_card, write_card
     from MRSuperResLib.catalog import SHIPPED_DIR
-    from MRSuperResLib.files import atomic_write_bytes
-    from MRSuperResLib.weights import card_path, load_generator
+    from MRSuperResLib.weights import load_generator
 
     path = SHIPPED_DIR / f"{args.name}.safetensors"
     if not path.exists():
         sys.exit(f"no shipped model {path}")
     model, card = load_generator(path)                       # checks the file against its card's sha256
     val_sha, independent = held_out(args, card)
-    card["validation"], table = validate(model, args.name, args.val, val_sha)
-    card["metrics"] = {k: table[args.name][k] for k in ("psnr", "ssim", "vif")}
-    card["bicubic"] = {k: table["bicubic"][k] for k in ("psnr", "ssim", "vif")}
-    if independent:
-        card["independent_check"] = independent_check(model, args.name, independent)
-    atomic_write_bytes(card_path(path), (json.dumps(card, indent=2) + "\n").encode())
+    validation, table = validate(model, args.name, args.val, val_sha)
+    checked = independent_check(model, args.name, independent) if independent else None
+    card = scored_card(card, name=args.name, validation=validation, table=table, independent=checked)
+    write_card(path, card)
     print(json.dumps(table, indent=2))
     print(f"re-scored {card_path(path)} (weights unchanged, sha256 {card['sha256'][:16]}...)")
 
@@ -175,16 +152,6 @@ def validate(model, name: str, val: Path, val_sha: str) -> tuple[dict, dict]:
     return record, table
 
 
-def source_of(sha256: str | None) -> tuple[str, str] | None:
-    """(file name, registry package and member) of a volume fetch_training_data knows, by hash."""
-    from fetch_training_data import EVALUATION, VOLUMES
-
-    for name, spec in {**VOLUMES, **EVALUATION}.items():
-        if spec["sha256"] == sha256:
-            return name, f"{spec['source']} {spec['package']}=={spec['version']}: {spec['member']}"
-    return None
-
-
 def describe_data(entries: list[dict] | None) -> list[dict] | None:
     """Training volumes as file name, sha256, shape and the registry package they come from
     (instead of the path they had on the training machine)."""
@@ -199,33 +166,15 @@ def describe_data(entries: list[dict] | None) -> list[dict] | None:
     return out or None
 
 
-def chain_totals(card: dict) -> dict:
-    """Iterations and wall time summed over this run and the trained runs it was fine-tuned from."""
-    iters, wall, runs = 0, 0.0, 0
-    while card:
-        iters += int(card.get("iterations") or 0)
-        wall += float(card.get("wall_seconds") or 0)
-        runs += 1
-        card = card.get("init_provenance")
-    return {"iterations_total": iters, "wall_seconds_total": round(wall, 1), "training_runs": runs}
-
-
-def axial_axis(path: Path) -> int:
-    """The voxel axis closest to the scanner's head-foot direction: its slices are axial."""
-    import numpy as np
-
-    from MRSuperResLib.volumes import read_volume
-    return int(np.argmax(np.abs(read_volume(str(path)).affine[2, :3])))
-
-
 def independent_check(model, name: str, scans: list[tuple[Path, str]]) -> list[dict]:
     """The evaluate protocol (axial slices, bilinear x4) on (path, sha256) scans of subjects
     never trained on (main checked that)."""
     from MRSuperResLib.evaluate import evaluate
+    from MRSuperResLib.volumes import read_volume
 
     rows = []
     for path, sha in scans:
-        axis = axial_axis(path)
+        axis = geometry.axial_axis(read_volume(str(path)).affine)
         result = evaluate([str(path)], model, model_name=name, scale=4, degradation="bilinear", axis=axis,
                           baselines=("bicubic", "bilinear"))
         means = {m: {k: round(v[k]["mean"], 4) for k in ("ssim", "psnr", "vif")} for m, v in result["methods"].items()}

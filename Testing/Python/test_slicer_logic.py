@@ -186,6 +186,9 @@ def test_training_job_runs_as_a_child_process_and_registers_its_model(scene, tmp
                       patch=32, blocks=1, features=8, growth=4, checkpoint_every=2, log_every=1, device="cpu",
                       precision="fp32")
     assert job.status == "done", job.message
+    sent = json.loads((tmp_path / "mytraining" / "run" / "train_config.json").read_text())
+    assert sent["iters"] == 4 and sent["blocks"] == 1 and sent["data"][0].endswith("gt.nii.gz")   # one config file
+    assert job.process.args[-2:] == ["--config", str(tmp_path / "mytraining" / "run" / "train_config.json")]
     assert job.lossTable.GetNumberOfRows() == 4
     l1 = [job.lossTable.GetTable().GetValueByName(r, "l1").ToDouble() for r in range(4)]
     assert all(np.isfinite(l1)) and job.validationTable.GetNumberOfRows() >= 1

@@ -276,7 +276,8 @@ def test_initialisation_from_runs_checkpoints_and_realesrgan(tmp_path, volumes, 
 def test_gan_losses_and_discriminator_skip_targets_given_hr_noise(tmp_path, volumes):
     """L1 trains on every sample; perceptual, adversarial and the discriminator only on clean targets."""
     from MRSuperResLib.cli import build_parser
-    from MRSuperResLib.training import TrainConfig, Trainer, build_config
+    from MRSuperResLib.training import Trainer
+    from MRSuperResLib.training_config import TrainConfig, build_config
 
     args = build_parser().parse_args(train_args(tmp_path / "never", volumes, "--stage", "gan", "--hr-noise", "0.5"))
     trainer = Trainer(build_config({k: getattr(args, k) for k in TrainConfig.option_names() if hasattr(args, k)}),

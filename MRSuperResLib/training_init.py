@@ -1,0 +1,63 @@
+"""Where a training run's networks start: from scratch, RealESRGAN, a shipped or cached model,
+a previous run, or (discriminator) a BasicSR file or a training checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import checkpoints
+from .cards import provenance
+from .errors import MRSuperResError
+from .rrdbnet import RRDBNet
+from .training_config import TrainConfig
+
+
+def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
+    """The starting generator, a description of where it came from, and (for a trained model)
+    the training record from its card, so a chain of fine-tunes stays traceable."""
+    from .catalog import REALESRGAN_MODEL, load_model
+
+    if config.init == "scratch":
+        torch.manual_seed(config.seed)
+        model = RRDBNet(1, 1, scale=config.scale, num_feat=config.features or 64,
+                        num_block=config.blocks or 23, num_grow_ch=config.growth or 32)
+        return model, "scratch (BasicSR initialisation)", None
+    spec = REALESRGAN_MODEL if config.init == "realesrgan" else config.init
+    if Path(spec).is_dir():
+        spec = str(Path(spec) / "model.safetensors")
+    model, card = load_model(spec)
+    if model.scale != config.scale:
+        raise MRSuperResError(f"--init model '{card.get('name')}' is x{model.scale}, but --scale {config.scale} "
+                              "was asked")
+    arch = model.config
+    for flag, key in (("blocks", "num_block"), ("features", "num_feat"), ("growth", "num_grow_ch")):
+        wanted = getattr(config, flag)
+        if wanted is not None and wanted != arch[key]:
+            raise MRSuperResError(f"--{flag} {wanted} differs from the --init model's {arch[key]}")
+    return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'})", provenance(card)
+
+
+def resolve_init_d(config: TrainConfig):
+    from .discriminator import UNetDiscriminatorSN, discriminator_from_state
+    from .weights import read_state_dict
+
+    if config.stage != "gan":
+        return None, "none (psnr stage)"
+    if config.init_d == "scratch":
+        torch.manual_seed(config.seed + 1)
+        return UNetDiscriminatorSN(1, config.d_features), "scratch"
+    path = Path(config.init_d)
+    if not path.exists():
+        raise MRSuperResError(f"--init-d file not found: {path}")
+    if path.suffix == ".pt":                    # one of our training checkpoints
+        try:
+            d_state = checkpoints.read_checkpoint(path).get("discriminator")
+        except Exception as exc:
+            raise MRSuperResError(f"cannot read --init-d {path}: {' '.join(str(exc).split())[:160]}") from None
+        if not d_state:
+            raise MRSuperResError(f"--init-d {path} holds no discriminator")
+    else:                                       # .pth / .safetensors, BasicSR keys
+        d_state = read_state_dict(path)
+    return discriminator_from_state(d_state, str(path)), str(path)
+
