@@ -8,7 +8,8 @@ also what the Python console and batch scripts use:
     logic = MRSuperRes.MRSuperResLogic()
     sr = logic.enhance(volumeNode, model="mri-x4-fidelity", axis="auto", device="auto")
 
-In a plain Python process with slicer-core (no Qt) importing this file gives the logic only.
+In a plain Python process with slicer-core (no Qt) importing this file gives the logic and the
+dependency helpers only (HAVE_APP is False). Slicer 5.8 runs Python 3.9: keep this file 3.9-clean.
 """
 from __future__ import annotations
 
@@ -20,21 +21,196 @@ for _candidate in (_HERE, os.path.dirname(_HERE)):          # installed extensio
     if os.path.isdir(os.path.join(_candidate, "MRSuperResLib")) and _candidate not in sys.path:
         sys.path.insert(0, _candidate)
 
-_LOGIC_NAMES = ("BackgroundTask", "CompareResult", "MRSuperResLogic", "TrainingJob", "headless_scene", "load_volume")
+_LOGIC_NAMES = {"MRSuperResLogic": "slicer_logic", "CompareResult": "slicer_nodes", "TrainingJob": "slicer_training",
+                "Job": "jobs", "ThreadJob": "jobs", "headless_scene": "slicer_scene", "load_volume": "slicer_scene"}
 
 
 def __getattr__(name):
     """`MRSuperRes.MRSuperResLogic` and friends, imported on first use: the library needs torch,
-    which a fresh Slicer gets only when the panel first opens (ensure_dependencies)."""
+    which a fresh Slicer gets only on the first Apply (ensure_dependencies)."""
     if name in _LOGIC_NAMES:
-        from MRSuperResLib import slicer_logic
-        return getattr(slicer_logic, name)
+        import importlib
+        return getattr(importlib.import_module(f"MRSuperResLib.{_LOGIC_NAMES[name]}"), name)
     raise AttributeError(f"module 'MRSuperRes' has no attribute '{name}'")
 
 
+# ---------------------------------------------------------------------------------------------
+# Dependencies. Pure functions (no Qt, no slicer) so that a plain-Python test can check exactly
+# what would be installed and with which pip arguments.
+
 TORCH_REQUIREMENT = ">=2.4"
-PIP_REQUIREMENTS = ("nibabel", "pynrrd", "scikit-image", "safetensors", "matplotlib", "onnx")
+# pyproject.toml's dependencies except torch, with its ranges (Testing/Python/test_slicer_panel.py
+# fails when the two disagree)
+PIP_REQUIREMENTS = ("numpy>=1.24,<3", "scipy>=1.10,<2", "nibabel>=5.0,<6", "pynrrd>=1.0,<2",
+                    "scikit-image>=0.21,<0.27", "safetensors>=0.4,<1", "matplotlib>=3.7,<4", "tqdm>=4.60,<5",
+                    "onnx>=1.14,<2")
+# Slicer's own packages: never installed or upgraded by MRSuperRes, held at their installed
+# versions through a pip constraints file so that no dependency can replace them
+SLICER_PACKAGES = ("numpy", "scipy", "SimpleITK", "requests", "pillow")
+
+
+def split_requirement(requirement: str) -> tuple:
+    """("scikit-image", ">=0.21,<0.27") from "scikit-image>=0.21,<0.27"."""
+    for i, c in enumerate(requirement):
+        if c in "<>=!~ ":
+            return requirement[:i], requirement[i:].strip()
+    return requirement, ""
+
+
+def version_key(version: str) -> tuple:
+    """(2, 5, 1) from "2.5.1+cu121" or "2.5.1rc1": enough to compare against our release ranges."""
+    key = []
+    for part in version.split("+")[0].split("."):
+        digits = ""
+        for c in part:
+            if not c.isdigit():
+                break
+            digits += c
+        if not digits:
+            break
+        key.append(int(digits))
+        if len(digits) < len(part):          # "1rc1": stop after the number
+            break
+    return tuple(key)
+
+
+def satisfies(version, spec: str) -> bool:
+    """Whether an installed `version` (None: not installed) meets a ">=a,<b" range."""
+    if version is None:
+        return False
+    have = version_key(version)
+    for clause in filter(None, (c.strip() for c in spec.split(","))):
+        op = next(o for o in (">=", "<=", "==", "!=", ">", "<") if clause.startswith(o))
+        want = version_key(clause[len(op):].strip())
+        n = max(len(have), len(want))
+        a, b = have + (0,) * (n - len(have)), want + (0,) * (n - len(want))
+        if not {">=": a >= b, "<=": a <= b, "==": a == b, "!=": a != b, ">": a > b, "<": a < b}[op]:
+            return False
+    return True
+
+
+def installed_version(name: str):
+    """The installed distribution's version, or None (read from metadata: nothing is imported)."""
+    import importlib.metadata
+
+    for candidate in (name, name.lower(), name.replace("-", "_")):
+        try:
+            return importlib.metadata.version(candidate)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def installed_versions() -> dict:
+    """{distribution: version or None} for torch, our requirements and Slicer's own packages."""
+    names = ["torch"] + [split_requirement(r)[0] for r in PIP_REQUIREMENTS] + list(SLICER_PACKAGES)
+    return {name: installed_version(name) for name in dict.fromkeys(names)}
+
+
+def torch_problem(version):
+    """None when the installed torch is recent enough, else what is wrong (for the user)."""
+    if version is None:
+        return "PyTorch is not installed"
+    if not satisfies(version, TORCH_REQUIREMENT):
+        return f"PyTorch {version} is too old: MRSuperRes needs PyTorch {TORCH_REQUIREMENT}"
+    return None
+
+
+def packages_to_install(versions: dict) -> list:
+    """The requirements pip must install: missing or out of range, never one of Slicer's own."""
+    out = []
+    for r in PIP_REQUIREMENTS:
+        name, spec = split_requirement(r)
+        if name not in SLICER_PACKAGES and not satisfies(versions.get(name), spec):
+            out.append(r)
+    return out
+
+
+def slicer_package_problems(versions: dict) -> list:
+    """Slicer's own packages that miss our range: only a newer Slicer can fix those."""
+    problems = []
+    for r in PIP_REQUIREMENTS:
+        name, spec = split_requirement(r)
+        if name in SLICER_PACKAGES and not satisfies(versions.get(name), spec):
+            found = versions.get(name)
+            problems.append(f"Slicer's {name} {found} is outside {spec}" if found else f"Slicer's {name} is missing")
+    return problems
+
+
+def constraints_text(versions: dict) -> str:
+    """A pip constraints file holding Slicer's own packages at their installed versions."""
+    return "".join(f"{name}=={versions[name]}\n" for name in SLICER_PACKAGES if versions.get(name))
+
+
+def pip_takes_constraints(pip_install) -> bool:
+    """Whether slicer.util.pip_install has a `constraints` argument (Slicer 5.12+; it forwards
+    **kwargs to slicer.packaging.pip_install there). Older ones take pip's arguments only."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(pip_install).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "constraints" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def pip_install_call(requirements: list, constraints_file: str, takes_constraints: bool) -> tuple:
+    """(args, kwargs) for slicer.util.pip_install. A list, not one string: older Slicers
+    shlex-split a string, which would eat the backslashes of a Windows constraints path."""
+    if takes_constraints:
+        return list(requirements), {"constraints": str(constraints_file)}
+    return list(requirements) + ["-c", str(constraints_file)], {}
+
+
+def dependency_lines(versions: dict) -> list:
+    """What is missing, one line each, for the panel and the confirmation."""
+    problem = torch_problem(versions.get("torch"))
+    lines = [problem] if problem else []
+    for r in packages_to_install(versions):
+        found = versions.get(split_requirement(r)[0])
+        lines.append(f"{r} (installed: {found})" if found else r)
+    return lines + slicer_package_problems(versions)
+
+
+def default_home_dir():
+    """MRSuperRes's per-user folder, as MRSuperResLib.catalog.home_dir() computes it (importing the
+    library imports torch, which the panel must not need before the first Apply)."""
+    from pathlib import Path
+
+    home = os.environ.get("MRSUPERRES_HOME")
+    return Path(home) if home else Path.home() / ".cache" / "mrsuperres"
+
+
+def training_output_folder(chosen: str, runs_root, resume: bool, stamp: str):
+    """Where a training run goes. Resume: the chosen folder. Start: the chosen folder, except
+    when it is empty, the runs folder itself, or a run already inside the runs folder: then a new
+    `run-<stamp>` folder there, so that Start never trips over an earlier run."""
+    from pathlib import Path
+
+    root = Path(runs_root)
+    folder = Path(chosen) if chosen else root
+    if resume:
+        return folder
+    holds_run = (folder / "run").is_dir() and any((folder / "run").iterdir())
+    if folder == root or (holds_run and root in folder.parents):
+        return root / f"run-{stamp}"
+    return folder
+
+
+# Panel state is synced by hand, not with slicer.parameterNodeWrapper: the wrapper stores bools as
+# "True"/"False" (the logic's node holds "true"/"false"), a QComboBox needs a fixed Choice list it
+# refills (the model lists change at run time; a scene may name a model not installed here, which
+# the wrapper refuses), and a ctkDirectoryButton maps only to pathlib.Path ("" is written as ".").
 SETTINGS = "MRSuperRes"
+TRAINING_PARAMETER_PREFIX = "train_"      # MRSuperResLogic.TRAINING_PARAMETER_PREFIX (a test checks)
+# the panel's state in the scene's parameter node: {control: parameter}, the names
+# MRSuperResLogic.PARAMETER_DEFAULTS / PARAMETER_NODE_REFERENCES use (a test checks)
+PANEL_CONTROLS = {"modelComboBox": "model", "axisComboBox": "axis", "deviceComboBox": "device",
+                  "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble", "anchorCheckBox": "anchor",
+                  "scaleSpinBox": "scale", "degradationComboBox": "degradation",
+                  "compareModelComboBox": "compareModel", "compareAxisComboBox": "compareAxis",
+                  "compareDeviceComboBox": "compareDevice", "outputDirectoryButton": "outputFolder"}
+PANEL_NODE_REFERENCES = {"inputSelector": "InputVolume", "groundTruthSelector": "GroundTruthVolume"}
 # the panel's control for each training option it offers (TrainConfig names; their defaults come
 # from TrainConfig through MRSuperResLogic.parameterDefaults); TRAINING_FIXED: offered without a
 # control, at the panel's default (axis "all": patches from every orientation)
@@ -54,33 +230,90 @@ except ImportError:                      # plain Python with slicer-core: the lo
     HAVE_APP = False
 
 
-def ensure_dependencies(ask: bool = True) -> bool:
-    """torch through the PyTorch extension, the rest by pip after one confirmation; Slicer's
-    own numpy, SimpleITK and requests are never replaced. True when everything is importable."""
-    import importlib.util
+class DependencyError(Exception):
+    """An install that did not happen, with the one line to show the user."""
 
-    if importlib.util.find_spec("torch") is None:
-        try:
-            import PyTorchUtils
-        except ImportError:
-            slicer.util.errorDisplay("MRSuperRes needs PyTorch: install the PyTorch extension from the "
-                                     "Extensions Manager, restart Slicer and open MRSuperRes again.")
+
+def ensure_dependencies(ask: bool = True) -> bool:
+    """True when torch and every package is there; otherwise, outside testing mode, installs
+    them after one confirmation: torch through the PyTorch extension, the rest by pip with
+    Slicer's own packages held. Never raises: a failure is shown in one message."""
+    import logging
+
+    try:
+        versions = installed_versions()
+        missing = dependency_lines(versions)
+        if not missing:
+            return True
+        if slicer.app.testingEnabled():              # tests must not change the environment
+            logging.info("MRSuperRes: testing mode, not installing: %s", "; ".join(missing))
             return False
-        if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=ask,
-                                                         torchVersionRequirement=TORCH_REQUIREMENT) is None:
-            return False
-    missing = [p for p in PIP_REQUIREMENTS
-               if importlib.util.find_spec({"pynrrd": "nrrd", "scikit-image": "skimage"}.get(p, p)) is None]
-    if missing:
+        blocked = slicer_package_problems(versions)
+        if blocked:
+            raise DependencyError("; ".join(blocked) + ". Use a newer Slicer.")
+        pytorch_utils = _pytorch_utils() if torch_problem(versions.get("torch")) else None
         if ask and not slicer.util.confirmOkCancelDisplay(
-                f"MRSuperRes needs these Python packages: {', '.join(missing)}. Install them now?"):
+                "MRSuperRes needs:\n  " + "\n  ".join(missing) + "\n\nInstall now? (Slicer's numpy, scipy, "
+                "SimpleITK, requests and pillow stay as they are.)", "MRSuperRes: install dependencies"):
             return False
-        # --no-deps for packages that would otherwise pull their own numpy over Slicer's
-        slicer.util.pip_install(" ".join(missing) + " --upgrade-strategy only-if-needed")
-    return True
+        torch_before = "torch" in sys.modules
+        if pytorch_utils is not None:
+            torch = pytorch_utils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                                   torchVersionRequirement=TORCH_REQUIREMENT)
+            if torch is None:
+                raise DependencyError("PyTorch was not installed")
+        to_install = packages_to_install(versions)
+        if to_install:
+            _pip_install(to_install, versions)
+        import importlib
+        importlib.invalidate_caches()
+        versions = installed_versions()
+        still = dependency_lines(versions)
+        if still:
+            raise DependencyError("still missing after the install: " + "; ".join(still))
+        if torch_before and not satisfies(getattr(sys.modules["torch"], "__version__", "0"), TORCH_REQUIREMENT):
+            raise DependencyError(f"PyTorch {versions['torch']} is installed, but an older one is already "
+                                  "loaded: restart Slicer to use it")
+        return True
+    except Exception as exc:
+        if isinstance(exc, DependencyError):
+            text = str(exc)
+            logging.error("MRSuperRes: %s", text)
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+            logging.exception("MRSuperRes: installing dependencies failed")
+        slicer.util.errorDisplay(f"MRSuperRes could not install its dependencies: {text}\n\n"
+                                 "The panel stays usable; try again with 'Install dependencies'.")
+        return False
+
+
+def _pytorch_utils():
+    """The PyTorch extension's module, which installs the torch build that fits the GPU driver."""
+    try:
+        import PyTorchUtils
+    except ImportError:
+        raise DependencyError("PyTorch is installed through the PyTorch extension: install it from the "
+                              "Extensions Manager and restart Slicer") from None
+    return PyTorchUtils
+
+
+def _pip_install(requirements: list, versions: dict) -> None:
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="mrsuperres-constraints-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(constraints_text(versions))
+        args, kwargs = pip_install_call(requirements, path, pip_takes_constraints(slicer.util.pip_install))
+        slicer.util.pip_install(args, **kwargs)
+    finally:
+        os.remove(path)
 
 
 if HAVE_APP:
+    import logging
+    import time
+
     class MRSuperRes(ScriptedLoadableModule):
         def __init__(self, parent):
             ScriptedLoadableModule.__init__(self, parent)
@@ -91,23 +324,38 @@ if HAVE_APP:
             parent.helpText = (
                 "Super-resolution of MRI volumes slice by slice with a 1-channel Real-ESRGAN generator; "
                 "ground-truth comparison with metrics in linked views; training and fine-tuning in the "
-                "background. See <a href='https://github.com/mrsuperres/SlicerMRSuperRes'>the documentation</a>.")
+                "background. Needs Slicer 5.8 or later and the PyTorch extension. See "
+                "<a href='https://github.com/mrsuperres/SlicerMRSuperRes'>the documentation</a>.")
             parent.acknowledgementText = (
                 "Real-ESRGAN (Wang et al. 2021, BSD-3); MRI super-resolution with ESRGAN-style networks "
                 "(seed papers in the README); Colin27 sample (BSD-3).")
 
     class MRSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-        """The panel. It only reads controls, calls the logic and shows what comes back."""
+        """The panel. It reads controls, calls the logic and shows what comes back. The logic
+        (and with it torch) is created only once the dependencies are there: on entering the
+        panel when they already are, else on the first Apply/Start or 'Install dependencies'."""
 
         AXES = {"auto": "auto", "i (sagittal for RAS volumes)": 0, "j (coronal)": 1, "k (axial)": 2}
+        # per section: the Apply button, its progress bar and its status label
+        SECTIONS = {"enhance": ("enhanceButton", "progressBar", "progressLabel"),
+                    "compare": ("compareButton", "compareProgressBar", "compareStatusLabel")}
+        # combo boxes whose items come from the library (models, training choices)
+        LISTED_BY_LOGIC = ("modelComboBox", "compareModelComboBox", "stageComboBox", "presetComboBox")
 
         def __init__(self, parent=None):
             ScriptedLoadableModuleWidget.__init__(self, parent)
             VTKObservationMixin.__init__(self)
             self.logic = None
-            self.task = None
-            self.job = None
+            self.jobs = {"enhance": None, "compare": None}
+            self.trainingJob = None
+            self.closedJobs = []             # enhance/compare jobs of a closed scene, still ending
+            self.cancelling = set()          # sections whose job was asked to stop
+            self.trainingStopping = False
+            self.models = []
             self.timer = None
+            self._updating = False
+            self.CONTROLS = {**PANEL_CONTROLS,
+                             **{name: TRAINING_PARAMETER_PREFIX + opt for name, opt in TRAINING_CONTROLS.items()}}
 
         def setup(self):
             ScriptedLoadableModuleWidget.setup(self)
@@ -115,15 +363,14 @@ if HAVE_APP:
             self.layout.addWidget(widget)
             self.ui = slicer.util.childWidgetVariables(widget)
             widget.setMRMLScene(slicer.mrmlScene)
-            if not ensure_dependencies():
-                self.ui.enhanceButton.enabled = self.ui.compareButton.enabled = False
-                self.ui.startTrainingButton.enabled = False
-                return
-            from MRSuperResLib.slicer_logic import MRSuperResLogic
-            self.logic = MRSuperResLogic()
-            prefix = self.logic.TRAINING_PARAMETER_PREFIX
-            self.CONTROLS = {**self.GENERAL_CONTROLS,
-                             **{name: prefix + option for name, option in TRAINING_CONTROLS.items()}}
+            try:
+                self.buildPanel()
+            except Exception as exc:             # setup never raises: say what broke, keep the panel
+                logging.exception("MRSuperRes: setting up the panel failed")
+                self.ui.dependenciesLabel.text = f"MRSuperRes could not set up its panel: {exc}"
+
+        def buildPanel(self):
+            """Everything that needs no torch: choices, state, signals."""
             self.timer = qt.QTimer()
             self.timer.setInterval(250)
             self.timer.connect("timeout()", self.onTimer)
@@ -133,39 +380,104 @@ if HAVE_APP:
             for combo in (self.ui.deviceComboBox, self.ui.compareDeviceComboBox, self.ui.trainDeviceComboBox):
                 combo.clear()
                 combo.addItems(["auto", "cpu", "cuda"])
+            self.ui.degradationComboBox.clear()
             self.ui.degradationComboBox.addItems(["bilinear", "bicubic", "kspace"])
-            choices = self.logic.trainingChoices()
-            self.ui.stageComboBox.addItems(choices["stage"])
-            self.ui.presetComboBox.addItems(choices["preset"])
-            self.refreshModels()
-            self.restoreSettings()                         # last session's choices ...
+            self.ui.initModelComboBox.addItems(["realesrgan", "scratch"])
+            self.ui.stopTrainingButton.enabled = False
+            self.updateGUIFromParameterNode()
             self.connectControls()
-            self.updateParameterNodeFromGUI()             # ... become this scene's state
-            self.ui.enhanceButton.connect("clicked()", self.onEnhance)
-            self.ui.compareButton.connect("clicked()", self.onCompare)
+            self.ui.enhanceButton.connect("clicked()", lambda: self.onApply("enhance"))
+            self.ui.compareButton.connect("clicked()", lambda: self.onApply("compare"))
+            self.ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
             self.ui.importModelButton.connect("clicked()", self.onImportModel)
             self.ui.openModelsFolderButton.connect("clicked()", self.onOpenModelsFolder)
             self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
             self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
             self.ui.axisComboBox.connect("currentIndexChanged(int)", self.onInputChanged)
             self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
-            self.ui.startTrainingButton.connect("clicked()", self.onStartTraining)
+            self.ui.startTrainingButton.connect("clicked()", lambda: self.onStartTraining(False))
             self.ui.stopTrainingButton.connect("clicked()", self.onStopTraining)
-            self.ui.resumeTrainingButton.connect("clicked()", self.onResumeTraining)
-            self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneClose)
+            self.ui.resumeTrainingButton.connect("clicked()", lambda: self.onStartTraining(True))
+            self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+            self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
             self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneImported)
-            slicer.app.connect("aboutToQuit()", self.onSceneClose)
-            self.onDeviceChanged()
+            slicer.app.connect("aboutToQuit()", self.onApplicationQuit)
+            self.showDependencyState()
             self.onInputChanged()
 
-        # State: the scene's parameter node (saved with the scene) mirrors every control; the
-        # same values persist between Slicer runs in QSettings.
-        GENERAL_CONTROLS = {"modelComboBox": "model", "axisComboBox": "axis", "deviceComboBox": "device",
-                    "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble", "anchorCheckBox": "anchor",
-                    "scaleSpinBox": "scale", "degradationComboBox": "degradation",
-                    "compareModelComboBox": "compareModel", "compareAxisComboBox": "compareAxis",
-                    "compareDeviceComboBox": "compareDevice", "outputDirectoryButton": "outputFolder"}
-        NODE_CONTROLS = {"inputSelector": "InputVolume", "groundTruthSelector": "GroundTruthVolume"}
+        def enter(self):
+            """Dependencies already there: start the logic now (no install, no question)."""
+            if self.logic is None and not dependency_lines(installed_versions()):
+                self.startLogic()
+
+        # -- dependencies and the logic
+        def showDependencyState(self):
+            missing = [] if self.logic is not None else dependency_lines(installed_versions())
+            self.ui.installDependenciesButton.visible = bool(missing)
+            self.ui.dependenciesLabel.visible = bool(missing)
+            self.ui.dependenciesLabel.text = ("Apply installs what MRSuperRes still needs: " + "; ".join(missing)
+                                              if missing else "")
+
+        def onInstallDependencies(self):
+            self.ensureLogic()
+
+        def ensureLogic(self) -> bool:
+            """The logic, after installing what is missing (asks once); False leaves the panel as it was."""
+            if self.logic is None and ensure_dependencies(ask=True):
+                self.startLogic()
+            self.showDependencyState()
+            return self.logic is not None
+
+        def startLogic(self):
+            """Import the library (torch), then show what only it knows: the models, the training
+            choices and the defaults of settings the scene's node does not have yet."""
+            try:
+                with slicer.util.WaitCursor():
+                    from MRSuperResLib.slicer_logic import MRSuperResLogic
+                    self.logic = MRSuperResLogic()
+                    choices = self.logic.trainingChoices()
+                    for combo, option in ((self.ui.stageComboBox, "stage"), (self.ui.presetComboBox, "preset")):
+                        self._updating = True
+                        try:
+                            combo.clear()
+                            combo.addItems(choices.get(option, []))
+                        finally:
+                            self._updating = False
+                    self.refreshModels()
+                    self.logic.getParameterNode()                 # fills in the defaults
+                    self.updateGUIFromParameterNode()
+                    self.onDeviceChanged()
+                    self.onInputChanged()
+            except Exception as exc:
+                self.logic = None
+                logging.exception("MRSuperRes: starting the logic failed")
+                slicer.util.errorDisplay(f"MRSuperRes could not start: {exc}")
+            self.showDependencyState()
+
+        # -- state: the scene's parameter node (saved with the scene) mirrors every control; the
+        # same values persist between Slicer runs in QSettings, which seed only a NEW scene's node
+        def parameterNode(self):
+            """The singleton node MRSuperResLogic.getParameterNode() reads, made here when missing so
+            the panel keeps state before the logic (torch) exists; a new (or just reset) one is
+            seeded from QSettings. The logic fills in the other defaults once it exists."""
+            scene = slicer.mrmlScene
+            node = scene.GetSingletonNode("MRSuperRes", "vtkMRMLScriptedModuleNode")
+            if node is None:
+                node = slicer.vtkMRMLScriptedModuleNode()
+                node.SetSingletonTag("MRSuperRes")
+                node.SetName(scene.GenerateUniqueName("MRSuperRes"))
+                node = scene.AddNode(node)
+            if node.GetAttribute("ModuleName") != "MRSuperRes":       # removed by a scene close
+                node.SetAttribute("ModuleName", "MRSuperRes")
+            if node.GetParameterCount() == 0:
+                settings = qt.QSettings()
+                for key in self.CONTROLS.values():
+                    value = settings.value(f"{SETTINGS}/{key}")
+                    if value not in (None, ""):
+                        node.SetParameter(key, str(value))
+            if not node.GetParameter("outputFolder"):
+                node.SetParameter("outputFolder", str(default_home_dir() / "runs"))
+            return node
 
         def _get(self, widget):
             if hasattr(widget, "currentText"):
@@ -176,18 +488,29 @@ if HAVE_APP:
                 return "true" if widget.checked else "false"
             return str(widget.value)
 
-        def _set(self, widget, value):
+        def _set(self, name, widget, value):
+            if value is None:
+                return
             if hasattr(widget, "currentText"):
-                if widget.findText(value) >= 0:
-                    widget.currentIndex = widget.findText(value)
+                index = widget.findText(value)
+                if index >= 0:
+                    widget.currentIndex = index
                 elif widget.editable:
                     widget.setEditText(value)
+                elif value and self.logic is None and name in self.LISTED_BY_LOGIC:
+                    widget.addItem(value)          # choices not known yet: show the saved value
+                    widget.currentIndex = widget.findText(value)
+                elif not value and name in ("modelComboBox", "compareModelComboBox") and widget.count:
+                    widget.currentIndex = 0        # "": the default model, listed first
             elif hasattr(widget, "directory"):
                 widget.directory = value
             elif hasattr(widget, "checked"):
-                widget.checked = value == "true"
+                widget.checked = value.lower() == "true"
             elif value:
-                widget.value = float(value)
+                widget.value = type(widget.value)(float(value))     # int for spin boxes, float for sliders
+
+        def modelCombos(self):
+            return [self.ui.modelComboBox, self.ui.compareModelComboBox]
 
         def connectControls(self):
             for name in self.CONTROLS:
@@ -197,38 +520,35 @@ if HAVE_APP:
                           "toggled(bool)" if hasattr(widget, "checked") else "valueChanged(double)"
                           if name == "detailSlider" else "valueChanged(int)")
                 widget.connect(signal, self.updateParameterNodeFromGUI)
-            for name in self.NODE_CONTROLS:
+                if hasattr(widget, "editable") and widget.editable:
+                    widget.connect("editTextChanged(QString)", self.updateParameterNodeFromGUI)
+            for name in PANEL_NODE_REFERENCES:
                 getattr(self.ui, name).connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
 
         def updateGUIFromParameterNode(self, *_):
-            node = self.logic.getParameterNode()
+            node = self.parameterNode()
             self._updating = True
             try:
                 for name, key in self.CONTROLS.items():
-                    self._set(getattr(self.ui, name), node.GetParameter(key))
-                for name, ref in self.NODE_CONTROLS.items():
+                    self._set(name, getattr(self.ui, name), node.GetParameter(key))
+                for name, ref in PANEL_NODE_REFERENCES.items():
                     getattr(self.ui, name).setCurrentNode(node.GetNodeReference(ref))
             finally:
                 self._updating = False
+            self.onModelChanged()
 
         def updateParameterNodeFromGUI(self, *_):
-            if getattr(self, "_updating", False) or self.logic is None:
+            scene = slicer.mrmlScene
+            if self._updating or scene.IsImporting() or scene.IsClosing():   # never over a node being loaded
                 return
-            node = self.logic.getParameterNode()
+            node = self.parameterNode()
             wasModified = node.StartModify()
             for name, key in self.CONTROLS.items():
                 node.SetParameter(key, self._get(getattr(self.ui, name)))
-            for name, ref in self.NODE_CONTROLS.items():
+            for name, ref in PANEL_NODE_REFERENCES.items():
                 current = getattr(self.ui, name).currentNode()
                 node.SetNodeReferenceID(ref, current.GetID() if current else None)
             node.EndModify(wasModified)
-
-        def restoreSettings(self):
-            s = qt.QSettings()
-            for name, key in self.CONTROLS.items():
-                value = s.value(f"{SETTINGS}/{key}")
-                if value not in (None, ""):
-                    self._set(getattr(self.ui, name), str(value))
 
         def saveSettings(self):
             s = qt.QSettings()
@@ -236,26 +556,41 @@ if HAVE_APP:
                 s.setValue(f"{SETTINGS}/{key}", self._get(getattr(self.ui, name)))
 
         def onSceneImported(self, *_):
-            """A loaded scene brings its own parameter node: show its values."""
-            self.refreshModels()
+            """A loaded scene brings its own parameter node: read it before anything writes."""
+            if self.logic is not None:
+                self.refreshModels()
             self.updateGUIFromParameterNode()
 
-        # models
+        def onSceneEndClose(self, *_):
+            """The new, empty scene: its node is seeded from QSettings."""
+            self.updateGUIFromParameterNode()
+
+        # -- models
         def refreshModels(self):
+            """Re-list the models, keeping each combo's choice; writes nothing to the parameter node."""
             self.models = self.logic.listModels()
-            for combo in (self.ui.modelComboBox, self.ui.compareModelComboBox, self.ui.initModelComboBox):
-                current = combo.currentText
-                combo.clear()
-                if combo is self.ui.initModelComboBox:
-                    combo.addItems(["realesrgan", "scratch"])
-                for card in self.models:
-                    combo.addItem(card["name"])
-                if current and combo.findText(current) >= 0:
-                    combo.currentIndex = combo.findText(current)
+            self._updating = True
+            try:
+                for combo in self.modelCombos() + [self.ui.initModelComboBox]:
+                    current = combo.currentText
+                    combo.clear()
+                    if combo is self.ui.initModelComboBox:
+                        combo.addItems(["realesrgan", "scratch"])
+                    for card in self.models:
+                        combo.addItem(card["name"])
+                    if current and combo.findText(current) >= 0:
+                        combo.currentIndex = combo.findText(current)
+                    elif current and combo.editable:
+                        combo.setEditText(current)
+            finally:
+                self._updating = False
             self.onModelChanged()
 
+        def card(self):
+            return next((c for c in self.models if c["name"] == self.ui.modelComboBox.currentText), None)
+
         def onModelChanged(self, *_):
-            card = next((c for c in self.models if c["name"] == self.ui.modelComboBox.currentText), None)
+            card = self.card()
             if card is None:
                 self.ui.modelInfoLabel.text = ""
                 return
@@ -268,10 +603,12 @@ if HAVE_APP:
 
         def detailValue(self):
             """The detail slider's value when the chosen model has a GAN partner, else None."""
-            card = next((c for c in self.models if c["name"] == self.ui.modelComboBox.currentText), {})
+            card = self.card() or {}
             return float(self.ui.detailSlider.value) if card.get("detail_partner") else None
 
         def onImportModel(self):
+            if not self.ensureLogic():
+                return
             path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import a model",
                                                   "", "Weights (*.safetensors *.pth *.param)")
             if path:
@@ -281,18 +618,18 @@ if HAVE_APP:
                     self.ui.modelComboBox.currentIndex = self.ui.modelComboBox.findText(name)
 
         def onOpenModelsFolder(self):
-            from MRSuperResLib.catalog import cache_dir
-            cache_dir().mkdir(parents=True, exist_ok=True)
-            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(cache_dir())))
+            folder = default_home_dir() / "models"
+            folder.mkdir(parents=True, exist_ok=True)
+            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
 
         def onInputChanged(self, *_):
             node = self.ui.inputSelector.currentNode()
             self.ui.autoAxisLabel.text = ""
-            if node is None or self.AXES.get(self.ui.axisComboBox.currentText) != "auto":
+            if self.logic is None or node is None or self.AXES.get(self.ui.axisComboBox.currentText) != "auto":
                 return
             try:
                 from MRSuperResLib import geometry
-                from MRSuperResLib.slicer_logic import volume_from_node
+                from MRSuperResLib.slicer_nodes import volume_from_node
                 volume = volume_from_node(node)
                 axis = geometry.choose_axis("auto", volume.affine, volume.data.shape)
                 self.ui.autoAxisLabel.text = f"auto: slices along {geometry.AXIS_NAMES[axis]}"
@@ -300,6 +637,9 @@ if HAVE_APP:
                 self.ui.autoAxisLabel.text = str(exc)
 
         def onDeviceChanged(self, *_):
+            if self.logic is None:                # torch is imported only once the logic exists
+                self.ui.deviceNoteLabel.text = ""
+                return
             import torch
             note = ""
             if not torch.cuda.is_available():
@@ -310,119 +650,189 @@ if HAVE_APP:
                     note = f"The GPU has {gib:.1f} GiB: large slices will be tiled automatically."
             self.ui.deviceNoteLabel.text = note
 
-        # enhance and compare run on a worker thread; the timer polls them
-        def onEnhance(self):
-            self.startTask("enhance", self.ui.enhanceButton, lambda: self.logic.enhance(
-                self.ui.inputSelector.currentNode(), model=self.ui.modelComboBox.currentText or None,
-                axis=self.AXES[self.ui.axisComboBox.currentText], device=self.ui.deviceComboBox.currentText,
-                detail=self.detailValue(), selfEnsemble=self.ui.selfEnsembleCheckBox.checked,
-                anchor=self.ui.anchorCheckBox.checked, waitForCompletion=False))
+        # -- enhance and compare: one child-process job per section, polled by the timer
+        def section(self, kind):
+            return [getattr(self.ui, name) for name in self.SECTIONS[kind]]
 
-        def onCompare(self):
-            self.startTask("compare", self.ui.compareButton, lambda: self.logic.compare(
+        def onApply(self, kind):
+            """Apply starts this section's job and becomes its Cancel; the other section is untouched."""
+            button, bar, label = self.section(kind)
+            job = self.jobs[kind]
+            if job is not None:
+                job.cancel()                      # asynchronous: the timer sees it end
+                self.cancelling.add(kind)
+                button.enabled = False
+                label.text = "cancelling..."
+                return
+            if not self.ensureLogic():
+                return
+            self.updateParameterNodeFromGUI()
+            self.saveSettings()
+            bar.maximum, bar.value = 100, 0
+            label.text = "starting..."
+            try:
+                self.jobs[kind] = self.launch(kind)
+            except Exception as exc:              # bad input: one message, nothing started
+                label.text = ""
+                slicer.util.errorDisplay(f"{kind.capitalize()} failed: {exc}")
+                return
+            button.text = "Cancel"
+            self.timer.start()
+
+        def launch(self, kind):
+            if kind == "enhance":
+                return self.logic.enhance(
+                    self.ui.inputSelector.currentNode(), model=self.ui.modelComboBox.currentText or None,
+                    axis=self.AXES[self.ui.axisComboBox.currentText], device=self.ui.deviceComboBox.currentText,
+                    detail=self.detailValue(), selfEnsemble=self.ui.selfEnsembleCheckBox.checked,
+                    anchor=self.ui.anchorCheckBox.checked, waitForCompletion=False)
+            return self.logic.compare(
                 self.ui.groundTruthSelector.currentNode(), model=self.ui.compareModelComboBox.currentText or None,
                 scale=self.ui.scaleSpinBox.value, degradation=self.ui.degradationComboBox.currentText,
                 axis=self.AXES[self.ui.compareAxisComboBox.currentText],
                 device=self.ui.compareDeviceComboBox.currentText, anchor=self.ui.anchorCheckBox.checked,
-                waitForCompletion=False))
-
-        def startTask(self, kind, button, launch):
-            """Apply starts `launch()` (a BackgroundTask) and becomes Cancel; pressed again, it cancels."""
-            if self.task is not None:
-                self.task.cancel()
-                return
-            self.saveSettings()
-            with slicer.util.tryWithErrorDisplay(f"{kind.capitalize()} failed"):
-                self.task = launch()
-                self.taskKind = kind
-                button.text = "Cancel"
-                self.timer.start()
+                waitForCompletion=False)
 
         def onTimer(self):
-            if self.task is not None:
-                bar = self.ui.progressBar if self.taskKind == "enhance" else self.ui.compareProgressBar
-                label = self.ui.progressLabel if self.taskKind == "enhance" else self.ui.compareStatusLabel
-                bar.maximum = max(1, self.task.total)
-                bar.value = self.task.done
-                left = self.task.secondsLeft
-                label.text = f"{self.task.done}/{self.task.total} slices" + (f", {left:.0f} s left" if left else "")
-                status = self.task.poll()
-                if status != "running":
-                    self.onTaskFinished(status)
-            if self.job is not None:
-                status = self.job.poll()
-                it, iters, eta = self.job.progress
-                self.ui.trainingProgressBar.maximum = max(1, iters)
-                self.ui.trainingProgressBar.value = it
-                self.ui.trainingStatusLabel.text = (f"{status}: iteration {it}/{iters}"
-                                                    + (f", {eta / 60:.0f} min left" if eta else ""))
-                if status != "running":
-                    self.onTrainingFinished(status)
-            if self.task is None and self.job is None:
+            for kind, job in list(self.jobs.items()):
+                if job is None:
+                    continue
+                _, bar, label = self.section(kind)
+                status = job.poll()
+                if status == "running":
+                    bar.maximum, bar.value = max(1, job.total), job.done
+                    left = job.secondsLeft
+                    if job.total and kind not in self.cancelling:
+                        label.text = f"{job.done}/{job.total} slices" + (f", {left:.0f} s left" if left else "")
+                else:
+                    self.onJobFinished(kind, job, status)
+            for job in list(self.closedJobs):           # polled so that one stuck past its grace is ended
+                if job.poll() != "running":              # (a cancelled job adds nothing to the scene)
+                    self.closedJobs.remove(job)
+            if self.trainingJob is not None:
+                self.pollTraining()
+            if not any(self.jobs.values()) and not self.closedJobs and self.trainingJob is None:
                 self.timer.stop()
 
-        def onTaskFinished(self, status):
-            task, kind, self.task = self.task, self.taskKind, None
-            self.ui.enhanceButton.text = "Apply"
-            self.ui.compareButton.text = "Apply"
+        def onJobFinished(self, kind, job, status):
+            self.jobs[kind] = None
+            self.cancelling.discard(kind)
+            button, bar, label = self.section(kind)
+            button.text, button.enabled = "Apply", True
+            bar.maximum, bar.value = 100, 0
             if status == "failed":
-                slicer.util.errorDisplay(f"{kind.capitalize()} failed: {task.error}")
+                label.text = f"failed: {job.error}"
+                slicer.util.errorDisplay(f"{kind.capitalize()} failed: {job.error}")
             elif status == "cancelled":
-                slicer.util.showStatusMessage(f"{kind} cancelled; nothing was added to the scene", 3000)
-            elif kind == "compare":
-                self.logic.showComparison(task.result)
-                m = task.result.metrics
-                self.ui.compareStatusLabel.text = "\n".join(
-                    f"{method}: SSIM {v['ssim'][0]:.3f}, PSNR {v['psnr'][0]:.2f} dB, VIF {v['vif'][0]:.3f}"
-                    for method, v in m.items())
+                label.text = "cancelled; nothing was added to the scene"
+            elif kind == "enhance":
+                label.text = f"done: '{job.result.GetName()}' added to the scene"
+            else:
+                m = job.result.metrics
+                label.text = "\n".join(f"{method}: SSIM {v['ssim'][0]:.3f}, PSNR {v['psnr'][0]:.2f} dB, "
+                                       f"VIF {v['vif'][0]:.3f}" for method, v in m.items())
+                try:
+                    self.logic.showComparison(job.result)
+                except Exception as exc:           # no views (--no-main-window): the metrics still show
+                    logging.warning("MRSuperRes: cannot show the comparison: %s", exc)
 
-        # training runs as a child process; its event log drives the tables and plots
+        # -- training: a child process; its event log fills the tables and the curves
         def onStartTraining(self, resume=False):
+            if self.trainingJob is not None or not self.ensureLogic():
+                return
+            self.updateParameterNodeFromGUI()
             self.saveSettings()
-            nodes = self.ui.trainingVolumesSelector.checkedNodes()
-            val = self.ui.validationVolumesSelector.checkedNodes()
+            bar, label = self.ui.trainingProgressBar, self.ui.trainingStatusLabel
+            bar.maximum, bar.value = 100, 0
+            label.text = ""
             with slicer.util.tryWithErrorDisplay("Could not start training"):
-                self.job = self.logic.train(nodes, self.ui.outputDirectoryButton.directory,
-                                            validationNodes=val, **{**self.logic.trainingOptions(), "resume": resume})
-                plot = slicer.app.layoutManager().plotWidget(0)
-                if plot is not None:
-                    plot.mrmlPlotViewNode().SetPlotChartNodeID(self.job.lossChart.GetID())
-                self.ui.startTrainingButton.enabled = self.ui.resumeTrainingButton.enabled = False
-                self.ui.stopTrainingButton.enabled = True
+                folder = training_output_folder(self.ui.outputDirectoryButton.directory, default_home_dir() / "runs",
+                                                resume, time.strftime("%Y%m%d-%H%M%S"))
+                folder.mkdir(parents=True, exist_ok=True)
+                if not os.access(str(folder), os.W_OK):
+                    raise PermissionError(f"cannot write to {folder}: choose another output folder")
+                self.ui.outputDirectoryButton.directory = str(folder)      # Resume continues this run
+                self.trainingJob = self.logic.train(
+                    self.ui.trainingVolumesSelector.checkedNodes(), str(folder),
+                    validationNodes=self.ui.validationVolumesSelector.checkedNodes(),
+                    **{**self.logic.trainingOptions(), "resume": resume})
+                self.setTrainingRunning(True)
+                label.text = "starting..."
                 self.timer.start()
+                try:
+                    slicer.modules.plots.logic().ShowChartInLayout(self.trainingJob.lossChart)
+                except Exception as exc:           # no layout (--no-main-window)
+                    logging.warning("MRSuperRes: cannot show the loss curves: %s", exc)
 
-        def onResumeTraining(self):
-            self.onStartTraining(resume=True)
+        def setTrainingRunning(self, running):
+            self.trainingStopping = False
+            self.ui.startTrainingButton.enabled = self.ui.resumeTrainingButton.enabled = not running
+            self.ui.stopTrainingButton.enabled = running
 
         def onStopTraining(self):
-            if self.job is not None:
-                self.job.stop()
+            if self.trainingJob is not None:
+                self.trainingJob.stop()             # asks for a graceful stop; returns at once
+                self.trainingStopping = True
+                self.ui.stopTrainingButton.enabled = False
                 self.ui.trainingStatusLabel.text = "stopping: saving a checkpoint and the model..."
 
-        def onTrainingFinished(self, status):
-            job, self.job = self.job, None
-            self.ui.startTrainingButton.enabled = self.ui.resumeTrainingButton.enabled = True
-            self.ui.stopTrainingButton.enabled = False
+        def pollTraining(self):
+            job = self.trainingJob
+            status = job.poll()
+            it, iters, eta = job.progress
+            bar, label = self.ui.trainingProgressBar, self.ui.trainingStatusLabel
+            if status == "running":
+                bar.maximum, bar.value = max(1, iters), it
+                if not self.trainingStopping and iters:
+                    label.text = f"iteration {it}/{iters}" + (f", {eta / 60:.0f} min left" if eta else "")
+                return
+            self.trainingJob = None
+            self.setTrainingRunning(False)
+            bar.maximum, bar.value = 100, 0
             if status == "failed":
+                label.text = "failed"
                 slicer.util.errorDisplay(job.message)
+            elif status == "cancelled":
+                label.text = "cancelled before a model was saved"
             else:
                 self.refreshModels()
-                self.ui.trainingStatusLabel.text = f"{status}: model '{job.registeredModel}' added to the list"
+                label.text = (f"{status} at iteration {it}: model '{job.registeredModel}' added to the model list"
+                              if job.registeredModel else f"{status}: no model was exported")
 
-        def onSceneClose(self, *_):
-            if self.task is not None:
-                self.task.cancel()
-            if self.job is not None:
-                self.job.stop(timeout=60)
+        # -- scene close and application quit: never block
+        def onSceneStartClose(self, *_):
+            for kind, job in self.jobs.items():
+                if job is not None:
+                    job.cancel()
+                    self.closedJobs.append(job)
+                    self.onJobFinished(kind, job, "cancelled")
+            if self.trainingJob is not None:
+                self.trainingJob.cancel()          # graceful: checkpoint and model, in the background
+                self.trainingStopping = True
+                self.ui.stopTrainingButton.enabled = False
+                self.ui.trainingStatusLabel.text = "scene closed: the run stops after saving a checkpoint"
 
-        def cleanup(self):
-            self.onSceneClose()
-            self.removeObservers()
+        def onApplicationQuit(self):
+            """Slicer is quitting: end every job's process tree now."""
+            for job in list(self.jobs.values()) + self.closedJobs + [self.trainingJob]:
+                if job is not None:
+                    try:
+                        job.terminate()
+                    except Exception:
+                        logging.exception("MRSuperRes: ending a job failed")
+            self.jobs = {kind: None for kind in self.jobs}
+            self.closedJobs, self.trainingJob = [], None
             if self.timer:
                 self.timer.stop()
 
+        def cleanup(self):
+            self.onApplicationQuit()
+            self.removeObservers()
+            slicer.app.disconnect("aboutToQuit()", self.onApplicationQuit)
+
     class MRSuperResTest(ScriptedLoadableModuleTest):
-        """Loads a small volume, enhances it with a tiny model and compares (Slicer's self-test)."""
+        """Loads a small volume, enhances it with a tiny model and compares (Slicer's self-test,
+        registered with CTest); skipped where torch is not installed, as testing never installs."""
 
         def setUp(self):
             slicer.mrmlScene.Clear()
@@ -432,6 +842,9 @@ if HAVE_APP:
             self.test_enhance_and_compare()
 
         def test_enhance_and_compare(self):
+            missing = dependency_lines(installed_versions())
+            if missing:
+                self.skipTest("MRSuperRes's dependencies are not installed: " + "; ".join(missing))
             import tempfile
 
             import numpy as np

@@ -193,8 +193,11 @@ def load_config_file(path: str) -> dict:
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
         else:
-            import tomllib                    # Python 3.11+; JSON files need no extra module
-
+            try:
+                import tomllib  # novermin  (Python 3.11+; Slicer 5.8 has 3.9, and its jobs use JSON)
+            except ImportError:
+                raise MRSuperResError(f"{path}: TOML config files need Python 3.11 or later; "
+                                      "give the options as a .json file") from None
             with open(path, "rb") as f:
                 raw = tomllib.load(f)
     except FileNotFoundError:

@@ -21,7 +21,8 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", default=str(ROOT / "Resources" / "Screenshots" / "compare_layout.png"))
     args = parser.parse_args()
-    from MRSuperResLib.slicer_logic import MRSuperResLogic, headless_scene, load_volume
+    from MRSuperResLib.slicer_logic import MRSuperResLogic
+    from MRSuperResLib.slicer_scene import headless_scene, load_volume
 
     headless_scene()
     gt = load_volume(ROOT / "Resources" / "SampleData" / "colin27_t1_brain_slab.nii.gz", "Colin27")

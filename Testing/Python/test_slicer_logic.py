@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import nibabel as nib
 import numpy as np
@@ -16,8 +17,9 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
 from MRSuperResLib import geometry  # noqa: E402
 from MRSuperResLib.errors import MRSuperResError  # noqa: E402
-from MRSuperResLib.slicer_logic import (COMPARE_VIEWS, MRSuperResLogic, headless_scene,  # noqa: E402
-                                        load_volume)
+from MRSuperResLib.slicer_layout import COMPARE_VIEWS  # noqa: E402
+from MRSuperResLib.slicer_logic import MRSuperResLogic  # noqa: E402
+from MRSuperResLib.slicer_scene import headless_scene, load_volume  # noqa: E402
 
 REAL_LR = ROOT / "Testing" / "Data" / "aniso_vox.nii.gz"
 
@@ -54,7 +56,7 @@ def small_gt(scene, tmp_path, slices=slice(22, 26)):
 
 def test_logic_imports_in_a_plain_python_with_slicer_core():
     code = ("import sys; sys.path.insert(0, 'MRSuperRes'); import slicer; "
-            "from MRSuperResLib.slicer_logic import headless_scene; headless_scene(); "
+            "from MRSuperResLib.slicer_scene import headless_scene; headless_scene(); "
             "import MRSuperRes; logic = MRSuperRes.MRSuperResLogic(); "
             "print(type(logic).__name__, slicer.mrmlScene is not None, MRSuperRes.HAVE_APP)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -164,8 +166,9 @@ def test_bad_input_leaves_the_scene_as_it_was(scene, tmp_path, models):
     # a cancelled background task adds nothing either
     task = logic.enhance(gt, model=str(models["tiny"]), axis=2, waitForCompletion=False)
     task.cancel()
-    task._thread.join()
-    assert task.poll() in ("cancelled", "done")
+    while task.poll() == "running":
+        time.sleep(0.1)
+    assert task.status in ("cancelled", "done")
     if task.status == "cancelled":
         assert node_count(scene) == count
 
@@ -216,7 +219,7 @@ def test_batch_script_runs_in_plain_python_with_slicer_core(tmp_path, models):
                           str(tmp_path / "missing.nii.gz"), "--output", str(tmp_path / "out"),
                           "--model", str(models["near"]), "--axis", "2"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and "missing.nii.gz: file not found" in out.stderr
+    assert out.returncode == 1 and "missing.nii.gz: file not found" in out.stderr
     result = nib.load(str(tmp_path / "out" / "aniso_vox_sr.nii.gz"))
     assert result.shape == (232, 232, 24)
     assert np.allclose(result.affine, geometry.resample_affine(nib.load(str(REAL_LR)).affine, 2, 4), atol=1e-4)
@@ -283,6 +286,8 @@ def test_the_parameter_node_holds_the_panel_state_and_is_saved_with_the_scene(sc
     assert logic.getParameterNode() is node and node.GetParameter("scale") == "4"    # singleton, defaults
     gt = small_gt(scene, tmp_path)
     node.SetParameter("axis", "k (axial)")
+    node.SetParameter("train_iters", "77")                # a panel setting that differs from its default
+    node.SetParameter("train_stage", "gan")
     node.SetNodeReferenceID("GroundTruthVolume", gt.GetID())
     scene.SetRootDirectory(str(tmp_path))
     scene.SetURL(str(tmp_path / "scene.mrml"))
@@ -292,4 +297,19 @@ def test_the_parameter_node_holds_the_panel_state_and_is_saved_with_the_scene(sc
     assert again.Import()
     restored = MRSuperResLogic().getParameterNode()
     assert restored.GetParameter("axis") == "k (axial)"
+    assert restored.GetParameter("train_iters") == "77" and restored.GetParameter("train_stage") == "gan"
+    assert MRSuperResLogic().trainingOptions()["iters"] == 77          # what Start would train with
     assert restored.GetNodeReference("GroundTruthVolume").GetName() == "gt"
+
+
+def test_without_views_the_layout_refuses_and_the_picture_still_works(scene, tmp_path, models, monkeypatch):
+    """Slicer --no-main-window: an application, but no layout manager."""
+    import types
+    gt = small_gt(scene, tmp_path)
+    logic = MRSuperResLogic()
+    result = logic.compare(gt, model=str(models["tiny"]), scale=4, axis=2)
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(layoutManager=lambda: None), raising=False)
+    with pytest.raises(MRSuperResError, match="without a main window"):
+        logic.showComparison(result)
+    picture = logic.saveComparisonPicture(result, tmp_path / "compare.png")
+    assert picture.exists() and picture.stat().st_size > 10000

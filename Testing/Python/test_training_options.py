@@ -121,7 +121,8 @@ def test_the_panel_offers_the_declared_options_with_their_defaults():
 
 def test_the_slicer_logic_checks_options_before_writing_anything(tmp_path):
     slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
-    from MRSuperResLib.slicer_logic import MRSuperResLogic, headless_scene
+    from MRSuperResLib.slicer_logic import MRSuperResLogic
+    from MRSuperResLib.slicer_scene import headless_scene
 
     scene = headless_scene()
     logic = MRSuperResLogic()
