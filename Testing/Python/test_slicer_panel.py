@@ -15,7 +15,8 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "MRSuperRes"))
-import MRSuperRes as panel  # noqa: E402
+import MRSuperRes as module  # noqa: E402
+from MRSuperResSetup import dependencies as panel  # noqa: E402
 
 PANEL_FILE = ROOT / "MRSuperRes" / "MRSuperRes.py"
 
@@ -212,9 +213,9 @@ def test_the_real_metadata_lookup_finds_what_this_environment_has():
 def test_the_panel_uses_the_logics_parameter_names():
     from MRSuperResLib.slicer_logic import MRSuperResLogic
 
-    assert panel.TRAINING_PARAMETER_PREFIX == MRSuperResLogic.TRAINING_PARAMETER_PREFIX
-    assert set(panel.PANEL_CONTROLS.values()) == set(MRSuperResLogic.PARAMETER_DEFAULTS)
-    assert set(panel.PANEL_NODE_REFERENCES.values()) == set(MRSuperResLogic.PARAMETER_NODE_REFERENCES)
+    assert module.TRAINING_PARAMETER_PREFIX == MRSuperResLogic.TRAINING_PARAMETER_PREFIX
+    assert set(module.PANEL_CONTROLS.values()) == set(MRSuperResLogic.PARAMETER_DEFAULTS)
+    assert set(module.PANEL_NODE_REFERENCES.values()) == set(MRSuperResLogic.PARAMETER_NODE_REFERENCES)
 
 
 def test_importing_the_panel_module_in_plain_python_imports_no_library():
@@ -274,12 +275,14 @@ def test_the_ui_has_the_install_button_and_stop_starts_disabled():
 
 def test_the_panel_file_is_python_3_9():
     source = PANEL_FILE.read_text()
-    ast.parse(source, feature_version=(3, 9))                            # no match, no 3.10+ syntax
+    for path in [PANEL_FILE, *(PANEL_FILE.parent / "MRSuperResSetup").glob("*.py")]:
+        ast.parse(path.read_text(), feature_version=(3, 9))             # no match, no 3.10+ syntax
     assert "from __future__ import annotations" in source
     vermin = Path(sys.executable).with_name("vermin")
     if not vermin.exists():
         pytest.skip("vermin is not installed")
     library = PANEL_FILE.parent.parent / "MRSuperResLib"             # Slicer imports the library too
     out = subprocess.run([str(vermin), "-t=3.9-", "--no-tips", "--violations", "--eval-annotations",
-                          str(PANEL_FILE), str(library)], capture_output=True, text=True, timeout=300)
+                          str(PANEL_FILE), str(PANEL_FILE.parent / "MRSuperResSetup"), str(library)],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
