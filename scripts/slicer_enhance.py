@@ -28,10 +28,9 @@ def problem(exc: BaseException) -> str:
     if isinstance(exc, ImportError):
         return (f"{exc} (in Slicer: install the PyTorch extension and open the MRSuperRes module once; "
                 "in Python: pip install mrsuperres)")
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return "out of memory: use --device cpu, a smaller volume, or close other programs"
-    name = type(exc).__name__
-    return str(exc) if name in ("MRSuperResError", "Cancelled") else f"{name}: {exc}"
+    from MRSuperResLib.jobs import message_of       # imports no torch: safe when torch is missing
+
+    return message_of(exc)
 
 
 def enhance_all(args) -> int:
