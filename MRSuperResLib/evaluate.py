@@ -1,4 +1,4 @@
-"""Seed 001's evaluation protocol on the user's own high-resolution volumes.
+"""Rashid et al.'s evaluation protocol on the user's own high-resolution volumes.
 
 For each volume: per-volume min-max to [0, 1]; slices perpendicular to the axis; blank slices
 (maximum <= blank_threshold, default 0: no tissue at all) dropped; each slice zero-padded at the
@@ -23,6 +23,7 @@ from .devices import resolve_precision, select_device
 from .inference import MIN_SLICE, ProgressCallback, super_resolve_slices
 from .metrics import METRICS, score_slices, summarise_by_method
 from .resample import BASELINES, check_scale, downsample, upsample
+from .cards import model_provenance
 from .volumes import intensity_range, normalise, read_volume, stem
 from .files import atomic_write_bytes
 
@@ -41,16 +42,24 @@ def pad_to_multiple(stack: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(stack, ((0, 0), (0, (-h) % multiple), (0, (-w) % multiple)))
 
 
-def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_card: dict | None = None,
+def evaluate(paths: list[str], model=None, *, model_name: str | None = None, model_card: dict | None = None,
              scale: int = 4, degradation: str = "bilinear", axis: str | int = "auto",
              out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int | None = None,
              precision: str = "auto", tile: int | None = None, blank_threshold: float = 0.0, baselines=BASELINES,
              progress: ProgressCallback | None = None, cancel=None, self_ensemble: bool = False,
              anchor: bool = True) -> dict:
     """Run the protocol; returns the metrics dict (and writes metrics.json, CSV, figure if out_dir).
+    The model's name and sha256 come from the model itself (as load_model returns it); `model_name`
+    and `model_card` override them for a network built in code.
     `self_ensemble`: the model's output is the mean over the 8 flips/rotations of each slice.
     `anchor`: as enhance does by default, the output's local brightness is held to the input's."""
     check_scale(scale)
+    record = model_provenance(model) if model is not None else None
+    if record is not None and model_name:
+        record["name"] = model_name
+    model_name = record["name"] if record else "model"
+    if model_card and model_card.get("sha256") and record is not None:
+        record["sha256"] = model_card["sha256"]
     if model is not None and model.scale != scale:
         raise MRSuperResError(f"model '{model_name}' is x{model.scale}, but --scale {scale} was asked")
     if not paths:
@@ -111,7 +120,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str = "model", model_c
         "axis": [int(ax) for _, _, ax in plans],
         "volumes": [str(p) for p in paths],
         "slices_per_volume": kept,
-        "model": ({"name": model_name, **{k: (model_card or {}).get(k) for k in ("sha256", "scale")},
+        "model": ({**record, "scale": model.scale,
                    "precision": resolve_precision(precision, select_device(device)),
                    "self_ensemble": self_ensemble, "anchor": anchor}
                   if model is not None else None),

@@ -1,4 +1,4 @@
-"""Seed 001's Figure 3: ground truth | LR | model | bilinear | bicubic, with a zoomed detail row."""
+"""Rashid et al.'s Figure 3: ground truth | LR | model | bilinear | bicubic, with a zoomed detail row."""
 from __future__ import annotations
 
 import io

@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from . import geometry
+from .cards import model_provenance
 from .devices import autocast, resolve_precision, select_device, use_all_cores
 from .errors import Cancelled, MRSuperResError
 from .rrdbnet import RRDBNet
@@ -358,5 +359,13 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
                  input_shape=list(data.shape), output_shape=list(hr.data.shape),
                  intensity_range=[lo, hi], seconds=time.perf_counter() - t0, slices=stack.shape[0],
                  device=str(engine.device), precision=engine.precision, threads=torch.get_num_threads(),
-                 self_ensemble=self_ensemble, anchor=anchor)
+                 self_ensemble=self_ensemble, anchor=anchor, model=model_provenance(model))
+    hr.meta["description"] = describe_output(facts)
     return hr, facts
+
+
+def describe_output(facts: dict) -> str:
+    """The line an output file carries (NIfTI descrip, NRRD content): what made it."""
+    model = facts["model"]
+    sha = f" sha256:{model['sha256'][:12]}" if model.get("sha256") else ""
+    return f"MRSuperRes {model['name']} x{facts['scale']}{sha}{'' if facts['anchor'] else ' raw'}"

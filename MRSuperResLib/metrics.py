@@ -1,8 +1,8 @@
 """Fidelity metrics of one 2D slice against its ground truth, both on [0, 1] intensities.
 
 - `ssim`, `psnr`: scikit-image, data_range = 1 (SSIM: 7x7 uniform window, K1 0.01, K2 0.03).
-- `nrmse`: RMSE divided by the mean of the ground truth, as seed 001 states (scikit-image's
-  `normalized_root_mse(normalization="mean")`). Seed 001's 0.04 is close to what `rmse` gives
+- `nrmse`: RMSE divided by the mean of the ground truth, as Rashid et al. state (scikit-image's
+  `normalized_root_mse(normalization="mean")`). Rashid et al.'s 0.04 is close to what `rmse` gives
   on [0, 1] images, so both are reported: `rmse` is the plain root-mean-square error.
 - `mae`: mean absolute error.
 - `vif`: pixel-domain visual information fidelity (Sheikh & Bovik 2006, `vifp_mscale`): four

@@ -1,6 +1,6 @@
 """Random low-resolution simulation for training, on HR patches in [0, 1].
 
-`bilinear`, `bicubic` and `kspace` are the fixed degradations of `resample` (seed 001's
+`bilinear`, `bicubic` and `kspace` are the fixed degradations of `resample` (Rashid et al.'s
 bilinear x s among them). `mri` is a high-order, MRI-specific chain in the spirit of
 Real-ESRGAN's, with its JPEG and 8-bit steps left out (they are not how MRI degrades):
 

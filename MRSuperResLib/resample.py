@@ -4,11 +4,11 @@ Every method uses the grid rule of `geometry`: pixel centres aligned (`align_cor
 HR pixel i' at LR continuous index (i' + 0.5) / s - 0.5, borders replicated.
 
 Degradations (HR -> LR, H and W must be multiples of s):
-- `bilinear` (seed 001): torch `interpolate(mode="bilinear", align_corners=False,
+- `bilinear` (Rashid et al.): torch `interpolate(mode="bilinear", align_corners=False,
   antialias=False)`, the same numbers as OpenCV's `resize(INTER_LINEAR)`. Without antialiasing
   an x4 LR pixel is the mean of the two middle HR pixels of its 4x4 block in each direction
   (HR positions 4j+1 and 4j+2).
-- `bicubic` (seed 002, MATLAB/PIL-style): torch bicubic with `antialias=True`, i.e. the cubic
+- `bicubic` (the two-stage ESRGAN thesis, MATLAB/PIL-style): torch bicubic with `antialias=True`, i.e. the cubic
   kernel (a = -0.5) stretched by s so that it low-pass filters before decimation.
 - `kspace` (how MRI loses resolution): the centred h x w block of the 2D Fourier transform is
   kept and transformed back (a truncated acquisition: Gibbs ringing, no aliasing). A sub-pixel

@@ -3,7 +3,7 @@
 Built exactly as BasicSR builds it so that released checkpoints load with a strict key and
 shape check: x4 is conv_first -> 23 RRDB -> conv_body (+ skip) -> two (nearest x2, conv_upN,
 LeakyReLU) stages -> conv_hr -> conv_last. x2 and x1 feed the same x4 trunk with the input
-pixel-unshuffled by 2 or 4 (channels x4 or x16). x8 (seed 002) adds a third upsampling stage,
+pixel-unshuffled by 2 or 4 (channels x4 or x16). x8 (the two-stage ESRGAN thesis) adds a third upsampling stage,
 `conv_up3`, after `conv_up2`; it has no unshuffle.
 """
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """`mrsuperres train`: PSNR- and GAN-stage training of the 1-channel generator, resumable.
 
-Stages (Real-ESRGAN / seed 002): `psnr` = L1 only, Adam lr 2e-4; `gan` = L1 + perceptual
+Stages (Real-ESRGAN / the two-stage ESRGAN thesis): `psnr` = L1 only, Adam lr 2e-4; `gan` = L1 + perceptual
 (VGG before ReLU) + adversarial against a 1-channel UNetDiscriminatorSN, lr 1e-4. Adam betas
 (0.9, 0.99) for both networks, EMA of the generator (decay 0.999); the exported model is the
 EMA. Targets are not unsharp-masked (that biases fidelity metrics against the ground truth).
 
-GAN loss default: `vanilla` (binary cross-entropy on the per-pixel logits). Seed 001 calls its
+GAN loss default: `vanilla` (binary cross-entropy on the per-pixel logits). Rashid et al. call their
 feedback relativistic, but the code it builds on (Real-ESRGAN) trains its U-Net discriminator
-with the vanilla loss, the pretrained Real-ESRGAN discriminator was trained so (seed 004
+with the vanilla loss, the pretrained Real-ESRGAN discriminator was trained so (Aghelan & Rouhani
 fine-tunes from it), and a relativistic average over per-pixel logits is not what ESRGAN's
-RaGAN was designed for. `--gan-loss ragan` gives the relativistic average loss (seed 002).
+RaGAN was designed for. `--gan-loss ragan` gives the relativistic average loss (the two-stage ESRGAN thesis).
 
 Flow of one run: validate every input (nothing is written before that) -> event log `start`
 or `resumed` -> iterations -> `progress` / `validation` / `checkpoint` events -> on the last

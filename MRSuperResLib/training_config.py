@@ -16,13 +16,13 @@ from .errors import MRSuperResError
 from .training_data import HR_NOISE_SIGMA
 
 PRESETS = {
-    # seed 001: L1 + perceptual + GAN, each weight 1
+    # Rashid et al.: L1 + perceptual + GAN, each weight 1
     "paper": dict(l1_weight=1.0, perceptual_weight=1.0, gan_weight=1.0,
                   layers={"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}),
     # train_realesrgan_x4plus.yml
     "realesrgan": dict(l1_weight=1.0, perceptual_weight=1.0, gan_weight=0.1,
                        layers={"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}),
-    # seed 002: L = L_percep + 5e-3 L_adv + 1e-2 L_content, ESRGAN's conv5_4 features, RaGAN
+    # the two-stage ESRGAN thesis: L = L_percep + 5e-3 L_adv + 1e-2 L_content, ESRGAN's conv5_4 features, RaGAN
     "thesis": dict(l1_weight=0.01, perceptual_weight=1.0, gan_weight=0.005, layers={"conv5_4": 1.0},
                    gan_loss="ragan"),
 }

@@ -44,7 +44,7 @@ def load_normalised(path: str) -> tuple[np.ndarray, VolumeInfo]:
 
 
 def split_volumes(data: list[str], val: list[str] | None) -> tuple[list[str], list[str], str]:
-    """(train paths, validation paths, how): --val if given, else 80/20 by volume (seed 001);
+    """(train paths, validation paths, how): --val if given, else 80/20 by volume (Rashid et al.);
     a single volume is split into slabs instead (see SlicePool.from_paths)."""
     if not data:
         raise MRSuperResError("no training volumes given (--data)")
@@ -144,7 +144,7 @@ def load_pools(data: list[str], val: list[str] | None, axis: str | int, patch: i
 
 def validation_set(slices: list[np.ndarray], scale: int, count: int = 16, size: int = 128):
     """A fixed subset: up to `count` evenly spaced slices whose centre crop (at most size x size,
-    multiples of the scale) holds tissue; LR by seed 001's bilinear degradation."""
+    multiples of the scale) holds tissue; LR by Rashid et al.'s bilinear degradation."""
     from .resample import downsample
 
     if not slices:

@@ -43,13 +43,38 @@ class Volume:
         return Volume(data, resample_affine(self.affine, axis, factor), meta)
 
 
-def file_format(path: str | os.PathLike) -> str:
+DICOM_HINT = ("DICOM is not read directly: convert the series to NIfTI first (dcm2niix -z y -o OUT_FOLDER "
+              "SERIES_FOLDER), or load it with Slicer's DICOM module and use the panel")
+
+
+def looks_like_dicom(path: str | os.PathLike) -> bool:
+    """A .dcm/.ima file, a file with the DICM preamble, or a folder holding such files."""
+    path = Path(path)
+    candidates = [path] if not path.is_dir() else sorted(p for p in path.iterdir() if p.is_file())[:5]
+    for item in candidates:
+        if item.suffix.lower() in (".dcm", ".ima", ".dicom"):
+            return True
+        try:
+            with open(item, "rb") as f:
+                if f.read(132)[128:] == b"DICM":
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def file_format(path: str | os.PathLike, purpose: str = "read") -> str:
+    """'nifti' or 'nrrd' from the name; `purpose` ('read' an input or 'write' an output) words the refusal."""
     name = str(path).lower()
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
     if name.endswith(NRRD_SUFFIXES):
         return "nrrd"
-    raise MRSuperResError(f"unsupported file type: {path} (expected .nii, .nii.gz, .nrrd, or .nhdr to read)")
+    if purpose == "write":
+        raise MRSuperResError(f"cannot write the output {path}: its name must end in .nii, .nii.gz or .nrrd")
+    if looks_like_dicom(path):
+        raise MRSuperResError(f"{path} is DICOM. {DICOM_HINT}")
+    raise MRSuperResError(f"unsupported input file type: {path} (expected .nii, .nii.gz, .nrrd or .nhdr)")
 
 
 def stem(path: str | os.PathLike) -> str:
@@ -65,11 +90,12 @@ def stem(path: str | os.PathLike) -> str:
 def read_volume(path: str | os.PathLike) -> Volume:
     """Read and validate a 3D scalar volume; every problem becomes one clear MRSuperResError."""
     path = Path(path)
+    if path.is_dir():
+        hint = f" ({DICOM_HINT})" if looks_like_dicom(path) else ""
+        raise MRSuperResError(f"expected a volume file, got a folder: {path}{hint}")
     kind = file_format(path)
     if not path.exists():
         raise MRSuperResError(f"file not found: {path}")
-    if path.is_dir():
-        raise MRSuperResError(f"expected a volume file, got a folder: {path}")
     if not os.access(path, os.R_OK):
         raise MRSuperResError(f"cannot read {path}: permission denied")
     try:
@@ -231,7 +257,7 @@ def check_writable(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise MRSuperResError(f"output path is a folder: {path}")
-    file_format(path)
+    file_format(path, "write")
     if path.name.lower().endswith(".nhdr"):
         raise MRSuperResError(f"writing detached NRRD (.nhdr) is not supported: use .nrrd for {path}")
     parent = path.parent if str(path.parent) else Path(".")
@@ -252,7 +278,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, dtype: str = "float32"
         info = np.iinfo(dtype) if np.issubdtype(np.dtype(dtype), np.integer) else None
         data = np.clip(np.rint(data), info.min, info.max) if info else data
     data = data.astype(dtype, copy=False)
-    kind = file_format(path)
+    kind = file_format(path, "write")
     suffix = ".nii.gz" if str(path).lower().endswith(".nii.gz") else path.suffix
     try:
         with atomic_path(path, suffix) as tmp:          # the writers pick the format by suffix
@@ -279,6 +305,8 @@ def _write_nifti(data: np.ndarray, volume: Volume, path: str) -> None:
         img.set_sform(volume.affine, code=1)
     units = meta.get("xyzt_units")
     img.header.set_xyzt_units(*(units if units and units[0] != "unknown" else ("mm", "sec")))
+    if meta.get("description"):
+        img.header["descrip"] = meta["description"].encode("ascii", "replace")[:79]
     nib.save(img, path)
 
 
@@ -288,4 +316,6 @@ def _write_nrrd(data: np.ndarray, volume: Volume, path: str) -> None:
     lps = _LPS @ volume.affine[:3]
     header = {"space": "left-posterior-superior", "kinds": ["domain"] * 3,
               "space directions": lps[:, :3].T, "space origin": lps[:, 3], "encoding": "gzip"}
+    if volume.meta.get("description"):
+        header["content"] = volume.meta["description"].replace("\n", " ")
     nrrd.write(path, data, header, index_order="F")

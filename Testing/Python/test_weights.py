@@ -274,3 +274,37 @@ def test_detail_interpolates_between_a_fidelity_model_and_its_gan_partner(tmp_pa
                  "--detail", "0.5"]) == 2
     assert "names no partner" in capsys.readouterr().err
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_either_model_of_a_detail_pair_gives_the_same_blend(tmp_path):
+    """Cards of a pair name each other; the `gan`-stage model is the GAN side whichever is given."""
+    from conftest import tiny_model
+
+    from MRSuperResLib.catalog import load_model
+    from MRSuperResLib.weights import save_model
+
+    fid, gan = tiny_model(4, seed=1), tiny_model(4, seed=2)
+    fid_path, gan_path = tmp_path / "f.safetensors", tmp_path / "g.safetensors"
+    save_model(fid, fid_path, {"name": "f", "stage": "psnr", "detail_partner": str(gan_path)})
+    save_model(gan, gan_path, {"name": "g", "stage": "gan", "detail_partner": str(fid_path)})
+    a, card_a = load_model(str(fid_path), detail=0.25)
+    b, card_b = load_model(str(gan_path), detail=0.25)
+    for (k, va), vb, f, g in zip(a.state_dict().items(), b.state_dict().values(), fid.state_dict().values(),
+                                 gan.state_dict().values()):
+        assert torch.equal(va, vb), k
+        assert torch.allclose(va, 0.75 * f + 0.25 * g, atol=1e-6), k
+    assert card_a["name"] == card_b["name"] == "f+g@0.25"
+    assert card_a["detail_models"] == card_b["detail_models"]
+    assert card_a["detail_models"]["gan"]["sha256"] == sha256_of(gan_path)
+
+
+def test_the_shipped_pair_names_each_other():
+    from MRSuperResLib.catalog import SHIPPED_DIR
+
+    cards = {p.stem: json.loads(p.read_text()) for p in SHIPPED_DIR.glob("*.json")}
+    pairs = {name: card.get("detail_partner") for name, card in cards.items()}
+    assert pairs["mri-x4-fidelity"] == "mri-x4-gan" and pairs["mri-x4-gan"] == "mri-x4-fidelity"
+    for name, partner in pairs.items():
+        if partner:
+            assert cards[partner]["detail_partner"] == name
+            assert cards[partner]["architecture"] == cards[name]["architecture"]

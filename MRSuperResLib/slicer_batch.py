@@ -1,0 +1,113 @@
+"""Enhance volumes without the GUI: in Slicer's batch mode, or in plain Python with slicer-core.
+
+Installed with the extension (as MRSuperResLib/slicer_batch.py) and in a checkout:
+
+    Slicer --no-main-window --python-code "import MRSuperResLib.slicer_batch as b; \
+        b.main(['--input', 'T1.nii.gz', 'T2.nrrd', '--output', 'out'], exit=True)"
+    Slicer --no-main-window --python-script MRSuperResLib/slicer_batch.py -- --input T1.nii.gz --output out
+    python -m MRSuperResLib.slicer_batch --input T1.nii.gz --output out          # slicer-core, no app
+
+Each input is loaded by Slicer's own volume reader, enhanced by MRSuperResLogic, and written
+as OUT/<name>_sr.nii.gz (atomically). It always ends, also inside Slicer (where a script does
+not end by itself): 0 when every input was enhanced, 1 after any failure, each failure one line
+on stderr, the other inputs still processed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __name__ == "__main__" and __package__ in (None, ""):     # run by path: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def problem(exc: BaseException) -> str:
+    """One line for anything that can go wrong in a batch job."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "cancelled"
+    if isinstance(exc, ImportError):
+        return (f"{exc} (in Slicer: install the PyTorch extension and open the MRSuperRes module once; "
+                "in Python: pip install mrsuperres)")
+    from MRSuperResLib.jobs import message_of       # imports no torch: safe when torch is missing
+
+    return message_of(exc)
+
+
+def enhance_all(args) -> int:
+    import slicer
+
+    from MRSuperResLib.slicer_logic import MRSuperResLogic
+    from MRSuperResLib.slicer_nodes import volume_from_node
+    from MRSuperResLib.slicer_scene import headless_scene, load_volume
+    from MRSuperResLib.volumes import write_volume
+
+    if getattr(slicer, "mrmlScene", None) is None:
+        headless_scene()
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    logic = MRSuperResLogic()
+    failures = 0
+    for path in args.input:
+        made = []
+        try:
+            made.append(load_volume(path))
+            made.append(logic.enhance(made[0], model=args.model, axis=args.axis, device=args.device, show=False))
+            target = out / f"{Path(path).name.split('.')[0]}_sr.nii.gz"
+            write_volume(volume_from_node(made[1], "result"), target)
+            print(f"{path} -> {target}")
+        except Exception as exc:              # one input's failure: say so, go on with the others
+            print(f"mrsuperres: {path}: {problem(exc)}", file=sys.stderr)
+            failures += 1
+        finally:
+            for node in made:
+                if node is not None and slicer.mrmlScene.IsNodePresent(node):
+                    slicer.mrmlScene.RemoveNode(node)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None, exit: bool = False) -> int:
+    """Enhance every --input into --output; returns 0 or 1, or with `exit` ends the process with it
+    (what a batch run inside Slicer needs: a --python-script or --python-code does not end by itself).
+    Without `argv`, the arguments after `--` on the command line (or all of them)."""
+    if argv is None:
+        argv = sys.argv[1:]
+        argv = argv[argv.index("--") + 1:] if "--" in argv else argv
+    code = _run(argv)
+    if exit:
+        finish(code)
+    return code
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="slicer_batch", description=__doc__.splitlines()[0])
+    parser.add_argument("--input", nargs="+", required=True, help="volumes to enhance (.nii, .nii.gz, .nrrd)")
+    parser.add_argument("--output", required=True, help="output folder (made if missing)")
+    parser.add_argument("--model", default=None, help="model name or weights file (default: mri-x4-fidelity)")
+    parser.add_argument("--axis", default="auto", help="slice axis: auto, 0, 1 or 2 (default: auto)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:                 # --help (0) or bad arguments (argparse printed why)
+        return 0 if exc.code == 0 else 1
+    try:
+        return enhance_all(args)
+    except BaseException as exc:              # torch missing, out of memory, Ctrl-C: one line, exit 1
+        print(f"mrsuperres: {problem(exc)}", file=sys.stderr)
+        return 1
+
+
+def finish(code: int) -> None:
+    """Exit on every path: inside Slicer through slicer.util.exit, else sys.exit."""
+    try:
+        import slicer
+        if hasattr(slicer, "app"):
+            slicer.util.exit(code)
+    except ImportError:
+        pass
+    sys.exit(code)
+
+
+
+if __name__ == "__main__":
+    main(exit=True)

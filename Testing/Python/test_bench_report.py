@@ -1,0 +1,34 @@
+"""`bench` says when its own peak measurement cannot be trusted instead of printing impossible fractions."""
+from __future__ import annotations
+
+from MRSuperResLib.benchmark import PEAK_SPREAD_LIMIT, format_row, measurement_warnings
+
+
+def path(name: str, precision: str, fraction: float) -> dict:
+    return dict(name=name, precision=precision, fraction_of_peak=fraction, seconds_per_slice=0.4,
+                slices_per_second=2.5, tflops=0.3, speedup_vs_reference=1.0, psnr_vs_fp32=47.0, peak_rss_mb=700)
+
+
+def test_a_quiet_run_has_no_warning():
+    result = {"peak_rounds": {"fp32": [0.220, 0.215, 0.221], "bf16": [0.46, 0.45, 0.46]},
+              "paths": [path("reference", "fp32", 0.83), path("bf16", "bf16", 0.74)]}
+    assert measurement_warnings(result) == []
+    assert "83% of peak" in format_row(result["paths"][0])
+
+
+def test_a_path_above_the_peak_is_called_disturbed_and_a_rerun_recommended():
+    result = {"peak_rounds": {"fp32": [0.22, 0.22, 0.22], "bf16": [0.14, 0.14, 0.14]},
+              "paths": [path("reference", "fp32", 0.8), path("bf16", "bf16", 1.19)]}
+    warnings = measurement_warnings(result)
+    assert any("bf16 ran at 119% of the bf16 peak" in w for w in warnings)
+    assert "rerun `mrsuperres bench`" in warnings[-1]
+    row = format_row(result["paths"][1])
+    assert "119%" not in row and "above the measured peak: disturbed" in row
+
+
+def test_peaks_that_vary_across_repeats_are_reported():
+    spread = [0.22, 0.22 * (1 - PEAK_SPREAD_LIMIT - 0.05), 0.21]
+    warnings = measurement_warnings({"peak_rounds": {"fp32": spread}, "paths": []})
+    assert warnings and "fp32 peak varied by 20% across 3 repeats" in warnings[0]
+    steady = [0.22, 0.22 * (1 - PEAK_SPREAD_LIMIT + 0.05), 0.21]
+    assert measurement_warnings({"peak_rounds": {"fp32": steady}, "paths": []}) == []
