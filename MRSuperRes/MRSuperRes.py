@@ -89,8 +89,9 @@ if HAVE_APP:
                 "background. Needs Slicer 5.8 or later and the PyTorch extension. See "
                 "<a href='https://github.com/mrsuperres/SlicerMRSuperRes'>the documentation</a>.")
             parent.acknowledgementText = (
-                "Real-ESRGAN (Wang et al. 2021, BSD-3); MRI super-resolution with ESRGAN-style networks "
-                "(seed papers in the README); Colin27 sample (BSD-3).")
+                "Real-ESRGAN (Wang et al. 2021, BSD-3); 1-channel Real-ESRGAN for MRI after Rashid, "
+                "Shakibapour and Ebrahimi, Single MR image super-resolution using generative adversarial "
+                "network; Colin27 sample (Holmes et al. 1998, BSD-3).")
 
     class MRSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """The panel. It reads controls, calls the logic and shows what comes back. The logic

@@ -195,7 +195,7 @@ def anchor_to_input(sr: np.ndarray, lr: np.ndarray) -> np.ndarray:
     (the ratio is capped at ANCHOR_MAX_GAIN either way and upsampled bilinearly). The network
     still adds detail and moves intensity within about an input voxel, but cannot brighten or
     darken a region, and air the network makes exactly 0 stays 0. Why: the MRI models darken a
-    scan's faint noise floor by a third (README, "Anchoring"), which costs SSIM on noisy scans.
+    scan's faint noise floor by a third (docs/anchoring.md), which costs SSIM on noisy scans.
     (N, h, w) and (N, h s, w s) float32 in [0, 1] -> (N, h s, w s) float32 in [0, 1]."""
     from scipy.ndimage import gaussian_filter
 

@@ -26,7 +26,7 @@ POLL_SECONDS = 0.1          # how often a blocking call looks at its job
 
 
 class MRSuperResLogic:
-    """enhance, compare, showComparison and train on MRML nodes (see the README's Slicer section)."""
+    """enhance, compare, showComparison and train on MRML nodes (docs/slicer.md)."""
 
     def __init__(self, scene=None):
         self.slicer = require_slicer()
