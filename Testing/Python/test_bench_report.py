@@ -27,8 +27,8 @@ def test_a_path_above_the_peak_is_called_disturbed_and_a_rerun_recommended():
 
 
 def test_peaks_that_vary_across_repeats_are_reported():
-    spread = [0.22, 0.22 * (1 - PEAK_SPREAD_LIMIT - 0.05), 0.21]
-    warnings = measurement_warnings({"peak_rounds": {"fp32": spread}, "paths": []})
+    busy = [0.22, 0.22 * (1 - PEAK_SPREAD_LIMIT - 0.05), 0.15]           # two of three repeats slowed
+    warnings = measurement_warnings({"peak_rounds": {"fp32": busy}, "paths": []})
     assert warnings and "fp32 peak varied by 20% across 3 repeats" in warnings[0]
-    steady = [0.22, 0.22 * (1 - PEAK_SPREAD_LIMIT + 0.05), 0.21]
-    assert measurement_warnings({"peak_rounds": {"fp32": steady}, "paths": []}) == []
+    one_slow = [0.22, 0.15, 0.215]                                           # a single slow repeat is noise
+    assert measurement_warnings({"peak_rounds": {"fp32": one_slow}, "paths": []}) == []

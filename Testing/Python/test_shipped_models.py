@@ -181,14 +181,21 @@ def test_shipped_model_cards_are_complete_and_honest(path):
 
 
 @pytest.mark.skipif(not (SHIPPED_DIR / "mri-x4-fidelity.safetensors").exists(), reason="fidelity model not shipped")
-def test_fidelity_model_beats_bicubic_on_real_mri_it_was_not_trained_on(tmp_path):
+def test_fidelity_model_beats_bicubic_on_real_mri_it_was_not_trained_on(tmp_path, sample_volume):
     """The bundled slab is Colin27, the held-out validation subject; a few axial slices."""
     from MRSuperResLib.catalog import load_model
     from MRSuperResLib.evaluate import evaluate
 
+    # every 4th axial slice of the slab (12 of 48, spanning it): the model's gain over bicubic is
+    # +1.41 to +1.50 dB and +0.057 SSIM on any such subset, as on all 48 (+1.44 dB), for a quarter
+    # of the time. fp32, the reference every fast path is held to (>= 45 dB): the bf16 this ran
+    # in before is 6-8x slower than fp32 on CPUs without bf16 units and changes nothing at 0.5 dB.
+    data, affine = sample_volume
+    slices = write_nifti(tmp_path / "colin27_every_4th_axial.nii.gz", data[:, :, ::4], affine)
     model, _ = load_model("mri-x4-fidelity")
-    result = evaluate([str(SAMPLE)], model, scale=4, degradation="bilinear", axis=2, baselines=("bicubic",),
-                      precision="bf16")
+    result = evaluate([str(slices)], model, scale=4, degradation="bilinear", axis=2, baselines=("bicubic",),
+                      precision="fp32")
+    assert result["n_slices"] == 12
     model, bicubic = result["methods"]["model"], result["methods"]["bicubic"]
     assert model["psnr"]["mean"] > bicubic["psnr"]["mean"] + 0.5
     assert model["ssim"]["mean"] > bicubic["ssim"]["mean"]
