@@ -114,13 +114,14 @@ def _run_path(name: str, model_spec: str | None, stack: np.ndarray, device: str,
             t0 = time.perf_counter()
             # warm-up; a compiled network sees every batch shape of the timed run first (each
             # new shape compiles again, which would be timed otherwise)
-            super_resolve_slices(engine, stack if compile_ else stack[: (batch or 8)].copy(), batch_size=batch)
+            super_resolve_slices(engine, stack if compile_ else stack[: (batch or 8)].copy(), batch_size=batch,
+                                 anchor=False)
             facts["warmup_seconds"] = time.perf_counter() - t0
             if engine.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = super_resolve_slices(engine, stack, batch_size=batch)
+            out = super_resolve_slices(engine, stack, batch_size=batch, anchor=False)   # like the reference
             seconds = time.perf_counter() - t0
             facts.update(device=str(engine.device), compiled=engine.compiled)
             if engine.device.type == "cuda":
@@ -137,8 +138,9 @@ PEAK_SPREAD_LIMIT = 0.15     # more spread than this between repeats: the machin
 PEAK_SECONDS = 0.3           # each operation of each repeat runs at least this long
 
 
-def _measure_peaks(device: str, queue) -> None:
-    """Child process: the best TFLOP/s of a large matmul and a large 3x3 conv per precision."""
+def _measure_peaks(device: str, queue, precisions=None) -> None:
+    """Child process: the best TFLOP/s of a large matmul and a large 3x3 conv per precision
+    (`precisions`, default every one the device can run)."""
     import torch
 
     from .devices import use_all_cores
@@ -149,6 +151,8 @@ def _measure_peaks(device: str, queue) -> None:
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     if dev.type == "cuda":
         dtypes["fp16"] = torch.float16
+    if precisions:
+        dtypes = {k: v for k, v in dtypes.items() if k in precisions}
     # each operation repeats until PEAK_SECONDS have passed (at least once): enough for a steady
     # figure on a fast path, and a bounded cost where a precision is emulated (bf16 without units)
     n = 8192 if dev.type == "cuda" else 1024
@@ -205,10 +209,10 @@ def measurement_warnings(result: dict) -> list[str]:
     return warnings
 
 
-def _in_child(target, *args, timeout: float = 1800):
+def _in_child(target, *args, timeout: float = 1800, **kwargs):
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
+    proc = ctx.Process(target=target, args=(*args, queue), kwargs=kwargs)
     proc.start()
     try:
         result = queue.get(timeout=timeout)
@@ -237,16 +241,18 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_bench(model_spec: str | None = None, slices: int = 36, size: tuple[int, int] = (60, 60),
               device: str = "auto", paths: list[str] | None = None, reference_slices: int | None = None,
-              batch_size: int | None = None, input_path: str | None = None, log=print) -> dict:
+              batch_size: int | None = None, input_path: str | None = None, log=print,
+              calibrate: bool = False) -> dict:
     import torch
 
+    from .calibration import candidates, choose
     from .catalog import load_model
     from .devices import cpu_has_fast_bf16, select_device
 
     dev = select_device(device)
     model, card = load_model(model_spec)
-    if paths is None:
-        paths = ["reference", "fp32", "bf16"] + (["fp16"] if dev.type == "cuda" else [])
+    if paths is None:                   # the reference and every precision this device has units for
+        paths = ["reference"] + candidates(dev)
     unknown = [p for p in paths if p not in PATHS]
     if unknown or "reference" not in paths:
         from .errors import MRSuperResError
@@ -262,9 +268,13 @@ def run_bench(model_spec: str | None = None, slices: int = 36, size: tuple[int, 
         result["gpu"] = torch.cuda.get_device_name(dev)
     log(f"bench: {slices} slices {size[0]}x{size[1]} -> {result['hr_size'][0]}x{result['hr_size'][1]}, "
         f"{flops / 1e9:.1f} GFLOP per slice, model {result['model']}, {dev}")
+    choice = choose(model, dev, "auto", refresh=calibrate, notify=log)
+    result["auto"] = choice.as_facts()
+    log(f"--precision auto here: {choice.precision} ({choice.why}{', cached' if choice.cached else ''})")
     result["startup_seconds"] = startup_seconds(model_spec)
     log(f"start-up (python + imports + model load): {result['startup_seconds']:.2f} s")
-    result["peak_tflops"], result["peak_rounds"] = _in_child(_measure_peaks, str(dev))
+    precisions = sorted({PATHS[name][0] for name in paths})          # no peak for a precision not run
+    result["peak_tflops"], result["peak_rounds"] = _in_child(_measure_peaks, str(dev), precisions=precisions)
     log("measured peak TFLOP/s: " + ", ".join(f"{k} {v:.3f}" for k, v in result["peak_tflops"].items()))
     ref_stack = stack[: reference_slices or slices]
     ref_out = None

@@ -55,9 +55,10 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
                         "isotropic), 0, 1 or 2")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="network arithmetic: auto (default) = bf16 on CPUs with bf16 units and on recent "
-                        "GPUs, fp16 on older GPUs, else fp32 (the reference; fast paths agree with it to "
-                        ">= 45 dB PSNR)")
+                   help="network arithmetic: auto (default) = the fastest measured on this machine among those "
+                        "its CPU or GPU has units for, that agrees with fp32 (the reference) to >= 45 dB PSNR; "
+                        "measured once per model architecture and cached")
+    p.add_argument("-v", "--verbose", action="store_true", help="say which precision ran and why")
     p.add_argument("--batch-size", type=positive_int, default=None, help="slices per batch (default: sized to memory)")
     p.add_argument("--tile", type=positive_int, default=None,
                    help="cut slices into overlapping tiles of this many LR pixels (default: only slices "
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="slices per batch for the batched paths (default: sized to memory)")
     p.add_argument("--input", default=None, help="volume whose axial slices are used (default: the bundled sample)")
     p.add_argument("--json", default="bench.json", help="where to write the figures")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure again which precision --precision auto uses on this machine (cached otherwise)")
     debug_option(p)
 
     p = command("fetch", "fetch RealESRGAN_x4plus (1-channel), the MRI models' starting point, into the cache")
@@ -181,7 +184,8 @@ def cmd_bench(args) -> int:
 
     paths = [p.strip() for p in args.paths.split(",")] if args.paths else None
     result = run_bench(args.model, slices=args.slices, size=tuple(args.size), device=args.device, paths=paths,
-                       reference_slices=args.reference_slices, batch_size=args.batch_size, input_path=args.input)
+                       reference_slices=args.reference_slices, batch_size=args.batch_size, input_path=args.input,
+                       calibrate=args.calibrate)
     print(f"wrote {write_json(result, args.json)}")
     return 0
 
@@ -236,6 +240,8 @@ def cmd_enhance(args) -> int:
           f"{'' if args.anchor else ' (not anchored)'}, "
           f"{facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} "
           f"({facts['precision']})")
+    if args.verbose:
+        print(f"precision {facts['precision']}: {facts['precision_why']}")
     return 0
 
 
@@ -252,6 +258,8 @@ def cmd_evaluate(args) -> int:
                       blank_threshold=args.blank_threshold, progress=Progress("evaluate"),
                       self_ensemble=args.self_ensemble, anchor=args.anchor)
     print(format_table(result))
+    if args.verbose and result.get("model"):
+        print(f"precision {result['model']['precision']}: {result['model']['precision_why']}")
     print(f"wrote {Path(args.out) / 'metrics.json'}, per_slice.csv, figure.png")
     return 0
 

@@ -39,7 +39,9 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` -> bf16 on CUDA GPUs that have it (else fp16) and on CPUs with bf16 units, else fp32."""
+    """Check an explicit precision against the device. `auto` here is only a guess from flags (bf16 on
+    CUDA GPUs that have it, else fp16; bf16 on CPUs with bf16 units, else fp32): where a network is
+    at hand, `calibration.choose` measures instead, since flags mislead on some CPUs."""
     precision = (precision or "auto").lower()
     if precision not in PRECISIONS:
         raise MRSuperResError(f"unknown precision '{precision}' ({', '.join(PRECISIONS)})")

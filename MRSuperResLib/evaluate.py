@@ -19,8 +19,7 @@ import numpy as np
 
 from . import geometry
 from .errors import MRSuperResError
-from .devices import resolve_precision, select_device
-from .inference import MIN_SLICE, ProgressCallback, super_resolve_slices
+from .inference import MIN_SLICE, ProgressCallback, SliceEngine, super_resolve_slices
 from .metrics import METRICS, score_slices, summarise_by_method
 from .resample import BASELINES, check_scale, downsample, upsample
 from .cards import model_provenance
@@ -82,6 +81,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
             raise MRSuperResError(f"{path}: slices of {h}x{w} voxels are too small for x{scale} "
                                   f"(need at least {scale * MIN_SLICE} voxels a side)")
         plans.append((path, vol, ax))
+    engine = SliceEngine(model, device=device, precision=precision) if model is not None else None  # inputs checked first
     total = sum(v.data.shape[ax] for _, v, ax in plans)
     done_before = 0
     for path, vol, ax in plans:
@@ -94,8 +94,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
         if model is not None:
             report = (lambda d, t, base=done_before, nv=vol.data.shape[ax]:
                       progress(base + round(d / t * nv), total)) if progress else None
-            outputs["model"] = super_resolve_slices(model, lr, device=device, batch_size=batch_size,
-                                                    precision=precision, tile=tile, progress=report,
+            outputs["model"] = super_resolve_slices(engine, lr, batch_size=batch_size, tile=tile, progress=report,
                                                     cancel=cancel, self_ensemble=self_ensemble, anchor=anchor)
         for m in baselines:
             outputs[m] = np.clip(upsample(lr, scale, m), 0, 1)
@@ -121,7 +120,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
         "volumes": [str(p) for p in paths],
         "slices_per_volume": kept,
         "model": ({**record, "scale": model.scale,
-                   "precision": resolve_precision(precision, select_device(device)),
+                   "precision": engine.precision, "precision_why": engine.choice.why,
                    "self_ensemble": self_ensemble, "anchor": anchor}
                   if model is not None else None),
         "protocol": ("per-volume min-max to [0,1]; blank slices (max <= %g) dropped; zero-pad to a "

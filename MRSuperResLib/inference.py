@@ -5,8 +5,8 @@ batches through the network -> clipped to [0, 1] -> anchored to the input's loca
 (`anchor_to_input`) -> back to the input's intensity units -> volume out on the HR grid of
 `geometry.resample_affine`.
 
-Speed: batches sized to memory, channels_last, `torch.inference_mode`, bf16 autocast on CPUs
-with bf16 units and fp16/bf16 on CUDA (`precision="auto"`), pinned memory and asynchronous
+Speed: batches sized to memory, channels_last, `torch.inference_mode`, the precision measured
+fastest on this machine (`precision="auto"`, see `calibration`), pinned memory and asynchronous
 copies on CUDA, optional `torch.compile`. Constant slices (air above and below the head) are
 run once per distinct value and copied, which is exact. Memory: a slice too large for the
 budget is cut into overlapping tiles blended with linear ramps (no seams); on out-of-memory the
@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from . import geometry
 from .cards import model_provenance
-from .devices import autocast, resolve_precision, select_device, use_all_cores
+from .devices import autocast, select_device, use_all_cores
 from .errors import Cancelled, MRSuperResError
 from .rrdbnet import RRDBNet
 from .volumes import Volume, check_voxels, denormalise, intensity_range, normalise
@@ -81,11 +81,14 @@ class SliceEngine:
 
     def __init__(self, model: RRDBNet, device: str | torch.device = "auto", precision: str = "auto",
                  compile: bool = False, notify: Callable[[str], None] | None = None):
+        from .calibration import choose
+
         self.device = device if isinstance(device, torch.device) else select_device(device)
-        self.precision = resolve_precision(precision, self.device)
         self.notify = notify or (lambda text: print(f"mrsuperres: {text}", file=sys.stderr))
         if self.device.type == "cpu":
             use_all_cores()
+        self.choice = choose(model, self.device, precision, notify=self.notify)   # auto: measured here
+        self.precision = self.choice.precision
         self.scale = model.scale
         self.multiple = model.input_multiple
         self._model = model
@@ -126,9 +129,12 @@ class SliceEngine:
 
     def fall_back_to_cpu(self, reason: str) -> None:
         self.notify(f"{reason} on {self.device}; continuing on the CPU (slower)")
+        from .calibration import choose
+
         self.device = torch.device("cpu")
-        self.precision = resolve_precision("auto", self.device)
         use_all_cores()
+        self.choice = choose(self._model, self.device, "auto", notify=self.notify)
+        self.precision = self.choice.precision
         self._place(False)
         torch.cuda.empty_cache()
 
@@ -358,7 +364,8 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
     facts = dict(axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=model.scale,
                  input_shape=list(data.shape), output_shape=list(hr.data.shape),
                  intensity_range=[lo, hi], seconds=time.perf_counter() - t0, slices=stack.shape[0],
-                 device=str(engine.device), precision=engine.precision, threads=torch.get_num_threads(),
+                 device=str(engine.device), precision=engine.precision, precision_why=engine.choice.why,
+                 threads=torch.get_num_threads(),
                  self_ensemble=self_ensemble, anchor=anchor, model=model_provenance(model))
     hr.meta["description"] = describe_output(facts)
     return hr, facts

@@ -23,6 +23,7 @@ import json
 import os
 import random
 import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 from torch.nn import functional as F
 
 from . import checkpoints
+from .calibration import choose
 from .devices import autocast, device_name, resolve_precision, select_device
 from .errors import MRSuperResError
 from .events import EventLog
@@ -157,12 +159,17 @@ class Trainer:
             raise MRSuperResError(f"{run} already holds a training run: add --resume to continue it, "
                                   "or choose another --out")
         self.device = select_device(c.device)
-        self.precision = resolve_precision(c.precision, self.device)
+        resolve_precision(c.precision, self.device)             # a bad --precision fails before any loading
         self.methods = parse_degradations(c.degrade)
         self.pool, val_slices, self.split, self.train_infos, self.val_infos = load_pools(
             c.data, c.val, c.axis, c.patch)
         self.val = validation_set(val_slices, c.scale)
         self.generator, self.init_desc, self.init_record = resolve_init(c)
+        # the precision inference measured fastest for this architecture here (a bf16 step is no
+        # faster where bf16 convolutions are not), or the one asked for
+        self.precision_choice = choose(self.generator, self.device, c.precision,
+                                       notify=lambda text: print(f"mrsuperres: {text}", file=sys.stderr))
+        self.precision = self.precision_choice.precision
         self.discriminator, self.init_d_desc = resolve_init_d(c)
         preset = PRESETS[c.preset]
         self.weights = {k: (getattr(c, k) if getattr(c, k) is not None else preset[k])
@@ -259,6 +266,7 @@ class Trainer:
 
     def _describe(self) -> dict:
         return dict(config=asdict(self.config), device=str(self.device), precision=self.precision,
+                    precision_why=self.precision_choice.why,
                     parameters=sum(p.numel() for p in self.generator.parameters()),
                     architecture=self.generator.config, train_slices=len(self.pool),
                     val_slices=0 if self.val is None else len(self.val[1]), split=self.split,

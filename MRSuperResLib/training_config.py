@@ -96,8 +96,8 @@ class TrainConfig:
     keep: int = option(3, minimum=1, help="checkpoints kept")
     device: str = option("auto", panel=True, help="auto (CUDA when present), cpu or cuda")
     precision: str = option("auto", choices=PRECISION_CHOICES,
-                            help="auto: bf16 on CPUs and GPUs that have it, fp16 with a grad scaler on older GPUs, "
-                                 "else fp32")
+                            help="auto: the precision measured fastest here for this architecture (bf16 only "
+                                 "where it beats fp32; fp16 with a grad scaler on GPUs without bf16)")
     seed: int = option(0, help="random seed")
     resume: bool = option(False, help="continue the run in --out from its newest valid checkpoint")
     config: str | None = option(None, shown="", help="TOML or JSON file with the same options (e.g. iters = 2000); "

@@ -154,7 +154,7 @@ def test_a_miscompiled_network_is_caught_and_replaced_by_the_eager_one():
     assert np.allclose(out, super_resolve_slices(model, stack, device="cpu", precision="fp32"), atol=1e-6)
 
 
-def _peaks_on_small_operands(device, queue):
+def _peaks_on_small_operands(device, queue, precisions=None):
     """Run by bench in its spawned child in place of `_measure_peaks`: the real `_measure_peaks`,
     every operand it draws 8x smaller in its last two dimensions (1024^2 matrices -> 128^2, 64x64
     feature maps -> 8x8). On CPUs without bf16 units (AVX2) bf16 is emulated and the full-size
@@ -177,7 +177,7 @@ def _peaks_on_small_operands(device, queue):
 
     torch.randn = smaller
     try:
-        benchmark._measure_peaks(device, queue)
+        benchmark._measure_peaks(device, queue, precisions)
     finally:                    # importing this module here made the child its own test home
         shutil.rmtree(conftest.TEST_HOME, ignore_errors=True)
 
@@ -188,10 +188,12 @@ def test_bench_writes_every_figure(tmp_path, save_tiny, capsys, monkeypatch):
     monkeypatch.setattr(benchmark, "_measure_peaks", _peaks_on_small_operands)
     model = save_tiny(nearest_model(4), "near")
     out = tmp_path / "bench.json"
-    assert main(["bench", "--model", str(model), "--slices", "3", "--size", "16", "16", "--json", str(out)]) == 0
+    assert main(["bench", "--model", str(model), "--slices", "3", "--size", "16", "16", "--json", str(out),
+                 "--paths", "reference,fp32,bf16"]) == 0
     result = json.loads(out.read_text())
     names = [p["name"] for p in result["paths"]]
-    assert names[:2] == ["reference", "fp32"] and len(names) >= 3
+    assert names == ["reference", "fp32", "bf16"]
+    assert result["auto"]["precision"] in ("fp32", "bf16") and result["auto"]["why"]
     assert result["startup_seconds"] > 0 and result["peak_tflops"]["fp32"] > 0
     assert {"fp32", "bf16"} <= set(result["peak_tflops"]) == set(result["peak_rounds"])     # the real measurement ran
     assert all(len(r) == benchmark.PEAK_ROUNDS for r in result["peak_rounds"].values())
@@ -200,7 +202,8 @@ def test_bench_writes_every_figure(tmp_path, save_tiny, capsys, monkeypatch):
         assert p["seconds_per_slice"] > 0 and p["peak_rss_mb"] > 50
         assert p["speedup_vs_reference"] == pytest.approx(ref["seconds_per_slice"] / p["seconds_per_slice"])
         assert p["psnr_vs_fp32"] >= inference.ACCURACY_DB
-    assert "vs reference" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "vs reference" in printed and "--precision auto here: " in printed
 
 
 def test_a_gpu_out_of_memory_falls_back_to_the_cpu_with_a_message():
@@ -263,3 +266,21 @@ def test_self_ensemble_raises_the_fidelity_models_psnr_on_real_mri(sample_volume
     single = super_resolve_slices(model, lr, device="cpu", precision="fp32")
     ensemble = super_resolve_slices(model, lr, device="cpu", precision="fp32", self_ensemble=True)
     assert psnr(ensemble, hr) > psnr(single, hr) + 0.05
+
+
+def test_bench_offers_only_the_precisions_this_device_has_units_for(tmp_path, save_tiny, monkeypatch):
+    """Without --paths, bench times the reference and the calibration's candidates: an emulated
+    bf16 (a CPU without bf16 units) is neither timed nor given a peak."""
+    from MRSuperResLib import benchmark, calibration
+
+    monkeypatch.setattr(calibration, "candidates", lambda device: ["fp32"])
+    seen = []
+    monkeypatch.setattr(benchmark, "_in_child", lambda target, *a, **k: (
+        seen.append(k.get("precisions")) or ({"fp32": 1.0}, {"fp32": [1.0, 1.0, 1.0]})
+        if target is benchmark._measure_peaks else ({"name": a[0], "precision": "fp32", "seconds_per_slice": 1.0,
+                                                     "slices_per_second": 1.0, "peak_rss_mb": 100},
+                                                    np.zeros((1, 64, 64), np.float32))))
+    monkeypatch.setattr(benchmark, "startup_seconds", lambda spec: 1.0)
+    result = benchmark.run_bench(str(save_tiny(nearest_model(4), "near")), slices=1, size=(16, 16), device="cpu",
+                                 log=lambda text: None)
+    assert [p["name"] for p in result["paths"]] == ["reference", "fp32"] and seen == [["fp32"]]

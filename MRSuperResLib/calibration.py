@@ -1,0 +1,164 @@
+"""`precision="auto"` chosen by measuring on this machine, not by reading CPU flags.
+
+CPU flags mislead: a CPU with AVX-512 bf16 but no AMX can run bf16 convolutions slower than
+fp32 (one 2-core Xeon: 0.140 against 0.249 TFLOP/s), and a CPU without bf16 units emulates them
+about 8x slower. So the first time a network architecture runs on a machine, each precision
+the device has units for is timed on a few batches of real MRI slices and checked against fp32;
+the fastest that agrees to ACCURACY_DB wins. The choice is cached in the user's cache folder,
+keyed by the machine (CPU model, usable cores, torch version, device) and the architecture; a
+cache that is unreadable, of another version or of another machine is measured again, never
+trusted. `mrsuperres bench --calibrate` measures again on purpose.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .devices import cpu_has_fast_bf16, resolve_precision
+
+CACHE_VERSION = 1
+CALIBRATION_SLICE = (60, 60)     # LR pixels: a typical MRI slice at x4 (240x240 out)
+CALIBRATION_BATCH = 4            # slices per timed batch
+CALIBRATION_REPEATS = 2          # timed batches per path, after one untimed warm-up
+
+
+@dataclass
+class Choice:
+    """How a network runs here, and why: shown in verbose output, recorded in run facts."""
+    precision: str
+    why: str
+    measured: dict = field(default_factory=dict)   # precision -> {"seconds_per_slice", "psnr_vs_fp32"}
+    cached: bool = False
+
+    def as_facts(self) -> dict:
+        return asdict(self)
+
+
+def candidates(device: torch.device) -> list[str]:
+    """The precisions worth timing on `device`: fp32 always, bf16 where the CPU has bf16 units
+    (emulated bf16 is never faster), and on CUDA fp16 and bf16 where the GPU supports it."""
+    if device.type == "cuda":
+        return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+    return ["fp32"] + (["bf16"] if cpu_has_fast_bf16() else [])
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(device: torch.device, model) -> dict:
+    """What the measurement depends on; any change means measuring again."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    key = {"cpu": cpu_model(), "cores": cores, "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "device": device.type, "architecture": {"scale": model.scale, **model.config},
+           "candidates": candidates(device)}
+    if device.type == "cuda":
+        key["gpu"] = torch.cuda.get_device_name(device)
+    return key
+
+
+def cache_path():
+    from .catalog import home_dir
+    return home_dir() / "calibration.json"
+
+
+def read_cache() -> list[dict]:
+    """The cached entries, or none when the file is missing, unreadable or of another version."""
+    try:
+        data = json.loads(cache_path().read_text())
+        if data.get("version") == CACHE_VERSION and isinstance(data.get("entries"), list):
+            return [e for e in data["entries"] if isinstance(e, dict) and "key" in e and "choice" in e]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return []
+
+
+def write_cache(key: dict, choice: Choice) -> None:
+    """Add or replace this machine's entry; a cache that cannot be written costs a measurement
+    next time, never a failed run."""
+    from .files import atomic_write_bytes
+
+    entries = [e for e in read_cache() if e["key"] != key]
+    entries.append({"key": key, "choice": choice.as_facts(), "date": time.strftime("%Y-%m-%d %H:%M")})
+    try:
+        cache_path().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache_path(), json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=1).encode())
+    except OSError:
+        pass
+
+
+def measure(model, device: torch.device, precisions: list[str]) -> dict:
+    """{precision: {"seconds_per_slice", "psnr_vs_fp32"}} on CALIBRATION_BATCH real MRI slices."""
+    from .benchmark import bench_slices
+    from .inference import SliceEngine
+
+    stack = bench_slices(None, CALIBRATION_BATCH, CALIBRATION_SLICE, model.scale)
+    results, reference = {}, None
+    for precision in ["fp32"] + [p for p in precisions if p != "fp32"]:
+        engine = SliceEngine(model, device=device, precision=precision, notify=lambda text: None)
+        out = engine.forward(stack)                          # warm-up (and the output to compare)
+        t0 = time.perf_counter()
+        for _ in range(CALIBRATION_REPEATS):
+            engine.forward(stack)
+        seconds = (time.perf_counter() - t0) / (CALIBRATION_REPEATS * len(stack))
+        if reference is None:
+            reference = out
+        mse = float(np.mean((out.astype(np.float64) - reference) ** 2))
+        results[precision] = {"seconds_per_slice": seconds,
+                              "psnr_vs_fp32": float("inf") if mse == 0 else float(-10 * np.log10(mse))}
+    return results
+
+
+def pick(measured: dict) -> tuple[str, str]:
+    """(precision, why): the fastest that agrees with fp32 to ACCURACY_DB; fp32 on a tie."""
+    from .inference import ACCURACY_DB
+
+    agreeing = {p: m for p, m in measured.items() if m["psnr_vs_fp32"] >= ACCURACY_DB}
+    best = min(agreeing, key=lambda p: (agreeing[p]["seconds_per_slice"], p != "fp32"))
+    figures = ", ".join(f"{p} {m['seconds_per_slice']:.3g} s/slice ({m['psnr_vs_fp32']:.0f} dB)"
+                        if p != "fp32" else f"fp32 {m['seconds_per_slice']:.3g} s/slice"
+                        for p, m in measured.items())
+    refused = [p for p in measured if p not in agreeing]
+    note = f"; {', '.join(refused)} below {ACCURACY_DB:g} dB against fp32" if refused else ""
+    return best, f"fastest measured here: {figures}{note}"
+
+
+def choose(model, device: torch.device, precision: str = "auto", refresh: bool = False,
+           notify=None) -> Choice:
+    """The precision `model` runs at on `device`: the one asked for, or the measured fastest."""
+    if precision != "auto":
+        return Choice(resolve_precision(precision, device), "asked for")
+    options = candidates(device)
+    if len(options) == 1:
+        reason = "the CPU has no bf16 units (bf16 would be emulated, several times slower)" \
+            if device.type == "cpu" else "the only precision here"
+        return Choice(options[0], reason)
+    key = machine_key(device, model)
+    if not refresh:
+        for entry in read_cache():
+            if entry["key"] == key:
+                return Choice(**{**entry["choice"], "cached": True})
+    if notify:
+        notify(f"timing {', '.join(options)} on this machine to choose the fastest (once per model "
+               "architecture; `mrsuperres bench --calibrate` repeats it)")
+    measured = measure(model, device, options)
+    best, why = pick(measured)
+    choice = Choice(best, why, measured)
+    write_cache(key, choice)
+    return choice
