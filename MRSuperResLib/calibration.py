@@ -33,8 +33,9 @@ class Choice:
     """How a network runs here, and why: shown in verbose output, recorded in run facts."""
     precision: str
     why: str
-    measured: dict = field(default_factory=dict)   # precision -> {"seconds_per_slice", "psnr_vs_fp32"}
+    measured: dict = field(default_factory=dict)   # path -> {"seconds_per_slice", "psnr_vs_fp32"}
     cached: bool = False
+    engine: str = "torch"                          # or "openvino" (openvino_engine)
 
     def as_facts(self) -> dict:
         return asdict(self)
@@ -46,6 +47,23 @@ def candidates(device: torch.device) -> list[str]:
     if device.type == "cuda":
         return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
     return ["fp32"] + (["bf16"] if cpu_has_fast_bf16() else [])
+
+
+def paths(device: torch.device) -> list[str]:
+    """Every way to run here, as labels: a torch precision ("fp32", "bf16", "fp16"), or
+    "openvino-<precision>" on the CPU where OpenVINO is installed (and MRSUPERRES_ENGINES allows it)."""
+    from .openvino_engine import HINTS, allowed_engines
+
+    labels = list(candidates(device))
+    if device.type == "cpu" and "openvino" in allowed_engines():
+        labels += [f"openvino-{p}" for p in candidates(device) if p in HINTS]
+    return labels
+
+
+def split(label: str) -> tuple[str, str]:
+    """"openvino-bf16" -> ("openvino", "bf16"); "fp32" -> ("torch", "fp32")."""
+    engine, _, precision = label.rpartition("-")
+    return (engine or "torch"), precision
 
 
 def cpu_model() -> str:
@@ -67,7 +85,10 @@ def machine_key(device: torch.device, model) -> dict:
         cores = os.cpu_count() or 1
     key = {"cpu": cpu_model(), "cores": cores, "threads": torch.get_num_threads(), "torch": torch.__version__,
            "device": device.type, "architecture": {"scale": model.scale, **model.config},
-           "candidates": candidates(device)}
+           "candidates": paths(device)}
+    if any(label.startswith("openvino") for label in key["candidates"]):
+        from importlib.metadata import version
+        key["openvino"] = version("openvino")
     if device.type == "cuda":
         key["gpu"] = torch.cuda.get_device_name(device)
     return key
@@ -103,15 +124,17 @@ def write_cache(key: dict, choice: Choice) -> None:
         pass
 
 
-def measure(model, device: torch.device, precisions: list[str]) -> dict:
-    """{precision: {"seconds_per_slice", "psnr_vs_fp32"}} on CALIBRATION_BATCH real MRI slices."""
+def measure(model, device: torch.device, labels: list[str]) -> dict:
+    """{path label: {"seconds_per_slice", "psnr_vs_fp32"}} on CALIBRATION_BATCH real MRI slices."""
     from .benchmark import bench_slices
     from .inference import SliceEngine
 
     stack = bench_slices(None, CALIBRATION_BATCH, CALIBRATION_SLICE, model.scale)
     results, reference = {}, None
-    for precision in ["fp32"] + [p for p in precisions if p != "fp32"]:
-        engine = SliceEngine(model, device=device, precision=precision, notify=lambda text: None)
+    for label in ["fp32"] + [p for p in labels if p != "fp32"]:
+        engine_name, precision = split(label)
+        engine = SliceEngine(model, device=device, precision=precision, engine=engine_name,
+                             notify=lambda text: None)
         out = engine.forward(stack)                          # warm-up (and the output to compare)
         t0 = time.perf_counter()
         for _ in range(CALIBRATION_REPEATS):
@@ -120,13 +143,13 @@ def measure(model, device: torch.device, precisions: list[str]) -> dict:
         if reference is None:
             reference = out
         mse = float(np.mean((out.astype(np.float64) - reference) ** 2))
-        results[precision] = {"seconds_per_slice": seconds,
+        results[label] = {"seconds_per_slice": seconds,
                               "psnr_vs_fp32": float("inf") if mse == 0 else float(-10 * np.log10(mse))}
     return results
 
 
 def pick(measured: dict) -> tuple[str, str]:
-    """(precision, why): the fastest that agrees with fp32 to ACCURACY_DB; fp32 on a tie."""
+    """(path label, why): the fastest that agrees with fp32 to ACCURACY_DB; torch fp32 on a tie."""
     from .inference import ACCURACY_DB
 
     agreeing = {p: m for p, m in measured.items() if m["psnr_vs_fp32"] >= ACCURACY_DB}
@@ -140,16 +163,37 @@ def pick(measured: dict) -> tuple[str, str]:
 
 
 def choose(model, device: torch.device, precision: str = "auto", refresh: bool = False,
-           notify=None) -> Choice:
-    """The precision `model` runs at on `device`: the one asked for, or the measured fastest."""
+           notify=None, engine: str = "auto") -> Choice:
+    """How `model` runs on `device`: the precision and engine asked for, or the measured fastest."""
+    from .errors import MRSuperResError
+    from .openvino_engine import ENGINES, available
+
+    if engine not in ENGINES:
+        raise MRSuperResError(f"unknown engine '{engine}' ({', '.join(ENGINES)})")
+    if engine == "openvino":
+        if device.type != "cpu":
+            raise MRSuperResError("the OpenVINO engine runs on the CPU: use --device cpu, or --engine torch")
+        if not available():
+            raise MRSuperResError("the OpenVINO engine is not installed: pip install 'mrsuperres[openvino]'")
     if precision != "auto":
-        return Choice(resolve_precision(precision, device), "asked for")
-    options = candidates(device)
-    if len(options) == 1:
-        reason = "the CPU has no bf16 units (bf16 would be emulated, several times slower)" \
-            if device.type == "cpu" else "the only precision here"
-        return Choice(options[0], reason)
-    key = machine_key(device, model)
+        precision = resolve_precision(precision, device)
+        if engine != "auto":
+            return Choice(precision, "asked for", engine=engine)
+    options = [label for label in paths(device)
+               if (precision == "auto" or split(label)[1] == precision)
+               and (engine == "auto" or split(label)[0] == engine)]
+    if engine == "openvino" and not options:          # asked for; bf16 without units is still allowed
+        return Choice("fp32" if precision == "auto" else precision, "asked for", engine="openvino")
+    if len(options) <= 1:
+        label = options[0] if options else precision
+        if precision != "auto" and engine == "auto":
+            reason = "asked for"
+        elif device.type == "cpu":
+            reason = "the CPU has no bf16 units (bf16 would be emulated, several times slower)"
+        else:
+            reason = "the only precision here"
+        return Choice(split(label)[1], reason, engine=split(label)[0])
+    key = {**machine_key(device, model), "candidates": options}
     if not refresh:
         for entry in read_cache():
             if entry["key"] == key:
@@ -159,6 +203,6 @@ def choose(model, device: torch.device, precision: str = "auto", refresh: bool =
                "architecture; `mrsuperres bench --calibrate` repeats it)")
     measured = measure(model, device, options)
     best, why = pick(measured)
-    choice = Choice(best, why, measured)
+    choice = Choice(split(best)[1], why, measured, engine=split(best)[0])
     write_cache(key, choice)
     return choice

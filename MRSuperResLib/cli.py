@@ -58,7 +58,10 @@ def _common_run_options(p: argparse.ArgumentParser) -> None:
                    help="network arithmetic: auto (default) = the fastest measured on this machine among those "
                         "its CPU or GPU has units for, that agrees with fp32 (the reference) to >= 45 dB PSNR; "
                         "measured once per model architecture and cached")
-    p.add_argument("-v", "--verbose", action="store_true", help="say which precision ran and why")
+    p.add_argument("--engine", default="auto", choices=("auto", "torch", "openvino"),
+                   help="auto = measured with the precision (OpenVINO only where installed: pip install "
+                        "'mrsuperres[openvino]'), torch, or openvino (CPU)")
+    p.add_argument("-v", "--verbose", action="store_true", help="say which precision and engine ran and why")
     p.add_argument("--batch-size", type=positive_int, default=None, help="slices per batch (default: sized to memory)")
     p.add_argument("--tile", type=positive_int, default=None,
                    help="cut slices into overlapping tiles of this many LR pixels (default: only slices "
@@ -230,7 +233,7 @@ def cmd_enhance(args) -> int:
     hr, facts = enhance_volume(volume, model, axis=args.axis, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, tile=args.tile, compile=args.compile,
                                progress=Progress("enhance"), self_ensemble=args.self_ensemble,
-                               anchor=args.anchor)
+                               anchor=args.anchor, engine=args.engine)
     dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
     write_volume(hr, args.output, dtype=dtype)
     sp = hr.spacing
@@ -239,9 +242,9 @@ def cmd_enhance(args) -> int:
           f"model {card.get('name')}{' (self-ensemble x8)' if args.self_ensemble else ''}"
           f"{'' if args.anchor else ' (not anchored)'}, "
           f"{facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} "
-          f"({facts['precision']})")
+          f"({facts['precision']}{', OpenVINO' if facts['engine'] == 'openvino' else ''})")
     if args.verbose:
-        print(f"precision {facts['precision']}: {facts['precision_why']}")
+        print(f"precision {facts['precision']} ({facts['engine']}): {facts['precision_why']}")
     return 0
 
 
@@ -256,10 +259,11 @@ def cmd_evaluate(args) -> int:
                       degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
                       batch_size=args.batch_size, precision=args.precision, tile=args.tile,
                       blank_threshold=args.blank_threshold, progress=Progress("evaluate"),
-                      self_ensemble=args.self_ensemble, anchor=args.anchor)
+                      self_ensemble=args.self_ensemble, anchor=args.anchor, engine=args.engine)
     print(format_table(result))
     if args.verbose and result.get("model"):
-        print(f"precision {result['model']['precision']}: {result['model']['precision_why']}")
+        print(f"precision {result['model']['precision']} ({result['model']['engine']}): "
+              f"{result['model']['precision_why']}")
     print(f"wrote {Path(args.out) / 'metrics.json'}, per_slice.csv, figure.png")
     return 0
 

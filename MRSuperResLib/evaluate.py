@@ -46,7 +46,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
              out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int | None = None,
              precision: str = "auto", tile: int | None = None, blank_threshold: float = 0.0, baselines=BASELINES,
              progress: ProgressCallback | None = None, cancel=None, self_ensemble: bool = False,
-             anchor: bool = True) -> dict:
+             anchor: bool = True, engine: str = "auto") -> dict:
     """Run the protocol; returns the metrics dict (and writes metrics.json, CSV, figure if out_dir).
     The model's name and sha256 come from the model itself (as load_model returns it); `model_name`
     and `model_card` override them for a network built in code.
@@ -81,7 +81,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
             raise MRSuperResError(f"{path}: slices of {h}x{w} voxels are too small for x{scale} "
                                   f"(need at least {scale * MIN_SLICE} voxels a side)")
         plans.append((path, vol, ax))
-    engine = SliceEngine(model, device=device, precision=precision) if model is not None else None  # inputs checked first
+    runner = SliceEngine(model, device=device, precision=precision, engine=engine) if model is not None else None  # inputs checked first
     total = sum(v.data.shape[ax] for _, v, ax in plans)
     done_before = 0
     for path, vol, ax in plans:
@@ -94,7 +94,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
         if model is not None:
             report = (lambda d, t, base=done_before, nv=vol.data.shape[ax]:
                       progress(base + round(d / t * nv), total)) if progress else None
-            outputs["model"] = super_resolve_slices(engine, lr, batch_size=batch_size, tile=tile, progress=report,
+            outputs["model"] = super_resolve_slices(runner, lr, batch_size=batch_size, tile=tile, progress=report,
                                                     cancel=cancel, self_ensemble=self_ensemble, anchor=anchor)
         for m in baselines:
             outputs[m] = np.clip(upsample(lr, scale, m), 0, 1)
@@ -120,7 +120,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
         "volumes": [str(p) for p in paths],
         "slices_per_volume": kept,
         "model": ({**record, "scale": model.scale,
-                   "precision": engine.precision, "precision_why": engine.choice.why,
+                   "precision": runner.precision, "engine": runner.engine, "precision_why": runner.choice.why,
                    "self_ensemble": self_ensemble, "anchor": anchor}
                   if model is not None else None),
         "protocol": ("per-volume min-max to [0,1]; blank slices (max <= %g) dropped; zero-pad to a "

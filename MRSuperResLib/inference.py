@@ -52,7 +52,8 @@ def _is_cancelled(cancel) -> bool:
 
 def _is_out_of_memory(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate" in text
+    return (isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate" in text
+            or "bad_alloc" in text)                      # OpenVINO's CPU plugin
 
 
 def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
@@ -80,19 +81,27 @@ class SliceEngine:
     """A generator made ready for fast inference on one device at one precision."""
 
     def __init__(self, model: RRDBNet, device: str | torch.device = "auto", precision: str = "auto",
-                 compile: bool = False, notify: Callable[[str], None] | None = None):
+                 compile: bool = False, notify: Callable[[str], None] | None = None, engine: str = "auto"):
         from .calibration import choose
 
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.notify = notify or (lambda text: print(f"mrsuperres: {text}", file=sys.stderr))
         if self.device.type == "cpu":
             use_all_cores()
-        self.choice = choose(model, self.device, precision, notify=self.notify)   # auto: measured here
-        self.precision = self.choice.precision
         self.scale = model.scale
         self.multiple = model.input_multiple
         self._model = model
         self._place(compile)
+        self._adopt(choose(model, self.device, precision, notify=self.notify, engine=engine))   # auto: measured
+
+    def _adopt(self, choice) -> None:
+        """Run at `choice`'s precision, through OpenVINO where it chose that engine."""
+        self.choice, self.precision, self.engine = choice, choice.precision, choice.engine
+        self._ov = None
+        if self.engine == "openvino":
+            from .openvino_engine import OpenVINONetwork
+            self._ov = OpenVINONetwork(self._model, self.precision, threads=torch.get_num_threads(),
+                                       notify=self.notify)
 
     def _place(self, compile: bool) -> None:
         self.model = self._model.to(self.device).eval().to(memory_format=torch.channels_last)
@@ -133,9 +142,8 @@ class SliceEngine:
 
         self.device = torch.device("cpu")
         use_all_cores()
-        self.choice = choose(self._model, self.device, "auto", notify=self.notify)
-        self.precision = self.choice.precision
         self._place(False)
+        self._adopt(choose(self._model, self.device, "auto", notify=self.notify))
         torch.cuda.empty_cache()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -143,6 +151,10 @@ class SliceEngine:
         b, h, w = x.shape
         s, m = self.scale, self.multiple
         pad_h, pad_w = (-h) % m, (-w) % m
+        if self._ov is not None:                        # OpenVINO: numpy in, numpy out, same checks
+            if pad_h or pad_w:
+                x = np.pad(x, ((0, 0), (0, pad_h), (0, pad_w)), mode="edge")      # = torch's replicate
+            return self._finish(torch.from_numpy(self._ov(x[:, None]))[:, 0, : h * s, : w * s])
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None]
         cuda = self.device.type == "cuda"
         if cuda:
@@ -151,17 +163,22 @@ class SliceEngine:
             if pad_h or pad_w:
                 t = F.pad(t, (0, pad_w, 0, pad_h), mode="replicate")
             y = self._run(t.contiguous(memory_format=torch.channels_last))
-            y = y[:, 0, : h * s, : w * s].float()
-            if not torch.isfinite(y).all():            # before clamping, which would hide an inf
-                raise MRSuperResError("the model produced NaN or infinite values (broken weights, or "
-                                      "overflow: try --precision fp32)")
-            y.clamp_(0, 1)
+            y = self._finish(y[:, 0, : h * s, : w * s].float(), numpy=False)
             if cuda:
                 host = torch.empty(y.shape, dtype=torch.float32, pin_memory=True)
                 host.copy_(y, non_blocking=True)
                 torch.cuda.current_stream().synchronize()
                 return host.numpy()
             return y.contiguous().numpy()
+
+    @staticmethod
+    def _finish(y: torch.Tensor, numpy: bool = True):
+        """Refuse NaN/inf (before clamping, which would hide an inf), then clamp to [0, 1]."""
+        if not torch.isfinite(y).all():
+            raise MRSuperResError("the model produced NaN or infinite values (broken weights, or "
+                                  "overflow: try --precision fp32)")
+        y = y.float().clamp_(0, 1)
+        return y.contiguous().numpy() if numpy else y
 
     def forward_tiled(self, x: np.ndarray, tile: int, overlap: int = TILE_OVERLAP,
                       context: int = TILE_CONTEXT) -> np.ndarray:
@@ -232,7 +249,7 @@ def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, dev
                          batch_size: int | None = None, precision: str = "auto", tile: int | None = None,
                          compile: bool = False, progress: ProgressCallback | None = None, cancel=None,
                          out: np.ndarray | None = None, notify: Callable[[str], None] | None = None,
-                         self_ensemble: bool = False, anchor: bool = True) -> np.ndarray:
+                         self_ensemble: bool = False, anchor: bool = True, engine: str = "auto") -> np.ndarray:
     """(N, h, w) float32 in [0, 1] -> (N, h s, w s) float32 clipped to [0, 1].
 
     `tile` (LR pixels) cuts each slice into overlapping tiles; by default slices larger than
@@ -243,7 +260,7 @@ def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, dev
     (default) holds each output's local brightness to its input's (`anchor_to_input`).
     """
     engine = model if isinstance(model, SliceEngine) else SliceEngine(
-        model, device=device, precision=precision, compile=compile, notify=notify)
+        model, device=device, precision=precision, compile=compile, notify=notify, engine=engine)
     if self_ensemble:
         return _self_ensemble(engine, stack, out, progress,
                               dict(batch_size=batch_size, tile=tile, cancel=cancel, anchor=anchor))
@@ -340,7 +357,7 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
                    tile: int | None = None, compile: bool = False,
                    progress: ProgressCallback | None = None, cancel=None,
                    notify: Callable[[str], None] | None = None,
-                   self_ensemble: bool = False, anchor: bool = True) -> tuple[Volume, dict]:
+                   self_ensemble: bool = False, anchor: bool = True, engine: str = "auto") -> tuple[Volume, dict]:
     """Super-resolve a volume slice by slice; returns (HR volume in input units, run facts).
     `self_ensemble`: average over the 8 flips/rotations of each slice (8x the time).
     `anchor`: hold the output's local brightness to the input's (`anchor_to_input`).
@@ -352,7 +369,7 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
     data = check_voxels(volume.data, volume.meta.get("path", "volume"))
     ax = geometry.choose_axis(axis, volume.affine, data.shape)
     lo, hi = intensity_range(data)
-    engine = SliceEngine(model, device=device, precision=precision, compile=compile, notify=notify)
+    engine = SliceEngine(model, device=device, precision=precision, compile=compile, notify=notify, engine=engine)
     stack = geometry.slices_first(data, ax)
     t0 = time.perf_counter()
     normalised = normalise(stack, (lo, hi))
@@ -364,7 +381,8 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
     facts = dict(axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=model.scale,
                  input_shape=list(data.shape), output_shape=list(hr.data.shape),
                  intensity_range=[lo, hi], seconds=time.perf_counter() - t0, slices=stack.shape[0],
-                 device=str(engine.device), precision=engine.precision, precision_why=engine.choice.why,
+                 device=str(engine.device), precision=engine.precision, engine=engine.engine,
+                 precision_why=engine.choice.why,
                  threads=torch.get_num_threads(),
                  self_ensemble=self_ensemble, anchor=anchor, model=model_provenance(model))
     hr.meta["description"] = describe_output(facts)

@@ -18,6 +18,9 @@ for _name, _value in {"HOME": TEST_HOME, "USERPROFILE": TEST_HOME, "MRSUPERRES_H
                       "XDG_CONFIG_HOME": TEST_HOME / ".config", "MPLCONFIGDIR": TEST_HOME / "matplotlib",
                       "PIP_CACHE_DIR": TEST_HOME / "pip"}.items():
     os.environ[_name] = str(_value)
+# `auto` chooses among torch paths only, so that tests which drive the torch engine's internals
+# (out-of-memory, compile, NaN) stay on it; test_openvino_engine.py lifts this for its own tests
+os.environ["MRSUPERRES_ENGINES"] = "torch"
 
 import nibabel as nib
 import numpy as np
