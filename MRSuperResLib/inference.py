@@ -278,7 +278,8 @@ def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, dev
     if tile is None and h * w > LR_PIXELS_PER_BATCH:
         tile = int(np.sqrt(LR_PIXELS_PER_BATCH)) - 2 * TILE_CONTEXT
     tile_px = min(tile + 2 * TILE_CONTEXT, h) * min(tile + 2 * TILE_CONTEXT, w) if tile else h * w
-    batch = batch_size or max(1, LR_PIXELS_PER_BATCH // tile_px)
+    budget = min(LR_PIXELS_PER_BATCH, engine.choice.batch_pixels or LR_PIXELS_PER_BATCH)   # measured, in memory
+    batch = batch_size or max(1, budget // tile_px)
     first_choice = (batch, tile)
 
     # constant slices: one representative each, copied afterwards (exact)

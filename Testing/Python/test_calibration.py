@@ -113,3 +113,23 @@ def test_the_choice_is_recorded_in_run_facts(cache, tmp_path):
     path = write_nifti(tmp_path / "hr.nii.gz", np.random.default_rng(1).random((48, 48, 2)).astype(np.float32))
     record = evaluate([str(path)], model, scale=4, axis=2)["model"]
     assert record["precision"] == facts["precision"] and record["precision_why"] == facts["precision_why"]
+
+
+def test_the_measured_batch_is_the_engines_default(cache, bf16_offered, monkeypatch):
+    """One slice per pass where that measured faster: the engine's default batch follows it."""
+    from MRSuperResLib.inference import SliceEngine, super_resolve_slices
+
+    monkeypatch.setattr(calibration, "measure", lambda model, device, labels: {
+        "fp32": {"seconds_per_slice": 1.0, "batch": 1, "psnr_vs_fp32": float("inf")},
+        "bf16": {"seconds_per_slice": 2.0, "batch": 4, "psnr_vs_fp32": 50.0}})
+    model = tiny_model(4)
+    engine = SliceEngine(model, device="cpu")
+    assert engine.choice.batch_pixels == 60 * 60 and "1 slice per pass" in engine.choice.why
+    sizes = []
+    forward = engine.forward
+    monkeypatch.setattr(engine, "forward", lambda x: sizes.append(len(x)) or forward(x))
+    super_resolve_slices(engine, np.random.default_rng(0).random((3, 60, 60)).astype(np.float32))
+    assert sizes == [1, 1, 1]                                    # the measured budget: one 60x60 slice
+    sizes.clear()
+    super_resolve_slices(engine, np.random.default_rng(0).random((4, 30, 30)).astype(np.float32))
+    assert sizes == [4]                                          # the same pixels: four 30x30 slices
