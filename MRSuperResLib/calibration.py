@@ -13,15 +13,13 @@ trusted. `mrsuperres bench --calibrate` measures again on purpose.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 
-from .devices import cpu_has_fast_bf16, resolve_precision
+from .devices import cpu_has_fast_bf16, resolve_precision, usable_cores
 
 CACHE_VERSION = 1
 CALIBRATION_SLICE = (60, 60)     # LR pixels: a typical MRI slice at x4 (240x240 out)
@@ -79,16 +77,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_key(device: torch.device, model) -> dict:
-    """What the measurement depends on; any change means measuring again."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    key = {"cpu": cpu_model(), "cores": cores, "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "device": device.type, "architecture": {"scale": model.scale, **model.config},
-           "candidates": paths(device)}
-    if any(label.startswith("openvino") for label in key["candidates"]):
+def machine_key(device: torch.device, model, options: list[str]) -> dict:
+    """What measuring `options` depends on; any change means measuring again."""
+    key = {"cpu": cpu_model(), "cores": usable_cores(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "device": device.type,
+           "architecture": {"scale": model.scale, **model.config}, "candidates": options}
+    if any(label.startswith("openvino") for label in options):
         from importlib.metadata import version
         key["openvino"] = version("openvino")
     if device.type == "cuda":
@@ -128,7 +122,7 @@ def write_cache(key: dict, choice: Choice) -> None:
 
 def measure(model, device: torch.device, labels: list[str]) -> dict:
     """{path label: {"seconds_per_slice", "psnr_vs_fp32"}} on CALIBRATION_BATCH real MRI slices."""
-    from .benchmark import bench_slices
+    from .benchmark import bench_slices, psnr
     from .inference import SliceEngine
 
     stack = bench_slices(None, CALIBRATION_BATCH, CALIBRATION_SLICE, model.scale)
@@ -148,10 +142,9 @@ def measure(model, device: torch.device, labels: list[str]) -> dict:
         single = (time.perf_counter() - t0) / len(stack)
         if reference is None:
             reference = out
-        mse = float(np.mean((out.astype(np.float64) - reference) ** 2))
         results[label] = {"seconds_per_slice": min(batched, single),
                           "batch": 1 if single < batched else len(stack),
-                          "psnr_vs_fp32": float("inf") if mse == 0 else float(-10 * np.log10(mse))}
+                          "psnr_vs_fp32": float(psnr(out, reference))}
     return results
 
 
@@ -200,7 +193,7 @@ def choose(model, device: torch.device, precision: str = "auto", refresh: bool =
         else:
             reason = "the only precision here"
         return Choice(split(label)[1], reason, engine=split(label)[0])
-    key = {**machine_key(device, model), "candidates": options}
+    key = machine_key(device, model, options)
     if not refresh:
         for entry in read_cache():
             if entry["key"] == key:

@@ -66,15 +66,20 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (cgroup/affinity aware), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def use_all_cores() -> int:
     """One intra-op thread per CPU this process may run on (cgroup/affinity aware), so that a
     container limited to 2 CPUs of a 64-core host does not run 64 threads on them; an explicit
     OMP_NUM_THREADS wins."""
     if "OMP_NUM_THREADS" not in os.environ:
-        try:
-            usable = len(os.sched_getaffinity(0))
-        except AttributeError:
-            usable = os.cpu_count() or 1
+        usable = usable_cores()
         if torch.get_num_threads() != usable:
             torch.set_num_threads(usable)
     return torch.get_num_threads()

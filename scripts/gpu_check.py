@@ -32,15 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else float(-10 * np.log10(mse))
-
-
 def main() -> int:
     import torch
 
     from MRSuperResLib import benchmark
+    from MRSuperResLib.benchmark import psnr
     from MRSuperResLib.calibration import candidates, choose
     from MRSuperResLib.catalog import load_model
     from MRSuperResLib.inference import ACCURACY_DB, SliceEngine, super_resolve_slices
@@ -110,7 +106,7 @@ def main() -> int:
                 except torch.OutOfMemoryError:
                     return blocks
 
-        big = np.repeat(stack[:4], 16, axis=0)[:, :, :]                  # 64 slices in one requested batch
+        big = np.repeat(stack[:4], 16, axis=0)                          # 64 slices in one requested batch
         notes = []
         engine = SliceEngine(model, device=dev, precision=choice.precision, notify=notes.append)
         blocks = fill(400)
