@@ -129,9 +129,16 @@ def measure(model, device: torch.device, labels: list[str]) -> dict:
     results, reference = {}, None
     for label in ["fp32"] + [p for p in labels if p != "fp32"]:
         engine_name, precision = split(label)
-        engine = SliceEngine(model, device=device, precision=precision, engine=engine_name,
-                             notify=lambda text: None)
-        out = engine.forward(stack)                          # warm-up (and the output to compare)
+        try:
+            engine = SliceEngine(model, device=device, precision=precision, engine=engine_name,
+                                 notify=lambda text: None)
+            out = engine.forward(stack)                      # warm-up (and the output to compare)
+        except Exception as exc:                             # an optional path that cannot run is no choice
+            if label == "fp32":
+                raise
+            results[label] = {"seconds_per_slice": float("inf"), "psnr_vs_fp32": float("-inf"),
+                              "error": f"{type(exc).__name__}: {exc}"[:200]}
+            continue
         t0 = time.perf_counter()
         for _ in range(CALIBRATION_REPEATS):
             engine.forward(stack)
@@ -156,9 +163,11 @@ def pick(measured: dict) -> tuple[str, str]:
     best = min(agreeing, key=lambda p: (agreeing[p]["seconds_per_slice"], p != "fp32"))
     figures = ", ".join(f"{p} {m['seconds_per_slice']:.3g} s/slice ({m['psnr_vs_fp32']:.0f} dB)"
                         if p != "fp32" else f"fp32 {m['seconds_per_slice']:.3g} s/slice"
-                        for p, m in measured.items())
-    refused = [p for p in measured if p not in agreeing]
-    note = f"; {', '.join(refused)} below {ACCURACY_DB:g} dB against fp32" if refused else ""
+                        for p, m in measured.items() if "error" not in m)
+    inaccurate = [p for p, m in measured.items() if p not in agreeing and "error" not in m]
+    failed = [p for p, m in measured.items() if "error" in m]
+    note = (f"; {', '.join(inaccurate)} below {ACCURACY_DB:g} dB against fp32" if inaccurate else "") + \
+        (f"; {', '.join(failed)} failed to run" if failed else "")
     return best, f"fastest measured here: {figures}{note}"
 
 

@@ -96,3 +96,16 @@ def test_openvino_refuses_what_it_cannot_run(home, small):
         SliceEngine(small, device="cpu", engine="tensorrt")
     with pytest.raises(MRSuperResError, match="fp16 runs on CUDA GPUs"):
         SliceEngine(small, device="cpu", precision="fp16", engine="openvino")
+
+
+def test_an_optional_engine_that_fails_is_left_out_not_fatal(home, small, monkeypatch):
+    """A network OpenVINO cannot convert or run costs `auto` that candidate, never the run."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(openvino_engine, "OpenVINONetwork", broken)
+    choice = calibration.choose(small, CPU, refresh=True)
+    assert choice.engine == "torch" and "openvino-fp32 failed to run" in choice.why
+    assert "conversion failed" in choice.measured["openvino-fp32"]["error"]
+    with pytest.raises(RuntimeError):                             # asked for explicitly: the error shows
+        SliceEngine(small, device="cpu", engine="openvino")
