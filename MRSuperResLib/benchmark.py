@@ -316,3 +316,44 @@ def write_json(result: dict, path: str | Path) -> Path:
     from .files import atomic_write_bytes
 
     return atomic_write_bytes(path, json.dumps(result, indent=2).encode())
+
+
+SWEEP_SIZES = (60, 96, 128)      # typical LR slices at x4: 240 to 512 pixels out
+SWEEP_BATCHES = (1, 2, 4, 8)
+
+
+def sweep_batches(model_spec: str | None = None, device: str = "auto", sizes=SWEEP_SIZES, batches=SWEEP_BATCHES,
+                  log=print) -> dict:
+    """Seconds per slice against batch size and slice size for the path `--precision auto` chose
+    here, with the fraction of the measured peak of its precision: whether a larger batch would
+    reach more of the machine than the one the calibration picked."""
+    from .calibration import choose
+    from .catalog import load_model
+    from .devices import select_device, use_all_cores
+    from .inference import SliceEngine
+
+    dev = select_device(device)
+    if dev.type == "cpu":
+        use_all_cores()
+    model, card = load_model(model_spec)
+    choice = choose(model, dev, "auto", notify=log)
+    peaks, rounds = _in_child(_measure_peaks, str(dev), precisions=[choice.precision])
+    peak = peaks[choice.precision]
+    engine = SliceEngine(model, device=dev, precision=choice.precision, engine=choice.engine, notify=lambda t: None)
+    label = f"{choice.engine} {choice.precision}"
+    log(f"sweep: {label} (the path --precision auto uses here), {choice.precision} peak {peak:.3f} TFLOP/s")
+    rows = []
+    for side in sizes:
+        stack = bench_slices(None, max(batches), (side, side), model.scale)
+        flops = conv_flops_per_slice(model, side, side)
+        engine.forward(stack[:1])                              # warm-up at this size
+        for b in batches:
+            t0 = time.perf_counter()
+            engine.forward(stack[:b])
+            seconds = (time.perf_counter() - t0) / b
+            row = dict(lr_size=side, batch=b, seconds_per_slice=seconds,
+                       fraction_of_peak=flops / seconds / 1e12 / peak)
+            rows.append(row)
+            log(f"  {side:>4}x{side:<4} batch {b}: {seconds:.3f} s/slice, {100 * row['fraction_of_peak']:.0f}% of peak")
+    return dict(path=label, peak_tflops=peak, peak_rounds=rounds[choice.precision],
+                chosen_batch_pixels=choice.batch_pixels, rows=rows)

@@ -120,8 +120,10 @@ def write_cache(key: dict, choice: Choice) -> None:
         pass
 
 
-def measure(model, device: torch.device, labels: list[str]) -> dict:
-    """{path label: {"seconds_per_slice", "psnr_vs_fp32"}} on CALIBRATION_BATCH real MRI slices."""
+def measure(model, device: torch.device, labels: list[str], strict: bool = False) -> dict:
+    """{path label: {"seconds_per_slice", "psnr_vs_fp32"}} on CALIBRATION_BATCH real MRI slices;
+    torch fp32 is always run, as the reference. A path that fails is recorded as failed, unless
+    `strict` (an engine asked for by name), when its error is raised."""
     from .benchmark import bench_slices, psnr
     from .inference import SliceEngine
 
@@ -134,7 +136,7 @@ def measure(model, device: torch.device, labels: list[str]) -> dict:
                                  notify=lambda text: None)
             out = engine.forward(stack)                      # warm-up (and the output to compare)
         except Exception as exc:                             # an optional path that cannot run is no choice
-            if label == "fp32":
+            if label == "fp32" or strict:
                 raise
             results[label] = {"seconds_per_slice": float("inf"), "psnr_vs_fp32": float("-inf"),
                               "error": f"{type(exc).__name__}: {exc}"[:200]}
@@ -155,11 +157,17 @@ def measure(model, device: torch.device, labels: list[str]) -> dict:
     return results
 
 
-def pick(measured: dict) -> tuple[str, str]:
-    """(path label, why): the fastest that agrees with fp32 to ACCURACY_DB; torch fp32 on a tie."""
+def pick(measured: dict, among: list[str] | None = None) -> tuple[str, str]:
+    """(path label, why): the fastest of `among` (default: all measured) that agrees with fp32 to
+    ACCURACY_DB; torch fp32 on a tie."""
     from .inference import ACCURACY_DB
 
-    agreeing = {p: m for p, m in measured.items() if m["psnr_vs_fp32"] >= ACCURACY_DB}
+    agreeing = {p: m for p, m in measured.items()
+                if m["psnr_vs_fp32"] >= ACCURACY_DB and (among is None or p in among)}
+    if not agreeing:                      # only where every asked-for path is inaccurate
+        from .errors import MRSuperResError
+        raise MRSuperResError(f"no way to run {', '.join(among or measured)} here agrees with fp32 to "
+                              f"{ACCURACY_DB:g} dB; try --precision fp32")
     best = min(agreeing, key=lambda p: (agreeing[p]["seconds_per_slice"], p != "fp32"))
     figures = ", ".join(f"{p} {m['seconds_per_slice']:.3g} s/slice ({m['psnr_vs_fp32']:.0f} dB)"
                         if p != "fp32" else f"fp32 {m['seconds_per_slice']:.3g} s/slice"
@@ -210,8 +218,8 @@ def choose(model, device: torch.device, precision: str = "auto", refresh: bool =
     if notify:
         notify(f"timing {', '.join(options)} on this machine to choose the fastest (once per model "
                "architecture; `mrsuperres bench --calibrate` repeats it)")
-    measured = measure(model, device, options)
-    best, why = pick(measured)
+    measured = measure(model, device, options, strict=engine != "auto")
+    best, why = pick(measured, options)
     batch = measured[best].get("batch")
     choice = Choice(split(best)[1], f"{why}; {batch} slice{'s' if batch != 1 else ''} per pass" if batch else why,
                     measured, engine=split(best)[0],

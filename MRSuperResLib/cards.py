@@ -162,7 +162,8 @@ def training_card(*, name: str, stage: str, preset: str | None, loss_weights: di
                   training_volumes, validation_volumes, split: str, degradations, hr_noise: float,
                   hr_noise_sigma, axis, patch: int, batch: int, iterations: int, target_iterations: int,
                   stopped: str | None, learning_rate: float, learning_rate_schedule, ema_decay: float, seed: int,
-                  device: str, precision: str, wall_seconds: float, validation: dict | None, scale: int) -> dict:
+                  device: str, precision: str, wall_seconds: float, validation: dict | None, scale: int,
+                  slice_profile: dict | None = None) -> dict:
     """The card of a training run's exported EMA generator (Trainer.export). `training_volumes`
     and `validation_volumes` are training_data.VolumeInfo; `split` "slab" means the validation
     slices were cut from the training volume; `stopped` is why the run stopped early, or None."""
@@ -187,8 +188,11 @@ def training_card(*, name: str, stage: str, preset: str | None, loss_weights: di
         "seed": seed,
         "device": device, "precision": precision,
         "wall_seconds": round(wall_seconds, 1),
-        "metrics": ({"validation": validation, "protocol": "bilinear x%d, up to 16 central crops <= 128 px, "
-                     "SSIM/PSNR on [0,1]" % scale} if validation else None),
+        "slice_profile": slice_profile,                 # x1 through-plane models: what they learnt to undo
+        "metrics": ({"validation": validation, "protocol": (
+            "bilinear x%d" % scale if scale != 1 else "thick slices (the slice_profile ranges, fixed seed) "
+            "against cubic interpolation across them") + ", up to 16 central crops <= 128 px, SSIM/PSNR on [0,1]"}
+            if validation else None),
     }
 
 

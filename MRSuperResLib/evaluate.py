@@ -63,13 +63,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
         raise MRSuperResError(f"model '{model_name}' is x{model.scale}, but --scale {scale} was asked")
     if not paths:
         raise MRSuperResError("no ground-truth volume given")
-    out_dir = Path(out_dir) if out_dir else None
-    if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise MRSuperResError(f"--out {out_dir} exists and is not a folder")
-        existing = next(p for p in [out_dir, *out_dir.absolute().parents] if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK):
-            raise MRSuperResError(f"cannot write to --out {out_dir} ({existing} is not a writable folder)")
+    out_dir = check_out_dir(out_dir)
     methods = (["model"] if model is not None else []) + list(baselines)
     volumes = [read_volume(p) for p in paths]          # fail on any bad file before computing
     rows, figure_data, n_total, kept = [], None, 0, []
@@ -133,8 +127,21 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
     return result
 
 
-def write_outputs(out_dir: Path, result: dict, rows: list[dict], figure_data: dict, model_name: str) -> None:
-    """metrics.json, per_slice.csv and figure.png, each written atomically."""
+def check_out_dir(out_dir: str | os.PathLike | None) -> Path | None:
+    """--out as a Path, refused in one line before any work when it cannot be written."""
+    out_dir = Path(out_dir) if out_dir else None
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise MRSuperResError(f"--out {out_dir} exists and is not a folder")
+        existing = next(p for p in [out_dir, *out_dir.absolute().parents] if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise MRSuperResError(f"cannot write to --out {out_dir} ({existing} is not a writable folder)")
+    return out_dir
+
+
+def write_outputs(out_dir: Path, result: dict, rows: list[dict], figure_data: dict, model_name: str,
+                  fields: list[str] | None = None) -> None:
+    """metrics.json, per_slice.csv (columns `fields`) and figure.png, each written atomically."""
     from .figure import comparison_figure
 
     try:
@@ -142,7 +149,7 @@ def write_outputs(out_dir: Path, result: dict, rows: list[dict], figure_data: di
     except OSError as exc:
         raise MRSuperResError(f"cannot create --out {out_dir}: {exc.strerror or exc}") from None
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["volume", "slice", "method", *METRICS], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields or ["volume", "slice", "method", *METRICS], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     png = comparison_figure(figure_data, result["scale"], result["degradation"], model_name)
@@ -154,14 +161,24 @@ def write_outputs(out_dir: Path, result: dict, rows: list[dict], figure_data: di
 def format_table(result: dict) -> str:
     """The summary table printed by `mrsuperres evaluate`."""
     lines = [f"{v['volume']}: {v['kept']} of {v['slices']} slices along axis {v['axis']} kept (others blank)"
-             for v in result.get("slices_per_volume", [])]
-    lines += [f"x{result['scale']} {result['degradation']}, {result['n_slices']} slices (mean +/- std)",
-             f"{'method':10s}" + "".join(f"{m.upper():>17s}" for m in METRICS)]
-    for method, stats in result["methods"].items():
+             if "kept" in v else f"{v['volume']}: the first {v['voxels_scored']} voxels along axis {v['axis']} "
+             f"(whole {v['factor']:g}x slices) scored" for v in result.get("slices_per_volume", [])]
+    if "orientations" in result:                 # through-plane: one table per orientation
+        for name, methods in result["orientations"].items():
+            lines += _table(f"{result['degradation']}, {name} slices (mean +/- std)", methods)
+        return "\n".join(lines)
+    lines += _table(f"x{result['scale']} {result['degradation']}, {result['n_slices']} slices (mean +/- std)",
+                    result["methods"])
+    return "\n".join(lines)
+
+
+def _table(title: str, methods: dict) -> list[str]:
+    lines = [title, f"{'method':10s}" + "".join(f"{m.upper():>17s}" for m in METRICS)]
+    for method, stats in methods.items():
         cells = []
         for m in METRICS:
             s = stats[m]
             digits = 2 if m == "psnr" else 4
             cells.append(f"{s['mean']:.{digits}f}+/-{s['std']:.{digits}f}" if s["mean"] is not None else "n/a")
         lines.append(f"{method:10s}" + "".join(f"{c:>17s}" for c in cells))
-    return "\n".join(lines)
+    return lines

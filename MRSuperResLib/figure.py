@@ -6,7 +6,7 @@ import io
 import numpy as np
 
 PANELS = (("gt", "Ground truth"), ("lr", "Low resolution"), ("model", "{model}"),
-          ("bilinear", "Bilinear"), ("bicubic", "Bicubic"))
+          ("bilinear", "Bilinear"), ("bicubic", "Bicubic"), ("cubic", "Cubic across slices"))
 
 
 def detail_window(image: np.ndarray, size: int) -> tuple[int, int]:
@@ -48,7 +48,7 @@ def comparison_figure(data: dict, scale: int, degradation: str, model_name: str)
             image, extent, sub = gt, None, "reference"
         elif key == "lr":
             image, extent = data["lr"], (-0.5, w - 0.5, h - 0.5, -0.5)
-            sub = f"x{scale} {degradation}, {data['lr'].shape[1]}x{data['lr'].shape[0]}"
+            sub = f"{'' if scale == 1 else f'x{scale} '}{degradation}, {data['lr'].shape[1]}x{data['lr'].shape[0]}"
         else:
             image, extent = data["outputs"][key], None
             m = data["metrics"][key]

@@ -54,14 +54,15 @@ def in_plane_axes(axis: int) -> tuple[int, int]:
     return tuple(a for a in range(3) if a != axis)  # type: ignore[return-value]
 
 
-def resample_affine(affine: np.ndarray, axis: int, factor: float) -> np.ndarray:
-    """Affine of the grid whose in-plane spacing is the old one divided by `factor`.
+def resample_affine(affine: np.ndarray, axis: int, factor: float, along: tuple | None = None) -> np.ndarray:
+    """Affine of the grid whose in-plane spacing (or the spacing of the axes `along`, e.g. the
+    slice axis for through-plane super-resolution) is the old one divided by `factor`.
 
     factor = s gives the HR grid of an LR volume; factor = 1/s the LR grid of an HR volume.
     New voxel i' sits at old continuous index (i' + 0.5) / factor - 0.5.
     """
     m = np.eye(4)
-    for a in in_plane_axes(axis):
+    for a in (in_plane_axes(axis) if along is None else along):
         m[a, a] = 1.0 / factor
         m[a, 3] = 0.5 / factor - 0.5
     return np.asarray(affine, dtype=np.float64) @ m

@@ -353,24 +353,45 @@ def _self_ensemble(engine: SliceEngine, stack: np.ndarray, out: np.ndarray | Non
     return out
 
 
-def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
-                   device: str = "auto", batch_size: int | None = None, precision: str = "auto",
-                   tile: int | None = None, compile: bool = False,
+def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", direction: str = "in-plane",
+                   spacing: float | None = None, device: str = "auto", batch_size: int | None = None,
+                   precision: str = "auto", tile: int | None = None, compile: bool = False,
                    progress: ProgressCallback | None = None, cancel=None,
                    notify: Callable[[str], None] | None = None,
-                   self_ensemble: bool = False, anchor: bool = True, engine: str = "auto") -> tuple[Volume, dict]:
-    """Super-resolve a volume slice by slice; returns (HR volume in input units, run facts).
-    `self_ensemble`: average over the 8 flips/rotations of each slice (8x the time).
-    `anchor`: hold the output's local brightness to the input's (`anchor_to_input`).
+                   self_ensemble: bool = False, anchor: bool = True, engine: str = "auto",
+                   runner: SliceEngine | None = None, plan=None) -> tuple[Volume, dict]:
+    """Super-resolve a volume; returns (HR volume in input units, run facts).
+
+    `direction`: in-plane (each slice `model.scale` times finer), through-plane (the slice axis
+    brought to `spacing` mm by an x1 model, see through_plane) or auto (through-plane for thick
+    slices). `self_ensemble`: average over the 8 flips/rotations of each slice (8x the time).
+    `anchor`: hold the output's local brightness to the input's (`anchor_to_input`). `runner`: a
+    SliceEngine already made for `model`; `plan`: the through_plane.Plan already shown.
 
     Memory: the input as float32 plus the float32 output, nothing in float64; slices stream
     through the network in batches and their results land in the output in place (with
     `self_ensemble`, plus one output-sized buffer for the pass under way).
     """
+    if direction != "in-plane":
+        from .through_plane import choose_direction, enhance_through_plane
+
+        direction, axis, _ = choose_direction(volume, direction, axis)
+        if direction == "through-plane":
+            if self_ensemble:
+                raise MRSuperResError("--self-ensemble applies to in-plane super-resolution only")
+            return enhance_through_plane(volume, model, axis=axis, spacing=spacing, device=device,
+                                         batch_size=batch_size, precision=precision, tile=tile, progress=progress,
+                                         cancel=cancel, notify=notify, anchor=anchor, engine=engine, plan=plan,
+                                         runner=runner)
+    if spacing is not None:
+        raise MRSuperResError("--spacing applies to through-plane super-resolution (in-plane uses the model's scale)")
+    if model.scale == 1:
+        raise MRSuperResError("an x1 model is a through-plane model: use --direction through-plane (or auto)")
     data = check_voxels(volume.data, volume.meta.get("path", "volume"))
     ax = geometry.choose_axis(axis, volume.affine, data.shape)
     lo, hi = intensity_range(data)
-    engine = SliceEngine(model, device=device, precision=precision, compile=compile, notify=notify, engine=engine)
+    engine = runner or SliceEngine(model, device=device, precision=precision, compile=compile, notify=notify,
+                                   engine=engine)
     stack = geometry.slices_first(data, ax)
     t0 = time.perf_counter()
     normalised = normalise(stack, (lo, hi))
@@ -379,7 +400,7 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto",
     del normalised
     denormalise(sr, lo, hi, in_place=True)
     hr = volume.regridded(geometry.slices_back(sr, ax), ax, model.scale)
-    facts = dict(axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=model.scale,
+    facts = dict(direction="in-plane", axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=model.scale,
                  input_shape=list(data.shape), output_shape=list(hr.data.shape),
                  intensity_range=[lo, hi], seconds=time.perf_counter() - t0, slices=stack.shape[0],
                  device=str(engine.device), precision=engine.precision, engine=engine.engine,
@@ -394,4 +415,5 @@ def describe_output(facts: dict) -> str:
     """The line an output file carries (NIfTI descrip, NRRD content): what made it."""
     model = facts["model"]
     sha = f" sha256:{model['sha256'][:12]}" if model.get("sha256") else ""
-    return f"MRSuperRes {model['name']} x{facts['scale']}{sha}{'' if facts['anchor'] else ' raw'}"
+    how = f"through-plane x{facts['factor']:.3g}" if facts.get("direction") == "through-plane" else f"x{facts['scale']}"
+    return f"MRSuperRes {model['name']} {how}{sha}{'' if facts['anchor'] else ' raw'}"

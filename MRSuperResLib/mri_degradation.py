@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from .errors import MRSuperResError
 from .resample import DEGRADATIONS, downsample, kspace_downsample
 
-TRAINING_DEGRADATIONS = DEGRADATIONS + ("mri",)
+TRAINING_DEGRADATIONS = DEGRADATIONS + ("mri", "thick")
 
 
 def parse_degradations(spec: str) -> list[str]:
@@ -91,9 +91,16 @@ def add_rician(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndar
     return np.sqrt((x + n1) ** 2 + n2 ** 2)
 
 
-def make_lr(hr: np.ndarray, scale: int, methods: list[str], rng: np.random.Generator) -> np.ndarray:
-    """LR for one HR patch: a method drawn from `methods`, then that degradation."""
+def make_lr(hr: np.ndarray, scale: int, methods: list[str], rng: np.random.Generator,
+            thick: tuple | None = None) -> np.ndarray:
+    """LR for one HR patch: a method drawn from `methods`, then that degradation. `thick`:
+    (slice factor range, thickness range) for the through-plane `thick` degradation (scale 1:
+    the input is as large as the patch, see slice_profile.training_pair)."""
     method = methods[rng.integers(len(methods))] if len(methods) > 1 else methods[0]
+    if method == "thick":
+        from .slice_profile import training_pair
+        factors, thickness = thick or ((2.0, 6.0), (0.6, 1.0))
+        return training_pair(hr, rng, factors=tuple(factors), thickness=tuple(thickness))
     if method == "mri":
         return mri_degrade(hr, scale, rng)
     return np.clip(downsample(hr[None], scale, method)[0], 0, 1)

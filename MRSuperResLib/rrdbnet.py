@@ -5,6 +5,12 @@ shape check: x4 is conv_first -> 23 RRDB -> conv_body (+ skip) -> two (nearest x
 LeakyReLU) stages -> conv_hr -> conv_last. x2 and x1 feed the same x4 trunk with the input
 pixel-unshuffled by 2 or 4 (channels x4 or x16). x8 (the two-stage ESRGAN thesis) adds a third upsampling stage,
 `conv_up3`, after `conv_up2`; it has no unshuffle.
+
+`input_skip` (x1 only, the through-plane models) adds the input to the output, so the network
+learns the correction to its input rather than the image itself: rebuilding every pixel through
+a 4x unshuffle and two nearest-neighbour upsamplings is slow to learn (from scratch on a CPU it
+had not reached cubic interpolation after 1000 iterations). It is a buffer in the state dict, so
+a weights file says whether it has one.
 """
 from __future__ import annotations
 
@@ -59,13 +65,18 @@ class RRDBNet(nn.Module):
     """1-channel (by default) Real-ESRGAN generator; `scale` is 1, 2, 4 or 8."""
 
     def __init__(self, num_in_ch: int = 1, num_out_ch: int = 1, scale: int = 4,
-                 num_feat: int = 64, num_block: int = 23, num_grow_ch: int = 32):
+                 num_feat: int = 64, num_block: int = 23, num_grow_ch: int = 32, input_skip: bool = False):
         super().__init__()
         if scale not in SCALES:
             raise ValueError(f"RRDBNet scale must be one of {SCALES}, not {scale}")
+        if input_skip and (scale != 1 or num_in_ch != num_out_ch):
+            raise ValueError("input_skip is for x1 networks with as many outputs as inputs")
         self.scale = scale
         self.config = dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, scale=scale,
                            num_feat=num_feat, num_block=num_block, num_grow_ch=num_grow_ch)
+        if input_skip:                       # only then: the configs (and cache keys) of others stay as they were
+            self.config["input_skip"] = True
+            self.register_buffer("input_skip", torch.ones(()))
         f = unshuffle_factor(scale)
         self.conv_first = nn.Conv2d(num_in_ch * f * f, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*(RRDB(num_feat, num_grow_ch) for _ in range(num_block)))
@@ -91,7 +102,8 @@ class RRDBNet(nn.Module):
         ups = [self.conv_up1, self.conv_up2] + ([self.conv_up3] if self.scale == 8 else [])
         for conv in ups:
             feat = self.lrelu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        return self.conv_last(self.lrelu(self.conv_hr(feat)))
+        out = self.conv_last(self.lrelu(self.conv_hr(feat)))
+        return out + x if "input_skip" in self.config else out
 
 
 def init_weights(model: nn.Module, scale: float = 0.1) -> None:

@@ -78,12 +78,15 @@ def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = N
         return None
     lr, hr = val
     prec = "fp32" if precision == "fp16" else precision
-    preds = {"model": super_resolve_slices(ema, lr, device=device, precision=prec)}
+    # torch: the weights change between validations, OpenVINO would convert the network each time
+    preds = {"model": super_resolve_slices(ema, lr, device=device, precision=prec, engine="torch")}
     if generator is not None:
         was_training = generator.training
-        preds["generator"] = super_resolve_slices(generator.eval(), lr, device=device, precision=prec)
+        preds["generator"] = super_resolve_slices(generator.eval(), lr, device=device, precision=prec,
+                                                    engine="torch")
         generator.train(was_training)
-    preds["bicubic"] = np.clip(upsample(lr, ema.scale, "bicubic"), 0, 1)
+    # the baseline: bicubic upsampling, or at x1 the input itself (cubic interpolation across slices)
+    preds["bicubic"] = lr if ema.scale == 1 else np.clip(upsample(lr, ema.scale, "bicubic"), 0, 1)
     _, summary = score_slices(hr, preds)                   # the same scoring as `evaluate`
     return {name: {k: summary[name][k]["mean"] for k in ("ssim", "psnr", "vif")} for name in preds}
 
@@ -163,11 +166,12 @@ class Trainer:
         self.methods = parse_degradations(c.degrade)
         self.pool, val_slices, self.split, self.train_infos, self.val_infos = load_pools(
             c.data, c.val, c.axis, c.patch)
-        self.val = validation_set(val_slices, c.scale)
+        self.thick = (tuple(c.slice_factors), tuple(c.slice_thickness)) if c.scale == 1 else None
+        self.val = validation_set(val_slices, c.scale, thick=self.thick)
         self.generator, self.init_desc, self.init_record = resolve_init(c)
         # the precision inference measured fastest for this architecture here (a bf16 step is no
         # faster where bf16 convolutions are not), or the one asked for
-        self.precision_choice = choose(self.generator, self.device, c.precision,
+        self.precision_choice = choose(self.generator, self.device, c.precision, engine="torch",
                                        notify=lambda text: print(f"mrsuperres: {text}", file=sys.stderr))
         self.precision = self.precision_choice.precision
         self.discriminator, self.init_d_desc = resolve_init_d(c)
@@ -384,7 +388,7 @@ class Trainer:
         bar = Progress("train", c.iters, "it", initial=start_iter, enabled=self.progress_bar)
         self.rng_state = self.rng.bit_generator.state     # after the last batch trained on
         batches = Prefetcher(self.pool, self.rng, c.batch, c.patch, c.scale, self.methods, c.hr_noise,
-                             tuple(c.hr_noise_sigma))
+                             tuple(c.hr_noise_sigma), self.thick)
         try:
             return self._iterate(start_iter, stop, batches, bar, t_start)
         finally:
@@ -447,7 +451,10 @@ class Trainer:
             hr_noise_sigma=c.hr_noise_sigma, axis=c.axis, patch=c.patch, batch=c.batch, iterations=it,
             target_iterations=c.iters, stopped=stopped, learning_rate=self.lr, learning_rate_schedule=self.lr_schedule,
             ema_decay=c.ema_decay, seed=c.seed, device=device_name(self.device), precision=self.precision,
-            wall_seconds=wall, validation=self.last_val, scale=c.scale)
+            wall_seconds=wall, validation=self.last_val, scale=c.scale,
+            slice_profile=None if self.thick is None else {
+                "profiles": "gaussian or rect, FWHM = thickness", "factors": list(c.slice_factors),
+                "thickness_over_spacing": list(c.slice_thickness)})
         path = self.run_dir / "model.safetensors"
         save_model(model, path, card)
         return path

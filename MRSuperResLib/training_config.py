@@ -35,13 +35,14 @@ EXIT_DONE, EXIT_ERROR, EXIT_STOPPED = 0, 2, 3
 
 
 def option(default=None, help: str = "", *, factory=None, choices=None, minimum=None, shown=None,
-           metavar=None, panel=None):
+           metavar=None, panel=None, aliases=()):
     """A TrainConfig field with what the flag, the checks and the panel need to know.
 
     `shown`: the default as the help text states it (when the literal default, None, means
     "decided later"; "" for no default); `panel`: True when the Slicer panel offers the option
     with this default, or the value the panel starts from instead."""
-    meta = dict(help=help, choices=choices, minimum=minimum, shown=shown, metavar=metavar, panel=panel)
+    meta = dict(help=help, choices=choices, minimum=minimum, shown=shown, metavar=metavar, panel=panel,
+                aliases=tuple(aliases))
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -63,7 +64,8 @@ class TrainConfig:
                             "previous run folder, or any model name or file that --model accepts")
     init_d: str = option("scratch", help="starting discriminator: scratch, a BasicSR UNetDiscriminatorSN file, "
                                         "or a training checkpoint (.pt)")
-    scale: int = option(4, choices=(2, 4, 8), help="upscaling factor")
+    scale: int = option(4, choices=(1, 2, 4, 8), help="upscaling factor (1: a through-plane model for thick-slice "
+                        "scans, trained with --degrade thick)")
     blocks: int | None = option(None, minimum=1, shown="23, or the init model's", help="RRDB blocks")
     features: int | None = option(None, minimum=1, shown="64, or the init model's", help="features")
     growth: int | None = option(None, minimum=1, shown="32, or the init model's", help="dense-block growth channels")
@@ -73,7 +75,18 @@ class TrainConfig:
     patch: int = option(128, minimum=1, panel=True,
                         help="HR patch size in pixels (a multiple of 8, and of 8 x scale for the gan stage)")
     degrade: str = option("bilinear", help="LR simulation: bilinear (the Rashid et al. protocol), bicubic, kspace, "
-                          "mri (blur + slice profile + k-space truncation + Rician noise), or a comma-separated mix")
+                          "mri (blur + slice profile + k-space truncation + Rician noise), or a comma-separated mix; "
+                          "thick (with --scale 1): thick slices along one direction, interpolated back")
+    slice_factors: list | str = option(factory=lambda: [2.0, 6.0], metavar="LO,HI",
+                                       help="--degrade thick: slice spacing over the fine spacing, drawn in LO..HI")
+    slice_thickness: list | str = option(factory=lambda: [0.6, 1.0], metavar="LO,HI",
+                                         help="--degrade thick: slice thickness as a fraction of the slice spacing "
+                                              "(below 1: gaps between slices), drawn in LO..HI")
+    fine_tune_on: str | None = option(None, shown="", metavar="VOLUME", aliases=("--self",),
+                                      help="self-supervised through-plane fine-tune on this thick-slice scan: "
+                                           "trains on its own in-plane slices, degraded by its own slice spacing "
+                                           "and thickness, from mri-thick-x1 (sets --data, --scale 1, --degrade "
+                                           "thick, the slice options, --axis and a CPU-sized --iters)")
     hr_noise: float = option(0.0, help="probability of Rician noise (sigma: --hr-noise-sigma) on the HR patch itself, "
                              "so the model keeps scan noise as interpolation does; in the gan stage those patches "
                              "train L1 only")
@@ -139,15 +152,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         meta, kind = f.metadata, _kind(f)
         numbers = f": {', '.join(map(str, meta['choices']))}" if meta["choices"] and kind != "str" else ""
         text = meta["help"] + numbers + _shown_default(f)
+        names = [flag(f.name), *meta["aliases"]]
         if kind == "bool":
-            parser.add_argument(flag(f.name), action="store_true", default=None, help=text)
+            parser.add_argument(*names, action="store_true", default=None, help=text)
             continue
         extra = dict(type={"int": int, "float": float}.get(kind, str), metavar=meta["metavar"])
-        if kind == "list" and f.name != "hr_noise_sigma":
+        if kind == "list" and f.name in ("data", "val"):      # the others are "lo,hi" ranges
             extra["nargs"] = "+"
         if meta["choices"] and kind == "str":     # numbers are checked by check_config, in one line
             extra["choices"] = meta["choices"]
-        parser.add_argument(flag(f.name), help=text, **{k: v for k, v in extra.items() if v is not None})
+        parser.add_argument(*names, help=text, **{k: v for k, v in extra.items() if v is not None})
 
 
 def coerce(name: str, value):
@@ -224,6 +238,9 @@ def build_config(cli_options: dict) -> TrainConfig:
     if cli_options.get("config"):
         options.update(load_config_file(cli_options["config"]))
     options.update({k: v for k, v in cli_options.items() if v is not None and v != []})
+    if options.get("fine_tune_on"):             # --self VOLUME: its own options, under explicit ones
+        from .self_supervised import self_supervised_options
+        options = {**self_supervised_options(options["fine_tune_on"], options), **options}
     config = TrainConfig(**{k: coerce(k, v) for k, v in options.items()})
     check_config(config)
     return config
@@ -259,7 +276,12 @@ def check_config(c: TrainConfig) -> None:
                               f"(the discriminator halves it three times)")
     if not 0 <= c.ema_decay < 1:
         raise MRSuperResError("--ema-decay must be in [0, 1)")
-    parse_degradations(c.degrade)
+    methods = parse_degradations(c.degrade)
+    if (c.scale == 1) != ("thick" in methods) or (c.scale == 1 and methods != ["thick"]):
+        raise MRSuperResError("--scale 1 trains a through-plane model and needs --degrade thick, which only it uses"
+                              f" (got --scale {c.scale}, --degrade {c.degrade})")
+    c.slice_factors = parse_range("--slice-factors", c.slice_factors, 1.0, 16.0, "slice spacing over fine spacing")
+    c.slice_thickness = parse_range("--slice-thickness", c.slice_thickness, 0.05, 3.0, "fractions of the spacing")
     if not 0 <= c.hr_noise <= 1:
         raise MRSuperResError("--hr-noise is a probability: give a number in [0, 1]")
     c.hr_noise_sigma = parse_noise_sigma(c.hr_noise_sigma)
@@ -274,13 +296,17 @@ def check_options(options: dict) -> TrainConfig:
 
 def parse_noise_sigma(value) -> list[float]:
     """--hr-noise-sigma "lo,hi" (or a [lo, hi] list) -> [lo, hi] with 0 <= lo <= hi <= 0.5."""
+    return parse_range("--hr-noise-sigma", value, 0.0, 0.5, "fractions of the [0, 1] range")
+
+
+def parse_range(name: str, value, low: float, high: float, unit: str) -> list[float]:
+    """A "lo,hi" option (or a [lo, hi] list) -> [lo, hi] with low <= lo <= hi <= high."""
     try:
         parts = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
     except (TypeError, ValueError):
         parts = []
-    if len(parts) != 2 or not 0 <= parts[0] <= parts[1] <= 0.5:
-        raise MRSuperResError(f"--hr-noise-sigma must be 'lo,hi' with 0 <= lo <= hi <= 0.5 (fractions of the "
-                              f"[0, 1] range), not {value!r}")
+    if len(parts) != 2 or not low <= parts[0] <= parts[1] <= high:
+        raise MRSuperResError(f"{name} must be 'lo,hi' with {low:g} <= lo <= hi <= {high:g} ({unit}), not {value!r}")
     return parts
 
 

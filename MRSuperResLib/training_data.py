@@ -87,7 +87,8 @@ class SlicePool:
 
     def sample(self, rng: np.random.Generator, patch: int, scale: int, methods: list[str],
                augment: bool = True, hr_noise: float = 0.0,
-               hr_noise_sigma: tuple[float, float] = HR_NOISE_SIGMA) -> tuple[np.ndarray, np.ndarray, bool]:
+               hr_noise_sigma: tuple[float, float] = HR_NOISE_SIGMA,
+               thick: tuple | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
         """(LR, HR, noisy): LR (patch/s, patch/s), HR (patch, patch), float32 in [0, 1]. With
         probability `hr_noise` the HR patch first gets scan-like Rician noise, sigma uniform in
         `hr_noise_sigma` (`noisy` says so)."""
@@ -108,13 +109,14 @@ class SlicePool:
         noisy = bool(hr_noise > 0 and rng.random() < hr_noise)
         if noisy:
             hr = np.clip(add_rician(hr, rng.uniform(*hr_noise_sigma), rng), 0, 1).astype(np.float32)
-        return make_lr(hr, scale, methods, rng), hr, noisy
+        return make_lr(hr, scale, methods, rng, thick), hr, noisy
 
     def batch(self, rng: np.random.Generator, size: int, patch: int, scale: int, methods: list[str],
-              hr_noise: float = 0.0, hr_noise_sigma: tuple[float, float] = HR_NOISE_SIGMA
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              hr_noise: float = 0.0, hr_noise_sigma: tuple[float, float] = HR_NOISE_SIGMA,
+              thick: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(LR (N, 1, h, w), HR (N, 1, H, W), noisy (N,) bool: which targets got `hr_noise`)."""
-        samples = [self.sample(rng, patch, scale, methods, hr_noise=hr_noise, hr_noise_sigma=hr_noise_sigma)
+        samples = [self.sample(rng, patch, scale, methods, hr_noise=hr_noise, hr_noise_sigma=hr_noise_sigma,
+                               thick=thick)
                    for _ in range(size)]
         return (np.stack([s[0] for s in samples])[:, None], np.stack([s[1] for s in samples])[:, None],
                 np.array([s[2] for s in samples], dtype=bool))
@@ -142,9 +144,11 @@ def load_pools(data: list[str], val: list[str] | None, axis: str | int, patch: i
     return pool, val_slices, how, [i for _, i in train_arrays], [i for _, i in val_arrays]
 
 
-def validation_set(slices: list[np.ndarray], scale: int, count: int = 16, size: int = 128):
+def validation_set(slices: list[np.ndarray], scale: int, count: int = 16, size: int = 128,
+                   thick: tuple | None = None):
     """A fixed subset: up to `count` evenly spaced slices whose centre crop (at most size x size,
-    multiples of the scale) holds tissue; LR by Rashid et al.'s bilinear degradation."""
+    multiples of the scale) holds tissue; LR by Rashid et al.'s bilinear degradation (scale 1:
+    the `thick` degradation, drawn from a fixed seed so every validation sees the same inputs)."""
     from .resample import downsample
 
     if not slices:
@@ -166,6 +170,9 @@ def validation_set(slices: list[np.ndarray], scale: int, count: int = 16, size: 
     h = min(c.shape[0] for c in crops)
     w = min(c.shape[1] for c in crops)
     hr = np.stack([c[:h, :w] for c in crops]).astype(np.float32)
+    if scale == 1:
+        rng = np.random.default_rng(20261203)
+        return np.stack([make_lr(x, 1, ["thick"], rng, thick) for x in hr]), hr
     return np.clip(downsample(hr, scale, "bilinear"), 0, 1), hr
 
 
@@ -178,11 +185,12 @@ class Prefetcher:
     """
 
     def __init__(self, pool: SlicePool, rng: np.random.Generator, size: int, patch: int, scale: int,
-                 methods: list[str], hr_noise: float = 0.0, hr_noise_sigma: tuple[float, float] = HR_NOISE_SIGMA):
+                 methods: list[str], hr_noise: float = 0.0, hr_noise_sigma: tuple[float, float] = HR_NOISE_SIGMA,
+                 thick: tuple | None = None):
         import queue
         import threading
 
-        self._args = (rng, size, patch, scale, methods, hr_noise, hr_noise_sigma)
+        self._args = (rng, size, patch, scale, methods, hr_noise, hr_noise_sigma, thick)
         self._pool = pool
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._stop = threading.Event()
@@ -192,10 +200,10 @@ class Prefetcher:
     def _work(self) -> None:
         import queue
 
-        rng, size, patch, scale, methods, hr_noise, hr_noise_sigma = self._args
+        rng, size, patch, scale, methods, hr_noise, hr_noise_sigma, thick = self._args
         while not self._stop.is_set():
             try:
-                batch = self._pool.batch(rng, size, patch, scale, methods, hr_noise, hr_noise_sigma)
+                batch = self._pool.batch(rng, size, patch, scale, methods, hr_noise, hr_noise_sigma, thick)
                 item = (*batch, rng.bit_generator.state)
             except BaseException as exc:        # handed to the training thread, raised there
                 item = exc

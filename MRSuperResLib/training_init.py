@@ -21,8 +21,12 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
     if config.init == "scratch":
         torch.manual_seed(config.seed)
         model = RRDBNet(1, 1, scale=config.scale, num_feat=config.features or 64,
-                        num_block=config.blocks or 23, num_grow_ch=config.growth or 32)
-        return model, "scratch (BasicSR initialisation)", None
+                        num_block=config.blocks or 23, num_grow_ch=config.growth or 32,
+                        input_skip=config.scale == 1)         # x1: learn the correction to the input
+        if config.scale == 1:
+            with torch.no_grad():                # and start close to the identity
+                model.conv_last.weight.mul_(0.1)
+        return model, "scratch (BasicSR initialisation)" + (", input skip" if config.scale == 1 else ""), None
     spec = REALESRGAN_MODEL if config.init == "realesrgan" else config.init
     if Path(spec).is_dir():
         spec = str(Path(spec) / "model.safetensors")

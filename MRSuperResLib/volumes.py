@@ -31,16 +31,16 @@ class Volume:
     def spacing(self) -> np.ndarray:
         return np.linalg.norm(self.affine[:3, :3], axis=0)
 
-    def regridded(self, data: np.ndarray, axis: int, factor: float) -> "Volume":
-        """`data` on this volume's grid resampled in-plane by `factor` (see geometry); the
-        stored qform/sform move with it."""
+    def regridded(self, data: np.ndarray, axis: int, factor: float, along: tuple | None = None) -> "Volume":
+        """`data` on this volume's grid resampled in-plane (or along the axes `along`) by
+        `factor` (see geometry); the stored qform/sform move with it."""
         from .geometry import resample_affine
 
         meta = dict(self.meta)
         for key in ("qform", "sform"):
             if meta.get(key) is not None:
-                meta[key] = resample_affine(meta[key], axis, factor)
-        return Volume(data, resample_affine(self.affine, axis, factor), meta)
+                meta[key] = resample_affine(meta[key], axis, factor, along)
+        return Volume(data, resample_affine(self.affine, axis, factor, along), meta)
 
 
 DICOM_HINT = ("DICOM is not read directly: convert the series to NIfTI first (dcm2niix -z y -o OUT_FOLDER "
@@ -185,6 +185,9 @@ def _read_nrrd(path: Path):
     elif space not in ("right-anterior-superior", "ras"):
         raise MRSuperResError(f"{path}: NRRD space '{space}' is not supported (use RAS or LPS)")
     meta = dict(format="nrrd", dtype=str(raw.dtype))
+    thick = header.get("thicknesses")                  # per axis, NaN where not given (slice thickness)
+    if thick is not None and len(thick) == 3:
+        meta["thicknesses"] = [float(t) if t is not None else float("nan") for t in thick]
     return data, affine, meta
 
 

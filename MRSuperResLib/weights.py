@@ -235,8 +235,11 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict:
             f"{out_ch}, {n_up} upsampling convs")
     scale = 8 if n_up == 3 else 4 // unshuffle
     assert unshuffle_factor(scale) == unshuffle
-    return dict(num_in_ch=first.shape[1] // (unshuffle * unshuffle), num_out_ch=out_ch, scale=scale,
+    arch = dict(num_in_ch=first.shape[1] // (unshuffle * unshuffle), num_out_ch=out_ch, scale=scale,
                 num_feat=first.shape[0], num_block=max(blocks) + 1 if blocks else 0, num_grow_ch=grow)
+    if "input_skip" in state:                # a through-plane network that adds its input (rrdbnet)
+        arch["input_skip"] = True
+    return arch
 
 
 def to_single_channel(state: dict[str, torch.Tensor], arch: dict) -> dict[str, torch.Tensor]:

@@ -32,3 +32,20 @@ def test_peaks_that_vary_across_repeats_are_reported():
     assert warnings and "fp32 peak varied by 20% across 3 repeats" in warnings[0]
     one_slow = [0.22, 0.15, 0.215]                                           # a single slow repeat is noise
     assert measurement_warnings({"peak_rounds": {"fp32": one_slow}, "paths": []}) == []
+
+
+def test_the_batch_sweep_times_the_auto_path_at_each_size_and_batch(tmp_path):
+    """`bench --sweep`: seconds per slice and fraction of the measured peak per (slice size, batch)."""
+    from conftest import tiny_model
+
+    from MRSuperResLib.benchmark import sweep_batches
+    from MRSuperResLib.weights import save_model
+
+    path = tmp_path / "small.safetensors"
+    save_model(tiny_model(4, blocks=1, feat=16, grow=8), path, {"name": "small"})
+    lines = []
+    result = sweep_batches(str(path), device="cpu", sizes=(16, 24), batches=(1, 2), log=lines.append)
+    assert [(r["lr_size"], r["batch"]) for r in result["rows"]] == [(16, 1), (16, 2), (24, 1), (24, 2)]
+    assert all(r["seconds_per_slice"] > 0 and 0 < r["fraction_of_peak"] for r in result["rows"])
+    assert result["path"].startswith("torch ") and result["peak_tflops"] > 0    # tests keep auto on torch
+    assert any(line.startswith(f"sweep: {result['path']}") for line in lines) and len(lines) >= 5

@@ -36,7 +36,7 @@ def test_an_explicit_precision_is_used_as_asked(cache):
 
 def test_a_single_candidate_needs_no_measurement(cache, monkeypatch):
     monkeypatch.setattr(calibration, "candidates", lambda device: ["fp32"])
-    monkeypatch.setattr(calibration, "measure", lambda *a: pytest.fail("measured"))
+    monkeypatch.setattr(calibration, "measure", lambda *a, **k: pytest.fail("measured"))
     choice = choose(tiny_model(4), CPU)
     assert choice.precision == "fp32" and "no bf16 units" in choice.why and not cache.exists()
 
@@ -65,7 +65,7 @@ def test_emulated_bf16_loses_to_fp32_by_measurement_and_the_choice_is_cached(cac
         assert choice.precision == "fp32"                     # this CPU emulates bf16: slower
     entry = json.loads(cache.read_text())["entries"][0]
     assert entry["key"]["architecture"]["num_feat"] == 32 and entry["choice"]["precision"] == choice.precision
-    monkeypatch.setattr(calibration, "measure", lambda *a: pytest.fail("measured again"))
+    monkeypatch.setattr(calibration, "measure", lambda *a, **k: pytest.fail("measured again"))
     again = choose(model, CPU)
     assert again.cached and again.precision == choice.precision
 
@@ -73,7 +73,7 @@ def test_emulated_bf16_loses_to_fp32_by_measurement_and_the_choice_is_cached(cac
 def test_an_unreadable_or_foreign_cache_is_measured_again(cache, bf16_offered, monkeypatch):
     runs = []
 
-    def fake_measure(model, device, precisions):
+    def fake_measure(model, device, precisions, strict=False):
         runs.append(precisions)
         return {"fp32": {"seconds_per_slice": 1.0, "psnr_vs_fp32": float("inf")},
                 "bf16": {"seconds_per_slice": 0.5, "psnr_vs_fp32": 50.0}}
@@ -119,7 +119,7 @@ def test_the_measured_batch_is_the_engines_default(cache, bf16_offered, monkeypa
     """One slice per pass where that measured faster: the engine's default batch follows it."""
     from MRSuperResLib.inference import SliceEngine, super_resolve_slices
 
-    monkeypatch.setattr(calibration, "measure", lambda model, device, labels: {
+    monkeypatch.setattr(calibration, "measure", lambda model, device, labels, strict=False: {
         "fp32": {"seconds_per_slice": 1.0, "batch": 1, "psnr_vs_fp32": float("inf")},
         "bf16": {"seconds_per_slice": 2.0, "batch": 4, "psnr_vs_fp32": 50.0}})
     model = tiny_model(4)
