@@ -47,7 +47,8 @@ SETTINGS = "MRSuperRes"
 TRAINING_PARAMETER_PREFIX = "train_"      # MRSuperResLogic.TRAINING_PARAMETER_PREFIX (a test checks)
 # the panel's state in the scene's parameter node: {control: parameter}, the names
 # MRSuperResLogic.PARAMETER_DEFAULTS / PARAMETER_NODE_REFERENCES use (a test checks)
-PANEL_CONTROLS = {"modelComboBox": "model", "axisComboBox": "axis", "deviceComboBox": "device",
+PANEL_CONTROLS = {"modelComboBox": "model", "directionComboBox": "direction", "axisComboBox": "axis",
+                  "deviceComboBox": "device", "selfSupervisedCheckBox": "selfSupervised",
                   "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble", "anchorCheckBox": "anchor",
                   "scaleSpinBox": "scale", "degradationComboBox": "degradation",
                   "compareModelComboBox": "compareModel", "compareAxisComboBox": "compareAxis",
@@ -144,7 +145,9 @@ if HAVE_APP:
                 combo.clear()
                 combo.addItems(["auto", "cpu", "cuda"])
             self.ui.degradationComboBox.clear()
-            self.ui.degradationComboBox.addItems(["bilinear", "bicubic", "kspace"])
+            self.ui.degradationComboBox.addItems(["bilinear", "bicubic", "kspace", "thick"])
+            self.ui.directionComboBox.clear()
+            self.ui.directionComboBox.addItems(["auto", "in-plane", "through-plane"])
             self.ui.initModelComboBox.addItems(["realesrgan", "scratch"])
             self.ui.stopTrainingButton.enabled = False
             self.updateGUIFromParameterNode()
@@ -157,6 +160,7 @@ if HAVE_APP:
             self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
             self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
             self.ui.axisComboBox.connect("currentIndexChanged(int)", self.onInputChanged)
+            self.ui.directionComboBox.connect("currentIndexChanged(int)", self.onInputChanged)
             self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
             self.ui.startTrainingButton.connect("clicked()", lambda: self.onStartTraining(False))
             self.ui.stopTrainingButton.connect("clicked()", self.onStopTraining)
@@ -386,18 +390,25 @@ if HAVE_APP:
             qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
 
         def onInputChanged(self, *_):
+            """What Enhance will make of the input: direction (auto's choice), output size, warnings."""
             node = self.ui.inputSelector.currentNode()
             self.ui.autoAxisLabel.text = ""
-            if self.logic is None or node is None or self.AXES.get(self.ui.axisComboBox.currentText) != "auto":
+            if self.logic is None or node is None:
                 return
             try:
-                from MRSuperResLib import geometry
-                from MRSuperResLib.slicer_nodes import volume_from_node
-                volume = volume_from_node(node)
-                axis = geometry.choose_axis("auto", volume.affine, volume.data.shape)
-                self.ui.autoAxisLabel.text = f"auto: slices along {geometry.AXIS_NAMES[axis]}"
+                plan = self.logic.plan(node, self.ui.directionComboBox.currentText,
+                                       self.AXES.get(self.ui.axisComboBox.currentText, "auto"))
+                self.ui.autoAxisLabel.text = "\n".join([plan.summary()] + [f"Warning: {w}" for w in plan.warnings])
             except Exception as exc:
                 self.ui.autoAxisLabel.text = str(exc)
+
+        def modelFor(self, combo, through_plane):
+            """The combo's model when it fits the direction (x1 across slices, x2-x8 in the plane),
+            else None: the logic then takes the default model for that direction."""
+            card = next((c for c in self.models if c["name"] == combo.currentText), None)
+            if card is None or (card.get("scale") == 1) != through_plane:
+                return None
+            return combo.currentText or None
 
         def onDeviceChanged(self, *_):
             if self.logic is None:                # torch is imported only once the logic exists
@@ -444,13 +455,17 @@ if HAVE_APP:
 
         def launch(self, kind):
             if kind == "enhance":
+                node, axis = self.ui.inputSelector.currentNode(), self.AXES[self.ui.axisComboBox.currentText]
+                plan = self.logic.plan(node, self.ui.directionComboBox.currentText, axis)
+                through = plan.direction == "through-plane"
                 return self.logic.enhance(
-                    self.ui.inputSelector.currentNode(), model=self.ui.modelComboBox.currentText or None,
-                    axis=self.AXES[self.ui.axisComboBox.currentText], device=self.ui.deviceComboBox.currentText,
-                    detail=self.detailValue(), selfEnsemble=self.ui.selfEnsembleCheckBox.checked,
+                    node, model=self.modelFor(self.ui.modelComboBox, through), axis=axis, direction=plan.direction,
+                    device=self.ui.deviceComboBox.currentText, detail=None if through else self.detailValue(),
+                    selfEnsemble=self.ui.selfEnsembleCheckBox.checked and not through,
                     anchor=self.ui.anchorCheckBox.checked, waitForCompletion=False)
+            thick = self.ui.degradationComboBox.currentText == "thick"
             return self.logic.compare(
-                self.ui.groundTruthSelector.currentNode(), model=self.ui.compareModelComboBox.currentText or None,
+                self.ui.groundTruthSelector.currentNode(), model=self.modelFor(self.ui.compareModelComboBox, thick),
                 scale=self.ui.scaleSpinBox.value, degradation=self.ui.degradationComboBox.currentText,
                 axis=self.AXES[self.ui.compareAxisComboBox.currentText],
                 device=self.ui.compareDeviceComboBox.currentText, anchor=self.ui.anchorCheckBox.checked,
@@ -515,10 +530,11 @@ if HAVE_APP:
                 if not os.access(str(folder), os.W_OK):
                     raise PermissionError(f"cannot write to {folder}: choose another output folder")
                 self.ui.outputDirectoryButton.directory = str(folder)      # Resume continues this run
+                own = self.ui.selfSupervisedCheckBox.checked        # fine-tune on this (thick-slice) volume
                 self.trainingJob = self.logic.train(
                     self.ui.trainingVolumesSelector.checkedNodes(), str(folder),
-                    validationNodes=self.ui.validationVolumesSelector.checkedNodes(),
-                    **{**self.logic.trainingOptions(), "resume": resume})
+                    validationNodes=[] if own else self.ui.validationVolumesSelector.checkedNodes(),
+                    selfSupervised=own, **{**self.logic.trainingOptions(), "resume": resume})
                 self.setTrainingRunning(True)
                 label.text = "starting..."
                 self.timer.start()

@@ -265,3 +265,19 @@ def shipped_card(run_card: dict, run_config: dict, *, name: str, learning_rate, 
     if partner:
         card["detail_partner"] = partner
     return card
+
+
+def describe_volumes(entries: list[dict] | None) -> list[dict] | None:
+    """Training volumes as file name, sha256, shape and the registry package they come from
+    (instead of the path they had on the training machine): what a shipped card lists."""
+    from .datasets import source_of
+
+    out = []
+    for entry in entries or []:
+        known = source_of(entry.get("sha256"))
+        row = {"file": known[0] if known else Path(str(entry.get("path", "?"))).name,
+               "sha256": entry.get("sha256"), "shape": entry.get("shape")}
+        if known:
+            row["source"] = known[1]
+        out.append(row)
+    return out or None

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-anchor", dest="anchor", action="store_false",
                    help="leave the network's output as it is: by default its local brightness (over about an "
                         "input voxel) is held to the input's, so it adds detail but cannot brighten or darken a "
-                        "region (docs/anchoring.md)")
+                        "region (docs/anchoring.md); in-plane only: through-plane output is never anchored")
     p.add_argument("--direction", default="auto", choices=("auto", "in-plane", "through-plane"),
                    help="in-plane: each slice made --scale times finer; through-plane: the slice axis of a "
                         "thick-slice scan brought to --spacing (x1 through-plane model); auto: through-plane when "
@@ -286,7 +286,7 @@ def cmd_enhance(args) -> int:
     print(f"{args.output}: {facts['input_shape']} -> {facts['output_shape']} voxels, spacing "
           f"{sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm, {how}, "
           f"model {card.get('name')}{' (self-ensemble x8)' if args.self_ensemble else ''}"
-          f"{'' if args.anchor else ' (not anchored)'}, "
+          f"{'' if facts['anchor'] or facts['direction'] == 'through-plane' else ' (not anchored)'}, "
           f"{facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} "
           f"({facts['precision']}{', OpenVINO' if facts['engine'] == 'openvino' else ''})")
     if args.verbose:
@@ -309,7 +309,7 @@ def cmd_evaluate(args) -> int:
         result = evaluate_thick(args.hr, model, thickness=args.thickness, profile=args.profile, axis=args.axis,
                                 out_dir=args.out, device=args.device, batch_size=args.batch_size,
                                 precision=args.precision, tile=args.tile, blank_threshold=args.blank_threshold,
-                                progress=Progress("evaluate"), anchor=args.anchor, engine=args.engine)
+                                progress=Progress("evaluate"), engine=args.engine)
     else:
         result = evaluate(args.hr, model, scale=args.scale,
                           degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,

@@ -38,6 +38,13 @@ class Comparison:
 def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bilinear", axis="auto",
                    device: str = "auto", precision: str = "auto", blank_threshold: float = 0.0,
                    progress: ProgressCallback | None = None, cancel=None, anchor: bool = True) -> Comparison:
+    """`degradation` "thick": slices `scale` voxels apart and thick along the slice axis, restored
+    by a through-plane (x1) model; "bicubic" and "bilinear" are then cubic and linear
+    interpolation across the slices (the axis that was made coarse), scored on the slices
+    perpendicular to it as `evaluate --degrade thick` does."""
+    if degradation == "thick":
+        return _compare_thick(gt, model, factor=scale, axis=axis, device=device, precision=precision,
+                              blank_threshold=blank_threshold, progress=progress, cancel=cancel)
     check_scale(scale)
     if model.scale != scale:
         raise MRSuperResError(f"the model is x{model.scale}, but x{scale} was asked for: choose an x{scale} model")
@@ -63,3 +70,35 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
                          {k: v for k, v in gt.meta.items() if k not in ("path",)})
                for m, o in outputs01.items()}
     return Comparison(gt, lr, outputs, ax, scale, degradation, rows, summary)
+
+
+def _compare_thick(gt: Volume, model, *, factor: int, axis, device, precision, blank_threshold, progress,
+                   cancel) -> Comparison:
+    from .evaluate_thick import simulate_thick_volume
+    from .slice_profile import coarse_count, fine_count, interpolate
+    from .through_plane import enhance_through_plane
+
+    if model.scale != 1:
+        raise MRSuperResError(f"thick slices are restored by a through-plane (x1) model, not an x{model.scale} one")
+    data = check_voxels(gt.data, gt.meta.get("path", "ground truth"))
+    ax = geometry.choose_axis(axis, gt.affine, data.shape)
+    n = fine_count(coarse_count(data.shape[ax], factor), factor)
+    if coarse_count(data.shape[ax], factor) < 2:
+        raise MRSuperResError(f"the ground truth's {data.shape[ax]} slices make fewer than two {factor}x thick ones")
+    gt = Volume(np.take(data, np.arange(n), axis=ax), gt.affine, gt.meta)        # whole thick slices only
+    lr = simulate_thick_volume(gt, ax, factor * float(gt.spacing[ax]))
+    lo, hi = intensity_range(gt.data)
+    lr01 = Volume(normalise(lr.data, (lo, hi), clip=True), lr.affine)
+    sr, _ = enhance_through_plane(lr01, model, device=device, precision=precision, progress=progress,
+                                  cancel=cancel)
+    outputs01 = {"model": geometry.slices_first(np.clip(sr.data, 0, 1), ax)}
+    for m, kind in (("bicubic", "cubic"), ("bilinear", "linear")):
+        outputs01[m] = geometry.slices_first(np.clip(interpolate(lr01.data, ax, factor, n, kind), 0, 1), ax)
+    gt01, keep = prepare_slices(gt.data, ax, blank_threshold)
+    if len(keep) == 0:
+        raise MRSuperResError("every slice of the ground truth is blank")
+    rows, summary = score_slices(gt01, {m: o[keep] for m, o in outputs01.items()}, keep)
+    outputs = {m: Volume(geometry.slices_back(denormalise(np.ascontiguousarray(o), lo, hi), ax), gt.affine,
+                         {k: v for k, v in gt.meta.items() if k not in ("path",)})
+               for m, o in outputs01.items()}
+    return Comparison(gt, lr, outputs, ax, factor, "thick", rows, summary)

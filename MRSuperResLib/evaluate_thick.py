@@ -43,8 +43,7 @@ def simulate_thick_volume(volume: Volume, axis: int, thickness_mm: float, profil
 def evaluate_thick(paths: list[str], model=None, *, thickness: float = 5.0, profile: str = "gaussian",
                    axis="auto", out_dir: str | os.PathLike | None = None, device: str = "auto",
                    batch_size: int | None = None, precision: str = "auto", tile: int | None = None,
-                   blank_threshold: float = 0.0, progress=None, cancel=None, anchor: bool = True,
-                   engine: str = "auto") -> dict:
+                   blank_threshold: float = 0.0, progress=None, cancel=None, engine: str = "auto") -> dict:
     """Run the protocol; returns the metrics dict (metrics.json, per_slice.csv, figure.png in out_dir)."""
     from .cards import model_provenance
     from .evaluate import check_out_dir, write_outputs
@@ -85,7 +84,7 @@ def evaluate_thick(paths: list[str], model=None, *, thickness: float = 5.0, prof
             report = (lambda d, t, i=index: progress(i * 1000 + round(1000 * d / t), 1000 * len(plans))) \
                 if progress else None
             sr, _ = enhance_through_plane(thick, model, runner=runner, batch_size=batch_size, tile=tile,
-                                          progress=report, cancel=cancel, anchor=anchor)
+                                          progress=report, cancel=cancel)
             outputs["model"] = np.clip(sr.data, 0, 1)
         for orient in range(3):
             gt_stack = geometry.slices_first(gt, orient)
@@ -114,10 +113,10 @@ def evaluate_thick(paths: list[str], model=None, *, thickness: float = 5.0, prof
         "orientations": {k: summarise_by_method(v, methods) for k, v in by_orientation.items()},
         "volumes": [str(p) for p in paths], "slices_per_volume": kept,
         "model": ({**model_provenance(model), "precision": runner.precision, "engine": runner.engine,
-                   "precision_why": runner.choice.why, "anchor": anchor} if model is not None else None),
+                   "precision_why": runner.choice.why, "anchor": False} if model is not None else None),
         "protocol": ("per-volume min-max to [0,1]; thick slices %g mm apart and thick (%s profile, FWHM = "
                      "thickness) along the slice axis, cropped to whole slices; model = through-plane x1 in both "
-                     "orientations, averaged; cubic = Keys a=-0.5 across the slices; outputs clipped to [0,1]; "
+                     "orientations, averaged, not anchored; cubic = Keys a=-0.5 across the slices; outputs clipped to [0,1]; "
                      "blank slices (max <= %g) dropped in each orientation" % (thickness, profile, blank_threshold)),
     }
     if out_dir is not None:

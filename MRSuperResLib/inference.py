@@ -365,8 +365,9 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
     `direction`: in-plane (each slice `model.scale` times finer), through-plane (the slice axis
     brought to `spacing` mm by an x1 model, see through_plane) or auto (through-plane for thick
     slices). `self_ensemble`: average over the 8 flips/rotations of each slice (8x the time).
-    `anchor`: hold the output's local brightness to the input's (`anchor_to_input`). `runner`: a
-    SliceEngine already made for `model`; `plan`: the through_plane.Plan already shown.
+    `anchor`: hold the output's local brightness to the input's (`anchor_to_input`; in-plane
+    only). `runner`: a SliceEngine already made for `model`; `plan`: the through_plane.Plan
+    already shown.
 
     Memory: the input as float32 plus the float32 output, nothing in float64; slices stream
     through the network in batches and their results land in the output in place (with
@@ -381,8 +382,7 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
                 raise MRSuperResError("--self-ensemble applies to in-plane super-resolution only")
             return enhance_through_plane(volume, model, axis=axis, spacing=spacing, device=device,
                                          batch_size=batch_size, precision=precision, tile=tile, progress=progress,
-                                         cancel=cancel, notify=notify, anchor=anchor, engine=engine, plan=plan,
-                                         runner=runner)
+                                         cancel=cancel, notify=notify, engine=engine, plan=plan, runner=runner)
     if spacing is not None:
         raise MRSuperResError("--spacing applies to through-plane super-resolution (in-plane uses the model's scale)")
     if model.scale == 1:

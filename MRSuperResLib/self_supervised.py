@@ -35,7 +35,7 @@ def self_supervised_options(path: str, given: dict) -> dict:
     from .through_plane import choose_direction
     from .volumes import read_volume
 
-    if given.get("data"):
+    if given.get("data") and [str(p) for p in given["data"]] != [str(path)]:   # a saved config repeats it
         raise MRSuperResError("--self trains on the scan it is given: leave out --data")
     volume = read_volume(path)
     _, axis, _ = choose_direction(volume, "through-plane")       # refuses a scan whose slices are not thick

@@ -72,16 +72,17 @@ def _keys(t: np.ndarray) -> np.ndarray:
                     np.where(t < 2, a * t ** 3 - 5 * a * t ** 2 + 8 * a * t - 4 * a, 0.0))
 
 
-def cubic_matrix(n_coarse: int, factor: float, n_fine: int | None = None) -> np.ndarray:
-    """(n_fine, n_coarse): cubic interpolation onto the fine grid (edge voxels repeated beyond
-    the ends); n_fine defaults to fine_count(n_coarse, factor)."""
+def cubic_matrix(n_coarse: int, factor: float, n_fine: int | None = None, kind: str = "cubic") -> np.ndarray:
+    """(n_fine, n_coarse): cubic (or linear) interpolation onto the fine grid (edge voxels
+    repeated beyond the ends); n_fine defaults to fine_count(n_coarse, factor)."""
     n_fine = fine_count(n_coarse, factor) if n_fine is None else n_fine
     src = (np.arange(n_fine) + 0.5) / factor - 0.5
     base = np.floor(src).astype(int)
     m = np.zeros((n_fine, n_coarse))
     rows = np.arange(n_fine)
+    kernel = _keys if kind == "cubic" else (lambda t: np.clip(1 - np.abs(t), 0, None))
     for k in range(-1, 3):
-        np.add.at(m, (rows, np.clip(base + k, 0, n_coarse - 1)), _keys(src - (base + k)))
+        np.add.at(m, (rows, np.clip(base + k, 0, n_coarse - 1)), kernel(src - (base + k)))
     return m
 
 
@@ -99,23 +100,21 @@ def simulate_thick(data: np.ndarray, axis: int, factor: float, thickness: float 
     return along(profile_matrix(data.shape[axis], factor, thickness or factor, profile), data, axis)
 
 
-def interpolate(data: np.ndarray, axis: int, factor: float, n_fine: int | None = None) -> np.ndarray:
-    """Cubic interpolation along `axis` onto a grid `factor` times finer."""
-    return along(cubic_matrix(data.shape[axis], factor, n_fine), data, axis)
+def interpolate(data: np.ndarray, axis: int, factor: float, n_fine: int | None = None,
+                kind: str = "cubic") -> np.ndarray:
+    """Cubic (or linear) interpolation along `axis` onto a grid `factor` times finer."""
+    return along(cubic_matrix(data.shape[axis], factor, n_fine, kind), data, axis)
 
 
 def training_pair(hr: np.ndarray, rng: np.random.Generator, factors=(2.0, 6.0), thickness=(0.6, 1.0)) -> np.ndarray:
     """The network input for one fine 2D patch (H, W): thick slices along its rows at a random
     factor, profile (Gaussian or rect) and thickness (a fraction of the spacing, in `thickness`;
     below 1: gaps), then
-    cubic interpolation back to H rows, the same size as the patch. Half of the inputs get a
-    little Rician noise before interpolation, as a real acquisition has."""
-    from .mri_degradation import add_rician
-
+    cubic interpolation back to H rows, the same size as the patch. No noise is added: with
+    noisy inputs and (real, noisy) targets the loss is mostly noise and the deblurring is learnt
+    several times slower; a scan's own noise is what `train --self` adapts to."""
     factor = float(rng.uniform(*factors))
     width = factor * float(rng.uniform(*thickness))
     profile = PROFILES[int(rng.integers(len(PROFILES)))]
     thick = simulate_thick(hr, 0, factor, width, profile)
-    if rng.random() < 0.5:
-        thick = add_rician(thick, rng.uniform(0.002, 0.02), rng)
     return np.clip(interpolate(thick, 0, factor, hr.shape[0]), 0, 1).astype(np.float32)

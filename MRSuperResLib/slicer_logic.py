@@ -34,7 +34,8 @@ class MRSuperResLogic:
         self._models = {}
 
     # the panel's state in the scene (saved with it, restored when a scene is loaded)
-    PARAMETER_DEFAULTS = {"model": "", "axis": "auto", "device": "auto", "detail": "0", "selfEnsemble": "false",
+    PARAMETER_DEFAULTS = {"model": "", "direction": "auto", "axis": "auto", "device": "auto", "detail": "0",
+                          "selfEnsemble": "false", "selfSupervised": "false",
                           "anchor": "true", "scale": "4", "degradation": "bilinear", "compareModel": "",
                           "compareAxis": "auto", "compareDevice": "auto", "outputFolder": ""}
     TRAINING_PARAMETER_PREFIX = "train_"     # + a training option's name: the panel's training settings
@@ -107,10 +108,21 @@ class MRSuperResLogic:
         return self._models[key]
 
     # enhance and compare
+    def plan(self, volumeNode, direction="auto", axis="auto", spacing=None, scale=4):
+        """What enhance would make of `volumeNode` (through_plane.Plan: direction, factor, output
+        shape, voxel size, file size, warnings), without running anything: the panel shows it."""
+        from .through_plane import choose_direction, make_plan
+
+        volume = volume_from_node(volumeNode)
+        chosen, ax, why = choose_direction(volume, direction, _axis(axis))
+        return make_plan(volume, chosen, ax, why, scale, spacing if chosen == "through-plane" else None)
+
     def enhance(self, volumeNode, model=None, axis="auto", device="auto", precision="auto", detail=None,
                 progressCallback=None, cancel=None, show=True, name=None, waitForCompletion=True,
-                selfEnsemble=False, anchor=True, inProcess=False):
-        """A new volume node: `volumeNode` super-resolved slice by slice, on the exact HR grid.
+                selfEnsemble=False, anchor=True, inProcess=False, direction="auto", spacing=None):
+        """A new volume node: `volumeNode` super-resolved, on the exact finer grid: in-plane
+        slice by slice, or (`direction` through-plane, or auto for thick slices) across its
+        slices to `spacing` mm (default: the in-plane spacing) with the through-plane model.
         `detail` (0..1) blends the model with its GAN partner; `selfEnsemble` averages the
         outputs for the 8 flips/rotations of each slice (8x the time); `anchor` (default) holds
         the output's local brightness to the input's (False: the network's raw output).
@@ -118,12 +130,19 @@ class MRSuperResLogic:
         `done`/`total`, `secondsLeft`, `cancel()`, `wait()`; its `result` is the node).
         `inProcess=True` computes in this process instead (plain Python only: inside Slicer's
         GUI a thread would crawl, see jobs.py)."""
+        from .catalog import default_model_for
+        from .through_plane import choose_direction
+
         volume = volume_from_node(volumeNode)
-        options = dict(axis=_axis(axis), device=device, precision=precision, self_ensemble=bool(selfEnsemble),
-                       anchor=bool(anchor))
+        direction, ax, _ = choose_direction(volume, direction, _axis(axis))     # refused here, before any job
+        model = model or default_model_for(direction)
+        options = dict(axis=ax, direction=direction, spacing=spacing, device=device, precision=precision,
+                       self_ensemble=bool(selfEnsemble), anchor=bool(anchor))
 
         def finish(model_name, outputs, facts):
-            node = add_volume_node(outputs["output"], name or f"{volumeNode.GetName()} {model_name} x{facts['scale']}",
+            how = (f"through-plane x{facts['factor']:g}" if facts.get("direction") == "through-plane"
+                   else f"x{facts['scale']}")
+            node = add_volume_node(outputs["output"], name or f"{volumeNode.GetName()} {model_name} {how}",
                                    like=volumeNode)
             node.SetAttribute("MRSuperRes.facts", json.dumps(facts))
             if show and layout_manager() is not None:
@@ -138,8 +157,14 @@ class MRSuperResLogic:
                 waitForCompletion=True, anchor=True, inProcess=False) -> CompareResult:
         """LR, SR, bicubic and bilinear volumes of a ground truth, in a subject-hierarchy folder,
         with a metrics table (mean and std per method), a per-slice table and its plot. `anchor`,
-        `waitForCompletion` and `inProcess` as for enhance (the job's `result` is the CompareResult)."""
+        `waitForCompletion` and `inProcess` as for enhance (the job's `result` is the CompareResult).
+        `degradation` "thick": slices `scale` voxels apart and thick along the slice axis, restored
+        by the through-plane model (the default then); bicubic/bilinear interpolate across them."""
+        from .catalog import default_model_for
         from .job_worker import comparison_of
+
+        if degradation == "thick":
+            model = model or default_model_for("through-plane")
 
         gt = volume_from_node(groundTruthNode, "ground-truth volume")
         options = dict(scale=int(scale), degradation=degradation, axis=_axis(axis), device=device,
@@ -227,15 +252,17 @@ class MRSuperResLogic:
 
     # training
     def train(self, volumeNodes, outputFolder, waitForCompletion=False, validationNodes=None,
-              python=None, **options) -> TrainingJob:
+              python=None, selfSupervised=False, **options) -> TrainingJob:
         """Launch `mrsuperres train` as a child process on the given volume nodes.
 
         `options` are `mrsuperres train`'s, by their TrainConfig names (stage, preset, init,
         iters, batch, patch, device, degrade, resume, ...; values or their text). They are
         checked here, before anything is written; the volumes then go to `outputFolder/data/`,
         the options to `outputFolder/run/train_config.json`, which the child runs from. Returns
-        a TrainingJob whose tables follow the event log."""
-        job = launch_training(self.scene, volumeNodes, outputFolder, validationNodes, python, **options)
+        a TrainingJob whose tables follow the event log. `selfSupervised`: fine-tune the
+        through-plane model on the one (thick-slice) volume given, as `train --self` does."""
+        job = launch_training(self.scene, volumeNodes, outputFolder, validationNodes, python,
+                              self_supervised=bool(selfSupervised), **options)
         if waitForCompletion:
             job.wait()
             if job.status == "failed":

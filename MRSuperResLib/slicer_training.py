@@ -9,6 +9,7 @@ from .jobs import Job, python_executable
 from .slicer_nodes import fill_table, new_node, remove_nodes, volume_from_node
 
 LOSS_KEYS = ("l1", "perceptual", "gan", "total_g", "d_real", "d_fake")
+SELF_SUPERVISED_SET = ("axis", "scale", "degrade", "stage", "preset", "data", "val")
 STOP_GRACE = 120.0      # seconds a stopped run has to save its checkpoint and model before it is ended
 
 
@@ -121,18 +122,36 @@ class TrainingJob(Job):
                 chart.AddAndObservePlotSeriesNodeID(series.GetID())
 
 
+def panel_default(option: str):
+    """The panel's starting value of a training option (TrainConfig), or None."""
+    from .training_config import panel_defaults
+    return panel_defaults().get(option)
+
+
 def launch_training(scene, volumeNodes, outputFolder, validationNodes=None, python=None,
-                    **options) -> TrainingJob:
+                    self_supervised: bool = False, **options) -> TrainingJob:
     """Check the options, write the volumes and the config, start the run (see MRSuperResLogic.train)."""
     from .training_config import build_config, check_options, write_config_file
     from .volumes import write_volume
 
-    check_options(options)                  # a bad option: one clear error, nothing written
     nodes = list(volumeNodes or [])
     if not nodes:
         raise MRSuperResError("no training volume chosen")
     out = Path(outputFolder)
     volumes = [volume_from_node(n, "training volume") for n in nodes]
+    if self_supervised:
+        if len(nodes) != 1 or validationNodes:
+            raise MRSuperResError("fine-tuning on a volume takes exactly one (thick-slice) volume and no validation "
+                                  "volumes: it validates on its own held-out slices")
+        from .through_plane import choose_direction
+        choose_direction(volumes[0], "through-plane")       # thick slices, or one clear error
+        # the volume decides these (self_supervised.py); the panel's starting model, iterations and
+        # patch are the panel's defaults, not the user's choice, so the fine-tune's own apply
+        options = {k: v for k, v in options.items() if k not in SELF_SUPERVISED_SET
+                   and not (k in ("init", "iters", "patch") and v == panel_default(k))}
+        check_options({**options, "scale": 1, "degrade": "thick"})
+    else:
+        check_options(options)              # a bad option: one clear error, nothing written
     val_volumes = [volume_from_node(n, "validation volume") for n in (validationNodes or [])]
     run = out / "run"
     if run.exists() and any(run.iterdir()) and not options.get("resume"):
@@ -142,8 +161,15 @@ def launch_training(scene, volumeNodes, outputFolder, validationNodes=None, pyth
     paths = [write_volume(v, data_dir / f"{safe_name(n.GetName())}.nii.gz") for v, n in zip(volumes, nodes)]
     val_paths = [write_volume(v, data_dir / f"val_{safe_name(n.GetName())}.nii.gz")
                  for v, n in zip(val_volumes, validationNodes or [])]
-    config = build_config({**options, "data": [str(p) for p in paths], "val": [str(p) for p in val_paths],
-                           "out": str(run)})
+    if self_supervised:                     # its options come from the volume (self_supervised.py)
+        try:
+            config = build_config({**options, "fine_tune_on": str(paths[0]), "out": str(run)})
+        except MRSuperResError:
+            paths[0].unlink(missing_ok=True)
+            raise
+    else:
+        config = build_config({**options, "data": [str(p) for p in paths], "val": [str(p) for p in val_paths],
+                               "out": str(run)})
     run.mkdir(parents=True, exist_ok=True)
     config_file = write_config_file(config, run / "train_config.json")
     cmd = [python or python_executable(), "-m", "MRSuperResLib", "train", "--config", str(config_file)]

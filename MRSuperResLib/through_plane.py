@@ -158,11 +158,12 @@ def seconds_per_output_voxel(engine) -> float:
 def enhance_through_plane(volume: Volume, model, *, axis="auto", spacing: float | None = None,
                           device: str = "auto", batch_size: int | None = None, precision: str = "auto",
                           tile: int | None = None, progress=None, cancel=None, notify=None,
-                          anchor: bool = True, engine: str = "auto", plan: Plan | None = None,
-                          runner=None) -> tuple[Volume, dict]:
+                          engine: str = "auto", plan: Plan | None = None, runner=None) -> tuple[Volume, dict]:
     """A thick-slice volume on a grid `factor` times finer along its slice axis (same extent, the
     geometry's rule); returns (volume in input units, run facts). `runner`: a SliceEngine already
-    made (the CLI times it for the plan)."""
+    made (the CLI times it for the plan). Never anchored: holding the output's local brightness to
+    the cubic input undoes most of the deblurring (on held-out Colin27 at 5 mm, +0.4 dB over cubic
+    anchored against +1.5 dB not)."""
     from .cards import model_provenance
     from .inference import SliceEngine, describe_output, super_resolve_slices
 
@@ -187,7 +188,7 @@ def enhance_through_plane(volume: Volume, model, *, axis="auto", spacing: float 
         stack = np.ascontiguousarray(np.moveaxis(fine, order, (0, 1, 2)))
         report = (lambda d, n, offset=done: progress(offset + d, total)) if progress else None
         sr = super_resolve_slices(runner, stack, batch_size=batch_size, tile=tile, progress=report,
-                                  cancel=cancel, anchor=anchor)
+                                  cancel=cancel, anchor=False)
         out += np.moveaxis(sr, (0, 1, 2), order)
         done += stack.shape[0]
         del stack, sr
@@ -199,7 +200,7 @@ def enhance_through_plane(volume: Volume, model, *, axis="auto", spacing: float 
                  input_spacing=[float(s) for s in volume.spacing], output_spacing=[float(s) for s in hr.spacing],
                  intensity_range=[lo, hi], seconds=time.perf_counter() - t0, slices=total,
                  device=str(runner.device), precision=runner.precision, engine=runner.engine,
-                 precision_why=runner.choice.why, anchor=anchor, self_ensemble=False,
+                 precision_why=runner.choice.why, anchor=False, self_ensemble=False,
                  model=model_provenance(model), plan=plan.as_facts())
     hr.meta["description"] = describe_output(facts)
     return hr, facts

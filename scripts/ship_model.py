@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from MRSuperResLib import geometry
+from MRSuperResLib.cards import describe_volumes
 from MRSuperResLib.datasets import source_of
 from MRSuperResLib.errors import MRSuperResError
 
@@ -85,7 +86,7 @@ def main() -> None:
     validation, table = validate(model, args.name, args.val, val_sha)
     checked = independent_check(model, args.name, independent) if independent else None
     card = shipped_card(run_card, start["config"], name=args.name, learning_rate=start.get("lr"),
-                        training_data=describe_data(run_card.get("training_data")), validation=validation,
+                        training_data=describe_volumes(run_card.get("training_data")), validation=validation,
                         table=table, independent=checked, partner=args.partner)
     saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
     print(json.dumps(table, indent=2))
@@ -151,20 +152,6 @@ def validate(model, name: str, val: Path, val_sha: str) -> tuple[dict, dict]:
               "slices": result["n_slices"], "inference_precision": result["model"]["precision"],
               "inference_anchor": result["model"]["anchor"], "metrics_mean": table}
     return record, table
-
-
-def describe_data(entries: list[dict] | None) -> list[dict] | None:
-    """Training volumes as file name, sha256, shape and the registry package they come from
-    (instead of the path they had on the training machine)."""
-    out = []
-    for entry in entries or []:
-        known = source_of(entry.get("sha256"))
-        row = {"file": known[0] if known else Path(str(entry.get("path", "?"))).name,
-               "sha256": entry.get("sha256"), "shape": entry.get("shape")}
-        if known:
-            row["source"] = known[1]
-        out.append(row)
-    return out or None
 
 
 def independent_check(model, name: str, scans: list[tuple[Path, str]]) -> list[dict]:

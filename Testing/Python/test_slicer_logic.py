@@ -313,3 +313,58 @@ def test_without_views_the_layout_refuses_and_the_picture_still_works(scene, tmp
         logic.showComparison(result)
     picture = logic.saveComparisonPicture(result, tmp_path / "compare.png")
     assert picture.exists() and picture.stat().st_size > 10000
+
+
+def thick_node(tmp_path, name="thick"):
+    """A real 1 mm slab made into 4 mm axial slices, loaded by Slicer's reader."""
+    from MRSuperResLib.slice_profile import simulate_thick
+
+    img = nib.load(str(SAMPLE))
+    affine = geometry.resample_affine(img.affine, 2, 0.25, along=(2,))
+    thick = simulate_thick(np.asarray(img.dataobj, np.float32)[:, :, :48], 2, 4.0)
+    return load_volume(write_nifti(tmp_path / f"{name}.nii.gz", thick, affine), name), img.affine
+
+
+def test_thick_slices_are_planned_enhanced_and_compared_through_the_plane(scene, tmp_path, save_tiny):
+    from MRSuperResLib.rrdbnet import RRDBNet
+
+    x1 = save_tiny(RRDBNet(1, 1, scale=1, num_feat=8, num_block=1, num_grow_ch=4, input_skip=True), "x1")
+    node, fine_affine = thick_node(tmp_path)
+    logic = MRSuperResLogic()
+    plan = logic.plan(node)
+    assert plan.direction == "through-plane" and plan.factor == 4 and plan.output_shape[2] == 48
+    assert "in-plane" in logic.plan(node, direction="in-plane").warnings[0] or logic.plan(node, "in-plane").warnings
+    sr = logic.enhance(node, model=str(x1), precision="fp32")
+    assert np.allclose(ijk_to_ras(sr)[:3], fine_affine[:3], atol=1e-4)
+    assert slicer.util.arrayFromVolume(sr).shape[0] == 48 and "through-plane x4" in sr.GetName()
+    assert json.loads(sr.GetAttribute("MRSuperRes.facts"))["direction"] == "through-plane"
+    gt = small_gt(scene, tmp_path, slice(0, 40))
+    count = node_count(scene)
+    with pytest.raises(MRSuperResError, match="not thicker than the plane"):
+        logic.enhance(gt, model=str(x1), direction="through-plane")
+    assert node_count(scene) == count
+    result = logic.compare(gt, model=str(x1), scale=5, degradation="thick", axis=2, precision="fp32")
+    assert slicer.util.arrayFromVolume(result.lowResolution).shape[0] == 8
+    for out in (result.superResolved, result.bicubic, result.bilinear):
+        assert np.allclose(ijk_to_ras(out), ijk_to_ras(gt), atol=1e-6)
+        assert slicer.util.arrayFromVolume(out).shape == slicer.util.arrayFromVolume(gt).shape
+    assert result.metricsTable.GetNumberOfRows() == 3
+
+
+def test_fine_tuning_on_a_thick_volume_runs_self_supervised_and_registers(scene, tmp_path, monkeypatch, save_tiny):
+    from MRSuperResLib.rrdbnet import RRDBNet
+
+    monkeypatch.setenv("MRSUPERRES_HOME", str(tmp_path / "home"))
+    start = save_tiny(RRDBNet(1, 1, scale=1, num_feat=8, num_block=1, num_grow_ch=4, input_skip=True), "x1")
+    node, _ = thick_node(tmp_path, "patient")
+    logic = MRSuperResLogic()
+    with pytest.raises(MRSuperResError, match="exactly one"):
+        logic.train([node, node], tmp_path / "two", selfSupervised=True)
+    assert not (tmp_path / "two").exists()
+    job = logic.train([node], tmp_path / "ft", waitForCompletion=True, selfSupervised=True, init=str(start),
+                      iters=2, batch=2, patch=32, device="cpu", precision="fp32", axis="all")
+    assert job.status == "done", job.message
+    sent = json.loads((tmp_path / "ft" / "run" / "train_config.json").read_text())
+    assert sent["scale"] == 1 and sent["degrade"] == "thick" and sent["slice_factors"] == [4.0, 4.0]
+    assert sent["axis"] == "2" and sent["iters"] == 2 and sent["init"] == str(start)
+    assert job.registeredModel == "ft"
