@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import platform
 import resource
 import subprocess
 import sys
@@ -245,7 +244,7 @@ def run_bench(model_spec: str | None = None, slices: int = 36, size: tuple[int, 
               calibrate: bool = False) -> dict:
     import torch
 
-    from .calibration import candidates, choose
+    from .calibration import candidates, choose, cpu_model
     from .catalog import load_model
     from .devices import cpu_has_fast_bf16, select_device
 
@@ -259,7 +258,7 @@ def run_bench(model_spec: str | None = None, slices: int = 36, size: tuple[int, 
         raise MRSuperResError(f"--paths must include reference and name only {', '.join(PATHS)} (got {paths})")
     stack = bench_slices(input_path, slices, size, model.scale)
     flops = conv_flops_per_slice(model, *size)
-    result = dict(date=time.strftime("%Y-%m-%d"), device=str(dev), cpu=platform.processor() or platform.machine(),
+    result = dict(date=time.strftime("%Y-%m-%d"), device=str(dev), cpu=cpu_model(),
                   cpu_bf16=cpu_has_fast_bf16(), threads=torch.get_num_threads(), torch=torch.__version__,
                   model=card.get("name", str(model_spec)), slices=slices, lr_size=list(size),
                   hr_size=[size[0] * model.scale, size[1] * model.scale],

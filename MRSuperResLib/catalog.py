@@ -93,6 +93,16 @@ def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
     raise MRSuperResError(f"unknown model '{name}' (available: {known}; or give a path to a weights file)")
 
 
+def model_scale(spec: str | None, fetch_default: bool = True) -> int:
+    """A model's scale from its card, without loading its weights (loads them where there is no
+    card): what decides `--direction auto` when a model is named."""
+    path = resolve_model(spec, fetch_default)
+    card = read_card(path) if path.suffix == ".safetensors" else None
+    if card and isinstance(card.get("scale"), int):
+        return card["scale"]
+    return load_generator(path)[0].scale
+
+
 def load_model(spec: str | None, fetch_default: bool = True, detail: float | None = None,
                detail_model: str | None = None):
     """(model, card) for a `--model` value; with `detail`, the network interpolated between the
@@ -207,7 +217,12 @@ def describe(path: Path, card: dict) -> str:
              f"{arch.get('num_block', '?')} blocks/{arch.get('num_feat', '?')} feat",
              f"data: {str(data)[:60]}",
              f"iters: {iters if iters is not None else 'unknown'}"]
-    if isinstance(metrics, dict) and metrics:
+    held_out = metrics.get("held_out") if isinstance(metrics, dict) else None
+    if isinstance(held_out, dict) and held_out:           # through-plane: PSNR against cubic per thickness
+        facts.append("held out: " + ", ".join(
+            f"{k} PSNR {v['orientations']['perpendicular']['model']['psnr']:.2f} "
+            f"(cubic {v['orientations']['perpendicular']['cubic']['psnr']:.2f})" for k, v in held_out.items())[:160])
+    elif isinstance(metrics, dict) and metrics:
         bicubic = card.get("bicubic") if isinstance(card.get("bicubic"), dict) else {}
         facts.append("metrics: " + ", ".join(f"{k} {v}" + (f" (bicubic {bicubic[k]})" if k in bicubic else "")
                                              for k, v in list(metrics.items())[:3])[:110])

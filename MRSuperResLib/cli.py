@@ -226,6 +226,9 @@ def cmd_train(args) -> int:
 
     options = {k: getattr(args, k) for k in TrainConfig.option_names() if hasattr(args, k)}
     config = build_config(options)
+    if config.fine_tune_on and not config.resume:
+        from .self_supervised import announce
+        print(f"mrsuperres: {announce(config)}", file=sys.stderr, flush=True)
     code = train(config)
     run = config.out
     print(f"{run}: {'done' if code == 0 else 'stopped'}; model {run}/model.safetensors, events {run}/events.jsonl")
@@ -260,12 +263,15 @@ def cmd_enhance(args) -> int:
     if args.scale is not None and args.scale < 1:
         raise MRSuperResError(f"--scale must be positive, not {args.scale}")
     volume = read_volume(args.input)
-    direction, axis, why = choose_direction(volume, args.direction, args.axis)
+    model, card = (load_model(args.model, detail=args.detail, detail_model=args.detail_model)
+                   if args.model else (None, None))
+    direction, axis, why = choose_direction(volume, args.direction, args.axis,
+                                            model.scale if model is not None else None)
     if direction == "through-plane" and args.self_ensemble:
         raise MRSuperResError("--self-ensemble applies to in-plane super-resolution only")
     make_plan(volume, direction, axis, why, spacing=args.spacing)          # bad --spacing: refused before loading
-    model, card = load_model(args.model or default_model_for(direction), detail=args.detail,
-                             detail_model=args.detail_model)
+    if model is None:
+        model, card = load_model(default_model_for(direction), detail=args.detail, detail_model=args.detail_model)
     if args.scale and model.scale != args.scale:
         raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
     runner = SliceEngine(model, device=args.device, precision=args.precision, compile=args.compile,

@@ -245,6 +245,13 @@ def constant_slices(stack: np.ndarray) -> dict[float, np.ndarray]:
     return {v: np.array(ix) for v, ix in groups.items() if len(ix) > 1}
 
 
+def check_slice_size(h: int, w: int) -> None:
+    """Slices the network can run on (the plan checks before anything starts, inference again)."""
+    if min(h, w) < MIN_SLICE:
+        raise MRSuperResError(f"slices of {h}x{w} voxels are smaller than the {MIN_SLICE}x{MIN_SLICE} "
+                              "the network needs (is another --axis the slice axis?)")
+
+
 def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, device: str | torch.device = "auto",
                          batch_size: int | None = None, precision: str = "auto", tile: int | None = None,
                          compile: bool = False, progress: ProgressCallback | None = None, cancel=None,
@@ -270,9 +277,7 @@ def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, dev
         raise MRSuperResError(f"tile size must be at least {MIN_SLICE} LR pixels, not {tile}")
     n, h, w = stack.shape
     s = engine.scale
-    if min(h, w) < MIN_SLICE:
-        raise MRSuperResError(f"slices of {h}x{w} voxels are smaller than the {MIN_SLICE}x{MIN_SLICE} "
-                              "the network needs (is another --axis the slice axis?)")
+    check_slice_size(h, w)
     if out is None:
         out = np.empty((n, h * s, w * s), dtype=np.float32)
     if tile is None and h * w > LR_PIXELS_PER_BATCH:

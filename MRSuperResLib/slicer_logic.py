@@ -130,11 +130,12 @@ class MRSuperResLogic:
         `done`/`total`, `secondsLeft`, `cancel()`, `wait()`; its `result` is the node).
         `inProcess=True` computes in this process instead (plain Python only: inside Slicer's
         GUI a thread would crawl, see jobs.py)."""
-        from .catalog import default_model_for
+        from .catalog import default_model_for, model_scale
         from .through_plane import choose_direction
 
         volume = volume_from_node(volumeNode)
-        direction, ax, _ = choose_direction(volume, direction, _axis(axis))     # refused here, before any job
+        scale = None if model is None else model_scale(model)       # a model given decides auto
+        direction, ax, _ = choose_direction(volume, direction, _axis(axis), scale)  # refused here, before any job
         model = model or default_model_for(direction)
         options = dict(axis=ax, direction=direction, spacing=spacing, device=device, precision=precision,
                        self_ensemble=bool(selfEnsemble), anchor=bool(anchor))

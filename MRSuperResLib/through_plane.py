@@ -50,7 +50,7 @@ class Plan:
 
     def summary(self) -> str:
         sp = " x ".join(f"{s:.3g}" for s in self.output_spacing)
-        eta = f", about {_duration(self.seconds)}" if self.seconds is not None else ""
+        eta = f", about {duration_text(self.seconds)}" if self.seconds is not None else ""
         return (f"{self.direction} x{self.factor:g} along {geometry.AXIS_NAMES[self.axis]} ({self.why}): "
                 f"{self.input_shape} -> {self.output_shape} voxels of {sp} mm, "
                 f"{self.output_bytes / 2**20:.0f} MB as float32{eta}")
@@ -59,7 +59,7 @@ class Plan:
         return asdict(self)
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
@@ -67,12 +67,18 @@ def _in_plane_spacing(sp: np.ndarray, axis: int) -> float:
     return float(max(sp[a] for a in geometry.in_plane_axes(axis)))
 
 
-def choose_direction(volume: Volume, direction: str = "auto", axis="auto") -> tuple[str, int, str]:
+def choose_direction(volume: Volume, direction: str = "auto", axis="auto",
+                     model_scale: int | None = None) -> tuple[str, int, str]:
     """(direction, slice axis, why). auto: through-plane when the slice spacing is at least
-    THICK_RATIO times the in-plane spacing, else in-plane. Refuses through-plane where the
-    slices are not thicker than the plane, or where there is one slice."""
+    THICK_RATIO times the in-plane spacing, else in-plane; but a model given by the user decides
+    (x1: through-plane, else in-plane), as naming an x4 model always meant in-plane. Refuses
+    through-plane where the slices are not thicker than the plane, or where there is one slice."""
     if direction not in DIRECTIONS:
         raise MRSuperResError(f"unknown direction '{direction}' ({', '.join(DIRECTIONS)})")
+    if direction == "auto" and model_scale is not None:
+        chosen = "through-plane" if model_scale == 1 else "in-plane"
+        _, ax, _ = choose_direction(volume, chosen, axis)
+        return chosen, ax, f"auto: the model given is x{model_scale}"
     shape = volume.data.shape
     ax = geometry.choose_axis(axis, volume.affine, shape)
     sp = volume.spacing
@@ -126,6 +132,8 @@ def make_plan(volume: Volume, direction: str, axis: int, why: str, scale: int = 
     else:
         if spacing is not None:
             raise MRSuperResError("--spacing applies to --direction through-plane (in-plane uses the model's scale)")
+        from .inference import check_slice_size
+        check_slice_size(*(shape[a] for a in geometry.in_plane_axes(axis)))    # before the plan is shown
         factor = float(scale)
         for a in geometry.in_plane_axes(axis):
             out_shape[a], out_sp[a] = shape[a] * scale, sp[a] / scale
@@ -133,9 +141,10 @@ def make_plan(volume: Volume, direction: str, axis: int, why: str, scale: int = 
         plane = [sp[a] for a in geometry.in_plane_axes(axis)]
         if max(plane) <= FINE_MM + 1e-6:
             warnings.append(f"the planes are already {plane[0]:.3g} x {plane[1]:.3g} mm: x{scale} in-plane makes "
-                            f"{plane[0] / scale:.3g} mm voxels and a {scale * scale}x larger file"
-                            + (f", and leaves the {sp[axis]:.3g} mm slices as they are (--direction through-plane "
-                               "makes them finer)" if sp[axis] >= THICK_RATIO * max(plane) else ""))
+                            f"{plane[0] / scale:.3g} mm voxels and a {scale * scale}x larger file")
+        if min(shape) >= 2 and sp[axis] >= THICK_RATIO * max(plane):
+            warnings.append(f"the {sp[axis]:.3g} mm slices stay as they are: --direction through-plane (the "
+                            "through-plane model) makes them finer")
     out_bytes = 4 * int(np.prod(out_shape))
     if out_bytes > BIG_FILE_BYTES:
         warnings.append(f"the output is {out_bytes / 2**30:.1f} GB")

@@ -61,6 +61,17 @@ def nearest_model(scale: int = 4, feat: int = 8) -> RRDBNet:
     return model.eval()
 
 
+def oblique_affine(spacing=(0.9, 1.1, 3.0), origin=(-20.0, 31.5, 7.25)) -> np.ndarray:
+    """A rotated grid with the given spacing: geometry must hold off the axes too."""
+    a, b = np.deg2rad(17), np.deg2rad(-9)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return affine
+
+
 @pytest.fixture
 def save_tiny(tmp_path):
     def _save(model: RRDBNet, name: str = "tiny") -> Path:

@@ -4,22 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import SAMPLE, nearest_model, write_nifti
+from conftest import SAMPLE, nearest_model, oblique_affine, write_nifti
 from MRSuperResLib import geometry
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.inference import enhance_volume
 from MRSuperResLib.resample import degrade_volume
 from MRSuperResLib.volumes import Volume, read_volume, write_volume
-
-
-def oblique_affine(spacing=(0.9, 1.1, 3.0), origin=(-20.0, 31.5, 7.25)):
-    a, b = np.deg2rad(17), np.deg2rad(-9)
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rz @ rx @ np.diag(spacing)
-    affine[:3, 3] = origin
-    return affine
 
 
 def world(affine, ijk):

@@ -160,9 +160,13 @@ def test_failures_in_the_child_are_one_line_and_add_nothing(scene, save_tiny):
     with pytest.raises(MRSuperResError, match=r"is x2, but x4 was asked for") as info:
         logic.compare(node, model=str(x2), scale=4, axis=2)
     assert "\n" not in str(info.value)
-    job = logic.enhance(node, model="/no/such/model.safetensors", waitForCompletion=False)
+    with pytest.raises(MRSuperResError, match="model file not found"):     # refused before any job starts
+        logic.enhance(node, model="/no/such/model.safetensors", waitForCompletion=False)
+    broken = save_tiny(tiny_model(4), "broken")
+    broken.write_bytes(broken.read_bytes()[:-64] + bytes(64))           # its card no longer matches it
+    job = logic.enhance(node, model=str(broken), waitForCompletion=False)
     idle_main_thread(job, limit=120)
-    assert job.status == "failed" and "not found" in job.error and "\n" not in job.error
+    assert job.status == "failed" and "does not match its model card" in job.error and "\n" not in job.error
     assert scene.GetNumberOfNodes() == count
 
 

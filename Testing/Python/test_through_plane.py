@@ -6,7 +6,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SAMPLE, tiny_model, write_nifti
+from conftest import SAMPLE, oblique_affine, tiny_model, write_nifti
 
 from MRSuperResLib import geometry, slice_profile
 from MRSuperResLib.cli import main
@@ -14,17 +14,6 @@ from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.inference import SliceEngine, enhance_volume
 from MRSuperResLib.through_plane import choose_direction, make_plan
 from MRSuperResLib.volumes import Volume, read_volume
-
-
-def oblique(spacing, origin=(-30.0, 12.5, 7.0)) -> np.ndarray:
-    """A rotated grid with the given spacing: geometry must hold off the axes too."""
-    a, b = np.deg2rad(20), np.deg2rad(-8)
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    affine = np.eye(4)
-    affine[:3, :3] = rz @ rx @ np.diag(spacing)
-    affine[:3, 3] = origin
-    return affine
 
 
 def test_factors_snap_to_integers_and_counts_follow_the_grid_rule():
@@ -75,7 +64,7 @@ def test_training_pairs_are_degraded_along_rows_only():
 
 def test_direction_auto_takes_thick_slices_across_and_everything_else_in_plane():
     def vol(spacing, shape=(20, 20, 8)):
-        return Volume(np.zeros(shape, np.float32), oblique(spacing))
+        return Volume(np.zeros(shape, np.float32), oblique_affine(spacing))
 
     assert choose_direction(vol((1, 1, 5)))[:2] == ("through-plane", 2)
     assert choose_direction(vol((5, 1, 1), (8, 20, 20)))[:2] == ("through-plane", 0)
@@ -89,7 +78,7 @@ def test_direction_auto_takes_thick_slices_across_and_everything_else_in_plane()
 
 
 def test_the_plan_says_size_and_time_and_warns_about_fine_planes():
-    thick = Volume(np.zeros((256, 256, 36), np.float32), oblique((1, 1, 5)))
+    thick = Volume(np.zeros((256, 256, 36), np.float32), oblique_affine((1, 1, 5)))
     plan = make_plan(thick, "through-plane", 2, "auto", seconds_per_voxel=1e-5)
     assert plan.output_shape == [256, 256, 180] and np.allclose(plan.output_spacing, (1, 1, 1))
     assert plan.output_bytes == 4 * 256 * 256 * 180 and plan.seconds == pytest.approx(2 * 256 * 256 * 180 * 1e-5)
@@ -97,7 +86,7 @@ def test_the_plan_says_size_and_time_and_warns_about_fine_planes():
     assert plan.warnings == []
     in_plane = make_plan(thick, "in-plane", 2, "asked for")
     assert in_plane.output_shape == [1024, 1024, 36] and "already 1 x 1 mm" in in_plane.warnings[0]
-    assert "--direction through-plane" in in_plane.warnings[0]
+    assert "the 5 mm slices stay as they are: --direction through-plane" in in_plane.warnings[1]
     assert make_plan(thick, "through-plane", 2, "", spacing=2.5).output_shape == [256, 256, 72]
     with pytest.raises(MRSuperResError, match="not finer than the slice spacing"):
         make_plan(thick, "through-plane", 2, "", spacing=6)
@@ -109,7 +98,7 @@ def test_a_thick_phantom_lands_back_on_its_isotropic_grid(monkeypatch):
     """Isotropic data -> 5 mm slices (the grid rule's inverse) -> through-plane: the output grid is
     the original one, and a bright plane sits where it was. With the network replaced by identity
     the output is exactly the cubic interpolation, so the two orientations are put back right."""
-    affine = oblique((1.0, 1.0, 1.0))
+    affine = oblique_affine((1.0, 1.0, 1.0))
     hr = np.zeros((24, 20, 40), np.float32)
     hr[:, :, 22] = 1.0
     hr[5:9, 3:7, :] += 0.5                       # something that differs between the two orientations
@@ -134,12 +123,11 @@ def test_a_thick_phantom_lands_back_on_its_isotropic_grid(monkeypatch):
 
 
 def test_cli_through_plane_writes_the_fine_grid_and_says_what_it_will_do(tmp_path, save_tiny, capsys):
-    affine = oblique((0.88, 0.88, 4.4))
+    affine = oblique_affine((0.88, 0.88, 4.4))
     data = np.random.default_rng(0).random((24, 20, 6)).astype(np.float32) * 100
     src = write_nifti(tmp_path / "thick.nii.gz", data, affine)
-    model = save_tiny(tiny_model(1), "tiny1")
     out = tmp_path / "iso.nii.gz"
-    assert main(["enhance", str(src), "-o", str(out), "--model", str(model), "--device", "cpu"]) == 0
+    assert main(["enhance", str(src), "-o", str(out), "--device", "cpu"]) == 0        # the shipped model
     captured = capsys.readouterr()
     assert "through-plane x5 along axial (k) (auto: slices 4.4 mm apart, plane 0.88 mm)" in captured.err
     assert "[24, 20, 6] -> [24, 20, 30]" in captured.err and " MB as float32, about " in captured.err
@@ -147,7 +135,13 @@ def test_cli_through_plane_writes_the_fine_grid_and_says_what_it_will_do(tmp_pat
     assert img.shape == (24, 20, 30)
     assert np.allclose(img.affine, geometry.resample_affine(affine, 2, 5.0, along=(2,)), atol=1e-4)
     assert np.allclose(nib.affines.voxel_sizes(img.affine), (0.88, 0.88, 0.88), atol=1e-5)
-    assert b"through-plane x5" in img.header["descrip"].tobytes()
+    assert b"mri-thick-x1 through-plane x5" in img.header["descrip"].tobytes()
+    # a model given decides auto: an x4 one means in-plane, as it always did, with a word on the slices
+    x4 = save_tiny(tiny_model(4), "tiny4")
+    assert main(["enhance", str(src), "-o", str(tmp_path / "x4.nii.gz"), "--model", str(x4), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "in-plane x4 along axial (k) (auto: the model given is x4)" in err
+    assert "the 4.4 mm slices stay as they are" in err
 
 
 @pytest.mark.parametrize("argv, pattern", [
@@ -264,7 +258,10 @@ def test_self_supervised_fine_tune_runs_and_registers_its_model(thick_scan, tmp_
     out = tmp_path / "self"
     assert main(["train", "--self", str(thick_scan), "--out", str(out), "--init", str(start), "--iters", "2",
                  "--patch", "32", "--batch", "2", "--precision", "fp32"]) == 0
-    assert "registered as model 'thick-self'" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "registered as model 'thick-self'" in captured.out
+    assert "self-supervised fine-tune of start on" in captured.err and "slices 4x the in-plane spacing apart, " \
+        "0.75 of that thick, 2 iterations, about " in captured.err
     assert (cache_dir() / "thick-self.safetensors").exists()
     sr = tmp_path / "sr.nii.gz"
     assert main(["enhance", str(thick_scan), "-o", str(sr), "--model", "thick-self", "--precision", "fp32"]) == 0
@@ -305,3 +302,19 @@ def test_degrade_thick_then_enhance_lands_on_the_original_grid(tmp_path, save_ti
 def RRDBNet_x1():
     from MRSuperResLib.rrdbnet import RRDBNet
     return RRDBNet(1, 1, scale=1, num_feat=16, num_block=1, num_grow_ch=8, input_skip=True).eval()
+
+
+@pytest.mark.parametrize("command, pattern", [
+    (["degrade", "{gt}", "-o", "{out}", "--degrade", "thick", "--thickness", "0"], "--thickness must be positive"),
+    (["degrade", "{gt}", "-o", "{out}", "--degrade", "thick", "--thickness", "0.5"], "is not thicker than"),
+    (["evaluate", "{gt}", "--degrade", "thick", "--thickness", "-2", "--model", "none", "--out", "{out}"],
+     "--thickness must be positive"),
+])
+def test_a_thickness_that_cannot_be_simulated_is_one_line_and_writes_nothing(tmp_path, capsys, command, pattern):
+    gt = write_nifti(tmp_path / "gt.nii.gz", np.random.default_rng(0).random((16, 16, 20)).astype(np.float32))
+    out = tmp_path / ("out.nii.gz" if command[0] == "degrade" else "eval")
+    before = set(tmp_path.iterdir())
+    code = main([c.format(gt=gt, out=out) for c in command])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and pattern in err[0], err
+    assert set(tmp_path.iterdir()) == before
