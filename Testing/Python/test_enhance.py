@@ -176,7 +176,7 @@ def test_out_of_memory_halves_the_batch():
         return forward(x)
     model.forward = picky
     stack = np.random.rand(5, 12, 12).astype(np.float32)
-    out = super_resolve_slices(model, stack, device="cpu", batch_size=8)
+    out = super_resolve_slices(model, stack, device="cpu", precision="fp32", batch_size=8)
     assert calls[:3] == [5, 2, 2] and sum(calls[1:]) == 5
     model.forward = forward
-    assert np.allclose(out, super_resolve_slices(model, stack, device="cpu", batch_size=1), atol=1e-5)
+    assert np.allclose(out, super_resolve_slices(model, stack, device="cpu", precision="fp32", batch_size=1), atol=1e-5)
