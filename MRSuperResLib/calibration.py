@@ -56,8 +56,13 @@ def paths(device: torch.device) -> list[str]:
 
     labels = list(candidates(device))
     if device.type == "cpu" and "openvino" in allowed_engines():
-        labels += [f"openvino-{p}" for p in candidates(device) if p in HINTS]
+        labels += [label_of("openvino", p) for p in candidates(device) if p in HINTS]
     return labels
+
+
+def label_of(engine: str, precision: str) -> str:
+    """("openvino", "bf16") -> "openvino-bf16"; ("torch", "fp32") -> "fp32": the inverse of split."""
+    return precision if engine == "torch" else f"{engine}-{precision}"
 
 
 def split(label: str) -> tuple[str, str]:

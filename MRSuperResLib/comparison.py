@@ -74,19 +74,19 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
 
 def _compare_thick(gt: Volume, model, *, factor: int, axis, device, precision, blank_threshold, progress,
                    cancel) -> Comparison:
-    from .evaluate_thick import simulate_thick_volume
-    from .slice_profile import coarse_count, fine_count, interpolate
+    from .evaluate_thick import simulate_thick_volume, thick_factor, whole_slices
+    from .slice_profile import interpolate
     from .through_plane import enhance_through_plane
 
     if model.scale != 1:
         raise MRSuperResError(f"thick slices are restored by a through-plane (x1) model, not an x{model.scale} one")
     data = check_voxels(gt.data, gt.meta.get("path", "ground truth"))
     ax = geometry.choose_axis(axis, gt.affine, data.shape)
-    n = fine_count(coarse_count(data.shape[ax], factor), factor)
-    if coarse_count(data.shape[ax], factor) < 2:
-        raise MRSuperResError(f"the ground truth's {data.shape[ax]} slices make fewer than two {factor}x thick ones")
-    gt = Volume(np.take(data, np.arange(n), axis=ax), gt.affine, gt.meta)        # whole thick slices only
-    lr = simulate_thick_volume(gt, ax, factor * float(gt.spacing[ax]))
+    gt = Volume(data, gt.affine, gt.meta)
+    thickness = factor * float(gt.spacing[ax])
+    gt = whole_slices(gt, ax, thick_factor(gt, ax, thickness, "the ground truth"))
+    n = gt.data.shape[ax]
+    lr = simulate_thick_volume(gt, ax, thickness)
     lo, hi = intensity_range(gt.data)
     lr01 = Volume(normalise(lr.data, (lo, hi), clip=True), lr.affine)
     sr, _ = enhance_through_plane(lr01, model, device=device, precision=precision, progress=progress,

@@ -22,16 +22,35 @@ from .slice_profile import PROFILES, coarse_count, factor_of, fine_count, interp
 from .volumes import Volume, intensity_range, normalise, read_volume, stem
 
 
-def simulate_thick_volume(volume: Volume, axis: int, thickness_mm: float, profile: str = "gaussian") -> Volume:
-    """A thick-slice volume from a fine one: slices `thickness_mm` apart and thick along `axis`,
-    on the coarse grid whose through-plane enhancement lands back on the fine one."""
+def thick_factor(volume: Volume, axis: int, thickness_mm: float, name: str = "") -> float:
+    """How many fine voxels one simulated `thickness_mm` slice spans along `axis`; refused in one
+    line when the thickness is not positive, not thicker than the spacing, or makes fewer than two
+    slices of the volume."""
+    where = f"{name}: " if name else ""
     if not thickness_mm > 0:
         raise MRSuperResError(f"--thickness must be positive, not {thickness_mm}")
     spacing = float(volume.spacing[axis])
     factor = factor_of(thickness_mm, spacing)
     if factor <= 1:
-        raise MRSuperResError(f"--thickness {thickness_mm:g} mm is not thicker than the {spacing:.3g} mm spacing "
-                              f"along axis {axis}")
+        raise MRSuperResError(f"{where}--thickness {thickness_mm:g} mm is not thicker than the {spacing:.3g} mm "
+                              f"spacing along axis {axis}")
+    if coarse_count(volume.data.shape[axis], factor) < 2:
+        raise MRSuperResError(f"{where}{volume.data.shape[axis]} voxels along axis {axis} make fewer than two "
+                              f"{thickness_mm:g} mm slices")
+    return factor
+
+
+def whole_slices(volume: Volume, axis: int, factor: float) -> Volume:
+    """The volume cut, at its far end along `axis`, to the extent of whole thick slices (the grid
+    a thick-slice simulation of it lands back on)."""
+    n = fine_count(coarse_count(volume.data.shape[axis], factor), factor)
+    return Volume(np.take(volume.data, np.arange(n), axis=axis), volume.affine, dict(volume.meta))
+
+
+def simulate_thick_volume(volume: Volume, axis: int, thickness_mm: float, profile: str = "gaussian") -> Volume:
+    """A thick-slice volume from a fine one: slices `thickness_mm` apart and thick along `axis`,
+    on the coarse grid whose through-plane enhancement lands back on the fine one."""
+    factor = thick_factor(volume, axis, thickness_mm)
     data = simulate_thick(volume.data, axis, factor, factor, profile)
     meta = {k: v for k, v in volume.meta.items() if k in ("path", "dtype", "xyzt_units")}
     thick = Volume(data, geometry.resample_affine(volume.affine, axis, 1 / factor, along=(axis,)), meta)
@@ -61,23 +80,14 @@ def evaluate_thick(paths: list[str], model=None, *, thickness: float = 5.0, prof
     plans = []
     for path, vol in zip(paths, volumes):
         ax = geometry.choose_axis(axis, vol.affine, vol.data.shape)
-        if not thickness > 0:
-            raise MRSuperResError(f"--thickness must be positive, not {thickness}")
-        factor = factor_of(thickness, float(vol.spacing[ax]))
-        if factor <= 1:
-            raise MRSuperResError(f"{path}: --thickness {thickness:g} mm is not thicker than its "
-                                  f"{vol.spacing[ax]:.3g} mm spacing along axis {ax}")
-        if coarse_count(vol.data.shape[ax], factor) < 2:
-            raise MRSuperResError(f"{path}: {vol.data.shape[ax]} voxels along axis {ax} make fewer than two "
-                                  f"{thickness:g} mm slices")
-        plans.append((path, vol, ax, factor))
+        plans.append((path, vol, ax, thick_factor(vol, ax, thickness, str(path))))
     runner = SliceEngine(model, device=device, precision=precision, engine=engine) if model is not None else None
     methods = (["model"] if model is not None else []) + ["cubic"]
     rows, by_orientation, figure_data, kept = [], {}, None, []
     for index, (path, vol, ax, factor) in enumerate(plans):
         lo, hi = intensity_range(vol.data)
-        n = fine_count(coarse_count(vol.data.shape[ax], factor), factor)
-        gt = np.take(normalise(vol.data, (lo, hi), clip=True), np.arange(n), axis=ax)
+        gt = normalise(whole_slices(vol, ax, factor).data, (lo, hi), clip=True)
+        n = gt.shape[ax]
         thick = simulate_thick_volume(Volume(gt, vol.affine), ax, thickness, profile)
         outputs = {"cubic": np.clip(interpolate(thick.data, ax, factor, n), 0, 1)}
         if model is not None:

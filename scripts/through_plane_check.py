@@ -26,8 +26,9 @@ import numpy as np
 
 from MRSuperResLib import geometry
 from MRSuperResLib.metrics import score_slices, summarise_by_method
-from MRSuperResLib.slice_profile import coarse_count, factor_of, fine_count, interpolate
-from MRSuperResLib.volumes import intensity_range, normalise, read_volume, write_volume
+from MRSuperResLib.evaluate_thick import thick_factor, whole_slices
+from MRSuperResLib.slice_profile import interpolate
+from MRSuperResLib.volumes import Volume, intensity_range, normalise, read_volume, write_volume
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "MRSuperResLib"]
@@ -71,11 +72,11 @@ def main() -> None:
             gt = read_volume(gt_path)
             axis = geometry.choose_axis("auto", gt.affine, gt.data.shape)
             for thickness in args.thickness:
-                factor = factor_of(thickness, float(gt.spacing[axis]))
-                n = fine_count(coarse_count(gt.data.shape[axis], factor), factor)
+                factor = thick_factor(gt, axis, thickness, str(gt_path))
+                cropped = whole_slices(Volume(gt.data, gt.affine), axis, factor)
+                n = cropped.data.shape[axis]
                 name = f"{gt_path.name.split('.')[0]}-{thickness:g}mm"
                 fine = tmp / f"{name}-gt.nii.gz"
-                cropped = type(gt)(np.take(gt.data, np.arange(n), axis=axis), gt.affine, {})
                 write_volume(cropped, fine)
                 thick = tmp / f"{name}.nii.gz"
                 run([*CLI, "degrade", str(fine), "-o", str(thick), "--degrade", "thick", "--thickness",
