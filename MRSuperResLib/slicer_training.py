@@ -157,6 +157,7 @@ def launch_training(scene, volumeNodes, outputFolder, validationNodes=None, pyth
     if run.exists() and any(run.iterdir()) and not options.get("resume"):
         raise MRSuperResError(f"{run} already holds a run: choose another output folder, or resume it")
     data_dir = out / "data"
+    made_data_dir = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
     paths = [write_volume(v, data_dir / f"{safe_name(n.GetName())}.nii.gz") for v, n in zip(volumes, nodes)]
     val_paths = [write_volume(v, data_dir / f"val_{safe_name(n.GetName())}.nii.gz")
@@ -164,8 +165,10 @@ def launch_training(scene, volumeNodes, outputFolder, validationNodes=None, pyth
     if self_supervised:                     # its options come from the volume (self_supervised.py)
         try:
             config = build_config({**options, "fine_tune_on": str(paths[0]), "out": str(run)})
-        except MRSuperResError:
+        except MRSuperResError:                 # nothing half-written: the volume and a folder made for it go
             paths[0].unlink(missing_ok=True)
+            if made_data_dir:
+                data_dir.rmdir()
             raise
     else:
         config = build_config({**options, "data": [str(p) for p in paths], "val": [str(p) for p in val_paths],
