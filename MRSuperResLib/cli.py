@@ -255,7 +255,7 @@ def positive_int(text: str) -> int:
 def cmd_enhance(args) -> int:
     from .catalog import default_model_for, load_model
     from .inference import SliceEngine, enhance_volume
-    from .through_plane import choose_direction, make_plan, seconds_per_output_voxel
+    from .through_plane import check_network, choose_direction, make_plan, seconds_per_output_voxel
     from .volumes import check_writable, read_volume, write_volume
 
     check_writable(args.output)
@@ -276,6 +276,7 @@ def cmd_enhance(args) -> int:
         raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
     runner = SliceEngine(model, device=args.device, precision=args.precision, compile=args.compile,
                          engine=args.engine)
+    check_network(runner)
     plan = make_plan(volume, direction, axis, why, model.scale, args.spacing,
                      seconds_per_output_voxel(runner) * (8 if args.self_ensemble else 1))
     print(f"mrsuperres: {plan.summary()}", file=sys.stderr)

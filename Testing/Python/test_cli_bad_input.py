@@ -183,7 +183,7 @@ def test_more_refusals(tmp_path, capsys, model_file):
     from MRSuperResLib.errors import MRSuperResError
     from MRSuperResLib.inference import super_resolve_slices
     with pytest.raises(MRSuperResError, match="at least 1"):
-        super_resolve_slices(tiny_model(4), np.zeros((2, 16, 16), np.float32), batch_size=-1)
+        super_resolve_slices(tiny_model(4), np.zeros((2, 16, 16), np.float32), precision="fp32", batch_size=-1)
     # models that are not checkpoints, or broken
     (tmp_path / "text.pth").write_text("hello")
     assert_refused(capsys, out, "not a PyTorch checkpoint", "enhance", good, "-o", out / "x.nii.gz",
@@ -206,10 +206,11 @@ def test_more_refusals(tmp_path, capsys, model_file):
         nan_model.conv_last.bias.fill_(float("nan"))
     from MRSuperResLib.weights import save_model
     save_model(nan_model, tmp_path / "nan.safetensors", {})
+    # fp32: at auto a CPU with bf16 units first measures (saying so) unless that architecture is cached
     assert_refused(capsys, out, "NaN or infinite values", "enhance", good, "-o", out / "x.nii.gz",
-                   "--model", tmp_path / "nan.safetensors")
+                   "--model", tmp_path / "nan.safetensors", "--precision", "fp32")
     assert_refused(capsys, out, "NaN or infinite values", "evaluate", SAMPLE, "--model", tmp_path / "nan.safetensors",
-                   "--out", out / "ev")
+                   "--out", out / "ev", "--precision", "fp32")
 
 
 def test_scaled_integer_nifti_keeps_its_values(tmp_path, capsys, save_tiny):
