@@ -49,7 +49,8 @@ TRAINING_PARAMETER_PREFIX = "train_"      # MRSuperResLogic.TRAINING_PARAMETER_P
 # MRSuperResLogic.PARAMETER_DEFAULTS / PARAMETER_NODE_REFERENCES use (a test checks)
 PANEL_CONTROLS = {"modelComboBox": "model", "directionComboBox": "direction", "axisComboBox": "axis",
                   "deviceComboBox": "device", "selfSupervisedCheckBox": "selfSupervised",
-                  "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble", "anchorCheckBox": "anchor",
+                  "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble",
+                  "consistencyComboBox": "consistency", "mapsCheckBox": "maps",
                   "scaleSpinBox": "scale", "degradationComboBox": "degradation",
                   "compareModelComboBox": "compareModel", "compareAxisComboBox": "compareAxis",
                   "compareDeviceComboBox": "compareDevice", "outputDirectoryButton": "outputFolder"}
@@ -148,6 +149,10 @@ if HAVE_APP:
             self.ui.degradationComboBox.addItems(["bilinear", "bicubic", "kspace", "thick"])
             self.ui.directionComboBox.clear()
             self.ui.directionComboBox.addItems(["auto", "in-plane", "through-plane"])
+            self.ui.consistencyComboBox.addItems(["anchor", "exact", "none"])      # consistency.MODES (a test checks)
+            self.ui.mapOverlayComboBox.addItems(["no overlay", "consistency", "uncertainty", "error"])
+            self.ui.mapOverlayComboBox.connect("currentIndexChanged(int)", self.onMapOverlay)
+            self.lastResult = None                   # the newest enhance node or CompareResult with maps
             self.ui.initModelComboBox.addItems(["realesrgan", "scratch"])
             self.ui.stopTrainingButton.enabled = False
             self.updateGUIFromParameterNode()
@@ -462,14 +467,15 @@ if HAVE_APP:
                     node, model=self.modelFor(self.ui.modelComboBox, through), axis=axis, direction=plan.direction,
                     device=self.ui.deviceComboBox.currentText, detail=None if through else self.detailValue(),
                     selfEnsemble=self.ui.selfEnsembleCheckBox.checked and not through,
-                    anchor=self.ui.anchorCheckBox.checked, waitForCompletion=False)
+                    consistency=self.ui.consistencyComboBox.currentText,
+                    maps=self.ui.mapsCheckBox.checked and not through, waitForCompletion=False)
             thick = self.ui.degradationComboBox.currentText == "thick"
             return self.logic.compare(
                 self.ui.groundTruthSelector.currentNode(), model=self.modelFor(self.ui.compareModelComboBox, thick),
                 scale=self.ui.scaleSpinBox.value, degradation=self.ui.degradationComboBox.currentText,
                 axis=self.AXES[self.ui.compareAxisComboBox.currentText],
-                device=self.ui.compareDeviceComboBox.currentText, anchor=self.ui.anchorCheckBox.checked,
-                waitForCompletion=False)
+                device=self.ui.compareDeviceComboBox.currentText, consistency=self.ui.consistencyComboBox.currentText,
+                maps=self.ui.mapsCheckBox.checked and not thick, waitForCompletion=False)
 
         def onTimer(self):
             for kind, job in list(self.jobs.items()):
@@ -505,7 +511,9 @@ if HAVE_APP:
                 label.text = "cancelled; nothing was added to the scene"
             elif kind == "enhance":
                 label.text = f"done: '{job.result.GetName()}' added to the scene"
+                self.lastResult = job.result
             else:
+                self.lastResult = job.result
                 m = job.result.metrics
                 label.text = "\n".join(f"{method}: SSIM {v['ssim'][0]:.3f}, PSNR {v['psnr'][0]:.2f} dB, "
                                        f"VIF {v['vif'][0]:.3f}" for method, v in m.items())
@@ -513,6 +521,14 @@ if HAVE_APP:
                     self.logic.showComparison(job.result)
                 except Exception as exc:           # no views (--no-main-window): the metrics still show
                     logging.warning("MRSuperRes: cannot show the comparison: %s", exc)
+
+        def onMapOverlay(self, *_):
+            """Overlay the chosen map of the newest result on the views showing it (or none)."""
+            name = self.ui.mapOverlayComboBox.currentText
+            if self.lastResult is None or not self.ensureLogic():
+                return
+            with slicer.util.tryWithErrorDisplay("Cannot show the map"):
+                self.logic.showMap(self.lastResult, None if name == "no overlay" else name)
 
         # -- training: a child process; its event log fills the tables and the curves
         def onStartTraining(self, resume=False):

@@ -114,13 +114,13 @@ def _run_path(name: str, model_spec: str | None, stack: np.ndarray, device: str,
             # warm-up; a compiled network sees every batch shape of the timed run first (each
             # new shape compiles again, which would be timed otherwise)
             super_resolve_slices(engine, stack if compile_ else stack[: (batch or 8)].copy(), batch_size=batch,
-                                 anchor=False)
+                                 consistency="none")
             facts["warmup_seconds"] = time.perf_counter() - t0
             if engine.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = super_resolve_slices(engine, stack, batch_size=batch, anchor=False)   # like the reference
+            out = super_resolve_slices(engine, stack, batch_size=batch, consistency="none")   # like the reference
             seconds = time.perf_counter() - t0
             facts.update(device=str(engine.device), compiled=engine.compiled)
             if engine.device.type == "cuda":

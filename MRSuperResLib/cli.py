@@ -28,6 +28,21 @@ def thick_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, **kwargs)
 
 
+CONSISTENCY_HELP = ("how the output is held to the input, where each input voxel is taken to measure the mean of "
+                    "the output over its footprint (a box): anchor = its local brightness (over about an input "
+                    "voxel) is the input's, detail within a voxel is the network's; exact = re-acquired, it equals "
+                    "the input (to float precision); none = the network's output as it is "
+                    "(docs/consistency.md). In-plane only: through-plane output is never held")
+
+
+def consistency_options(p: argparse.ArgumentParser) -> None:
+    """--consistency, and --no-anchor as the older name of --consistency none."""
+    from .consistency import DEFAULT, MODES
+
+    p.add_argument("--consistency", default=DEFAULT, choices=MODES, help=CONSISTENCY_HELP)
+    p.add_argument("--no-anchor", dest="consistency", action="store_const", const="none", help=argparse.SUPPRESS)
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help already names it (or there is none)."""
 
@@ -108,10 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-ensemble", action="store_true",
                    help="average the outputs for the 8 flips and rotations of each slice: 8x the time, "
                         "higher PSNR/SSIM (docs/models.md)")
-    p.add_argument("--no-anchor", dest="anchor", action="store_false",
-                   help="leave the network's output as it is: by default its local brightness (over about an "
-                        "input voxel) is held to the input's, so it adds detail but cannot brighten or darken a "
-                        "region (docs/anchoring.md); in-plane only: through-plane output is never anchored")
+    consistency_options(p)
+    p.add_argument("--maps", default=None, metavar="DIR",
+                   help="also write the consistency map (re-acquired output minus input: where the output is not "
+                        "backed by the scan) and the uncertainty map (spread over the 8 self-ensemble passes, "
+                        "which this runs: 8x the time, and the output is their mean) into DIR, on the output's grid")
     p.add_argument("--direction", default="auto", choices=("auto", "in-plane", "through-plane"),
                    help="in-plane: each slice made --scale times finer; through-plane: the slice axis of a "
                         "thick-slice scan brought to --spacing (x1 through-plane model); auto: through-plane when "
@@ -129,8 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detail", type=float, default=None, help="as for enhance: 0 fidelity .. 1 GAN partner")
     p.add_argument("--detail-model", default=None, help="as for enhance")
     p.add_argument("--self-ensemble", action="store_true", help="as for enhance: mean over 8 flips/rotations")
-    p.add_argument("--no-anchor", dest="anchor", action="store_false",
-                   help="as for enhance: score the network's output without anchoring it to the input")
+    consistency_options(p)
     p.add_argument("--scale", type=int, default=4, help="resolution factor to simulate; the model must match")
     p.add_argument("--degrade", default="bilinear", choices=DEGRADATIONS + ("thick",), help=DEGRADE_HELP)
     thick_options(p)
@@ -267,8 +282,10 @@ def cmd_enhance(args) -> int:
                    if args.model else (None, None))
     direction, axis, why = choose_direction(volume, args.direction, args.axis,
                                             model.scale if model is not None else None)
-    if direction == "through-plane" and args.self_ensemble:
-        raise MRSuperResError("--self-ensemble applies to in-plane super-resolution only")
+    if direction == "through-plane" and (args.self_ensemble or args.maps):
+        raise MRSuperResError(f"{'--maps' if args.maps else '--self-ensemble'} applies to in-plane "
+                              "super-resolution only")
+    map_paths = map_files(args.output, args.maps) if args.maps else {}
     make_plan(volume, direction, axis, why, spacing=args.spacing)          # bad --spacing: refused before loading
     if model is None:
         model, card = load_model(default_model_for(direction), detail=args.detail, detail_model=args.detail_model)
@@ -278,27 +295,65 @@ def cmd_enhance(args) -> int:
                          engine=args.engine)
     check_network(runner)
     plan = make_plan(volume, direction, axis, why, model.scale, args.spacing,
-                     seconds_per_output_voxel(runner) * (8 if args.self_ensemble else 1))
+                     seconds_per_output_voxel(runner) * (8 if args.self_ensemble or args.maps else 1))
     print(f"mrsuperres: {plan.summary()}", file=sys.stderr)
     for line in plan.warnings:
         print(f"mrsuperres: warning: {line}", file=sys.stderr)
     hr, facts = enhance_volume(volume, model, axis=axis, direction=direction, spacing=args.spacing,
                                batch_size=args.batch_size, tile=args.tile, progress=Progress("enhance"),
-                               self_ensemble=args.self_ensemble, anchor=args.anchor, runner=runner, plan=plan)
+                               self_ensemble=args.self_ensemble, consistency=args.consistency,
+                               maps=bool(args.maps), runner=runner, plan=plan)
     dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
     write_volume(hr, args.output, dtype=dtype)
+    if map_paths:
+        Path(args.maps).mkdir(parents=True, exist_ok=True)
+        for name, path in map_paths.items():
+            write_volume(hr.maps[name], path)
     sp = hr.spacing
     how = (f"through-plane x{facts['factor']:.3g} across {facts['axis_name']} slices"
            if facts["direction"] == "through-plane" else f"x{facts['scale']} along {facts['axis_name']} slices")
     print(f"{args.output}: {facts['input_shape']} -> {facts['output_shape']} voxels, spacing "
           f"{sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm, {how}, "
-          f"model {card.get('name')}{' (self-ensemble x8)' if args.self_ensemble else ''}"
-          f"{'' if facts['anchor'] or facts['direction'] == 'through-plane' else ' (not anchored)'}, "
+          f"model {card.get('name')}{' (self-ensemble x8)' if facts['self_ensemble'] else ''}"
+          f"{'' if facts['direction'] == 'through-plane' else ', consistency ' + facts['consistency']}, "
           f"{facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} "
           f"({facts['precision']}{', OpenVINO' if facts['engine'] == 'openvino' else ''})")
+    if "data_consistency" in facts:
+        print(describe_consistency(facts))
+    for name, path in map_paths.items():
+        print(f"{path}: {name} map")
     if args.verbose:
         print(f"precision {facts['precision']} ({facts['engine']}): {facts['precision_why']}")
     return 0
+
+
+def map_files(output: str, folder: str) -> dict[str, Path]:
+    """{map: path} in `folder`, named after the output and in its format; refused before any work."""
+    from .evaluate import check_out_dir
+    from .volumes import check_writable, stem
+
+    check_out_dir(folder, "--maps")
+    name = str(output).lower()
+    suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(output).suffix
+    paths = {m: Path(folder) / f"{stem(output)}_{m}{suffix}" for m in ("consistency", "uncertainty")}
+    for path in paths.values():
+        if Path(folder).is_dir():
+            check_writable(path)
+    return paths
+
+
+def describe_consistency(facts: dict) -> str:
+    """The per-volume numbers of the maps, as `enhance` prints them (fractions of the input's range)."""
+    d, out = facts["data_consistency"]["network"], facts["data_consistency"]["output"]
+    line = (f"data consistency: the network's output re-acquired (box average per input voxel) departs from the "
+            f"input by RMS {100 * d['rms']:.2f}% of its range, {100 * d['share_above']:.1f}% of voxels with signal "
+            f"by more than {100 * d['threshold']:.0f}%; after --consistency {facts['consistency']}: RMS "
+            f"{100 * out['rms']:.2f}%, {100 * out['share_above']:.1f}%")
+    if "uncertainty" in facts:
+        u = facts["uncertainty"]
+        line += (f"; uncertainty (spread over the 8 passes): mean {100 * u['mean']:.2f}%, "
+                 f"99th percentile {100 * u['p99']:.2f}% of the range")
+    return line
 
 
 def cmd_evaluate(args) -> int:
@@ -322,7 +377,7 @@ def cmd_evaluate(args) -> int:
                           degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
                           batch_size=args.batch_size, precision=args.precision, tile=args.tile,
                           blank_threshold=args.blank_threshold, progress=Progress("evaluate"),
-                          self_ensemble=args.self_ensemble, anchor=args.anchor, engine=args.engine)
+                          self_ensemble=args.self_ensemble, consistency=args.consistency, engine=args.engine)
     print(format_table(result))
     if args.verbose and result.get("model"):
         print(f"precision {result['model']['precision']} ({result['model']['engine']}): "

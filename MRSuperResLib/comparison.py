@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import consistency as consistency_step
 from . import geometry
 from .errors import MRSuperResError
 from .evaluate import prepare_slices
@@ -33,16 +34,22 @@ class Comparison:
     degradation: str
     per_slice: list[dict] = field(default_factory=list)   # {"slice", "method", metric: value}
     summary: dict = field(default_factory=dict)           # {method: {metric: {mean, std, n}}}
+    maps: dict[str, Volume] = field(default_factory=dict)  # "error" (|SR - GT|), "consistency", "uncertainty"
 
 
 def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bilinear", axis="auto",
                    device: str = "auto", precision: str = "auto", blank_threshold: float = 0.0,
-                   progress: ProgressCallback | None = None, cancel=None, anchor: bool = True) -> Comparison:
+                   progress: ProgressCallback | None = None, cancel=None,
+                   consistency: str = consistency_step.DEFAULT, maps: bool = False) -> Comparison:
     """`degradation` "thick": slices `scale` voxels apart and thick along the slice axis, restored
     by a through-plane (x1) model; "bicubic" and "bilinear" are then cubic and linear
     interpolation across the slices (the axis that was made coarse), scored on the slices
-    perpendicular to it as `evaluate --degrade thick` does."""
+    perpendicular to it as `evaluate --degrade thick` does. `maps`: the network runs the 8
+    self-ensemble passes and the comparison also holds |SR - GT|, the consistency map and the
+    uncertainty map (input units, on the GT grid; in-plane only)."""
     if degradation == "thick":
+        if maps:
+            raise MRSuperResError("the maps are made for in-plane super-resolution only")
         return _compare_thick(gt, model, factor=scale, axis=axis, device=device, precision=precision,
                               blank_threshold=blank_threshold, progress=progress, cancel=cancel)
     check_scale(scale)
@@ -58,8 +65,11 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
     lr = degrade_volume(gt, scale, degradation, ax)
     lo, hi = intensity_range(gt.data)
     lr01 = normalise(geometry.slices_first(lr.data, ax), (lo, hi), clip=True)
+    residual = np.empty(lr01.shape, np.float32)
+    spread = np.empty((lr01.shape[0], lr01.shape[1] * scale, lr01.shape[2] * scale), np.float32) if maps else None
     outputs01 = {"model": super_resolve_slices(model, lr01, device=device, precision=precision,
-                                               progress=progress, cancel=cancel, anchor=anchor)}
+                                               progress=progress, cancel=cancel, consistency=consistency,
+                                               self_ensemble=maps, spread=spread, residual=residual)}
     for m in BASELINE_METHODS:
         outputs01[m] = np.clip(upsample(lr01, scale, m), 0, 1)
     gt01, keep = prepare_slices(gt.data, ax, blank_threshold)       # evaluate's normalisation and blanks
@@ -69,7 +79,13 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
     outputs = {m: Volume(geometry.slices_back(denormalise(o, lo, hi), ax), gt.affine,
                          {k: v for k, v in gt.meta.items() if k not in ("path",)})
                for m, o in outputs01.items()}
-    return Comparison(gt, lr, outputs, ax, scale, degradation, rows, summary)
+    found = {}
+    if maps:
+        gt_stack = normalise(geometry.slices_first(gt.data, ax), (lo, hi))
+        maps01 = {"error": np.abs(outputs01["model"] - gt_stack),
+                  "consistency": consistency_step.on_output_grid(residual, scale), "uncertainty": spread}
+        found = {m: Volume(geometry.slices_back(o * np.float32(hi - lo), ax), gt.affine) for m, o in maps01.items()}
+    return Comparison(gt, lr, outputs, ax, scale, degradation, rows, summary, found)
 
 
 def _compare_thick(gt: Volume, model, *, factor: int, axis, device, precision, blank_threshold, progress,

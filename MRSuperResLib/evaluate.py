@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import consistency as consistency_step
 from . import geometry
 from .errors import MRSuperResError
 from .inference import MIN_SLICE, ProgressCallback, SliceEngine, super_resolve_slices
+from .map_scores import Ranking, describe
 from .metrics import METRICS, score_slices, summarise_by_method
 from .resample import BASELINES, check_scale, downsample, upsample
 from .cards import model_provenance
@@ -46,12 +48,14 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
              out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int | None = None,
              precision: str = "auto", tile: int | None = None, blank_threshold: float = 0.0, baselines=BASELINES,
              progress: ProgressCallback | None = None, cancel=None, self_ensemble: bool = False,
-             anchor: bool = True, engine: str = "auto") -> dict:
+             consistency: str = consistency_step.DEFAULT, engine: str = "auto") -> dict:
     """Run the protocol; returns the metrics dict (and writes metrics.json, CSV, figure if out_dir).
     The model's name and sha256 come from the model itself (as load_model returns it); `model_name`
     and `model_card` override them for a network built in code.
     `self_ensemble`: the model's output is the mean over the 8 flips/rotations of each slice.
-    `anchor`: as enhance does by default, the output's local brightness is held to the input's."""
+    `consistency`: how the output is held to the input, as for enhance (anchor, exact, none).
+    Every run also scores the maps: how well the consistency map (and, with `self_ensemble`, the
+    uncertainty map) ranks the patches where the output is furthest from the truth."""
     check_scale(scale)
     record = model_provenance(model) if model is not None else None
     if record is not None and model_name:
@@ -67,6 +71,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
     methods = (["model"] if model is not None else []) + list(baselines)
     volumes = [read_volume(p) for p in paths]          # fail on any bad file before computing
     rows, figure_data, n_total, kept = [], None, 0, []
+    ranking, residuals = Ranking(scale), []
     plans = []
     for path, vol in zip(paths, volumes):
         ax = geometry.choose_axis(axis, vol.affine, vol.data.shape)
@@ -84,15 +89,26 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
             raise MRSuperResError(f"{path}: every slice is blank")
         n, h, w = gt.shape
         lr = np.clip(downsample(pad_to_multiple(gt, scale), scale, degradation), 0, 1)
-        outputs = {}
+        outputs, maps = {}, {}
         if model is not None:
             report = (lambda d, t, base=done_before, nv=vol.data.shape[ax]:
                       progress(base + round(d / t * nv), total)) if progress else None
+            spread = np.empty((lr.shape[0], lr.shape[1] * scale, lr.shape[2] * scale), np.float32) \
+                if self_ensemble else None
+            lr_residual = np.empty(lr.shape, np.float32)
             outputs["model"] = super_resolve_slices(runner, lr, batch_size=batch_size, tile=tile, progress=report,
-                                                    cancel=cancel, self_ensemble=self_ensemble, anchor=anchor)
+                                                    cancel=cancel, self_ensemble=self_ensemble,
+                                                    consistency=consistency, spread=spread, residual=lr_residual)
+            signal = lr > consistency_step.SIGNAL
+            residuals.append((lr_residual[signal], consistency_step.residual(outputs["model"], lr)[signal]))
+            maps["consistency"] = consistency_step.on_output_grid(lr_residual, scale)[:, :h, :w]
+            if spread is not None:
+                maps["uncertainty"] = spread[:, :h, :w]
         for m in baselines:
             outputs[m] = np.clip(upsample(lr, scale, m), 0, 1)
         outputs = {m: o[:, :h, :w] for m, o in outputs.items()}
+        if maps:
+            ranking.add(gt, outputs["model"], maps)
         volume_rows, _ = score_slices(gt, outputs, keep)
         rows += [{"volume": str(path), **r} for r in volume_rows]
         if figure_data is None:
@@ -101,7 +117,9 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
             figure_data = dict(volume=stem(path), slice=int(keep[best]), gt=gt[best],
                                lr=lr[best][: -(-h // scale), : -(-w // scale)],
                                outputs={m: outputs[m][best] for m in methods},
-                               metrics={r["method"]: {k: r[k] for k in METRICS} for r in best_rows})
+                               metrics={r["method"]: {k: r[k] for k in METRICS} for r in best_rows},
+                               maps=({"error": np.abs(outputs["model"][best] - gt[best]),
+                                      **{k: m[best] for k, m in maps.items()}} if maps else {}))
         n_total += n
         kept.append({"volume": str(path), "axis": int(ax), "slices": int(vol.data.shape[ax]), "kept": int(n)})
         done_before += vol.data.shape[ax]
@@ -115,27 +133,33 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
         "slices_per_volume": kept,
         "model": ({**record, "scale": model.scale,
                    "precision": runner.precision, "engine": runner.engine, "precision_why": runner.choice.why,
-                   "self_ensemble": self_ensemble, "anchor": anchor}
+                   "self_ensemble": self_ensemble, "consistency": consistency}
                   if model is not None else None),
+        "data_consistency": ({"network": consistency_step.summarise(np.concatenate([r for r, _ in residuals])),
+                              "output": consistency_step.summarise(np.concatenate([r for _, r in residuals]))}
+                             if residuals else None),
+        "maps": ranking.scores() if model is not None else {},
         "protocol": ("per-volume min-max to [0,1]; blank slices (max <= %g) dropped; zero-pad to a "
                      "multiple of the scale; LR = %s x%d (see MRSuperResLib.resample), clipped to [0,1]; "
                      "outputs clipped to [0,1] and cropped to the original size; NRMSE = RMSE / mean(GT); "
-                     "VIF pixel-domain, sigma_n^2 = 2 on [0,255]" % (blank_threshold, degradation, scale)),
+                     "VIF pixel-domain, sigma_n^2 = 2 on [0,255]; data_consistency: the network's output (and the final "
+                     "output) averaged over each LR voxel's box minus the LR, over LR voxels above %g; maps: see MRSuperResLib.map_scores"
+                     % (blank_threshold, degradation, scale, consistency_step.SIGNAL)),
     }
     if out_dir is not None:
         write_outputs(out_dir, result, rows, figure_data, model_name)
     return result
 
 
-def check_out_dir(out_dir: str | os.PathLike | None) -> Path | None:
-    """--out as a Path, refused in one line before any work when it cannot be written."""
+def check_out_dir(out_dir: str | os.PathLike | None, option: str = "--out") -> Path | None:
+    """An output folder as a Path, refused in one line before any work when it cannot be written."""
     out_dir = Path(out_dir) if out_dir else None
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
-            raise MRSuperResError(f"--out {out_dir} exists and is not a folder")
+            raise MRSuperResError(f"{option} {out_dir} exists and is not a folder")
         existing = next(p for p in [out_dir, *out_dir.absolute().parents] if p.exists())
         if not existing.is_dir() or not os.access(existing, os.W_OK):
-            raise MRSuperResError(f"cannot write to --out {out_dir} ({existing} is not a writable folder)")
+            raise MRSuperResError(f"cannot write to {option} {out_dir} ({existing} is not a writable folder)")
     return out_dir
 
 
@@ -169,6 +193,12 @@ def format_table(result: dict) -> str:
         return "\n".join(lines)
     lines += _table(f"x{result['scale']} {result['degradation']}, {result['n_slices']} slices (mean +/- std)",
                     result["methods"])
+    if result.get("data_consistency"):
+        d, out = result["data_consistency"]["network"], result["data_consistency"]["output"]
+        lines.append(f"network output re-acquired (box) vs the LR: RMS {100 * d['rms']:.2f}% of the range, "
+                     f"{100 * d['share_above']:.1f}% of voxels off by more than {100 * d['threshold']:.0f}%; "
+                     f"after --consistency {result['model']['consistency']}: RMS {100 * out['rms']:.2f}%")
+    lines += describe(result.get("maps") or {})
     return "\n".join(lines)
 
 

@@ -123,7 +123,7 @@ def evaluate_thick(paths: list[str], model=None, *, thickness: float = 5.0, prof
         "orientations": {k: summarise_by_method(v, methods) for k, v in by_orientation.items()},
         "volumes": [str(p) for p in paths], "slices_per_volume": kept,
         "model": ({**model_provenance(model), "precision": runner.precision, "engine": runner.engine,
-                   "precision_why": runner.choice.why, "anchor": False} if model is not None else None),
+                   "precision_why": runner.choice.why, "consistency": "none"} if model is not None else None),
         "protocol": ("per-volume min-max to [0,1]; thick slices %g mm apart and thick (%s profile, FWHM = "
                      "thickness) along the slice axis, cropped to whole slices; model = through-plane x1 in both "
                      "orientations, averaged, not anchored; cubic = Keys a=-0.5 across the slices; outputs clipped to [0,1]; "

@@ -1,9 +1,10 @@
 """Running the generator over slices, and over whole volumes with exact geometry.
 
 Volume in -> per-volume min-max to [0, 1] -> slices perpendicular to the axis, streamed in
-batches through the network -> clipped to [0, 1] -> anchored to the input's local brightness
-(`anchor_to_input`) -> back to the input's intensity units -> volume out on the HR grid of
-`geometry.resample_affine`.
+batches through the network -> clipped to [0, 1] -> held to the input (`consistency`: anchored to
+its local brightness by default, or projected to reproduce it exactly) -> back to the input's
+intensity units -> volume out on the HR grid of `geometry.resample_affine`, with the consistency
+map (and, from the 8 self-ensemble passes, the uncertainty map) on the same grid when asked.
 
 Speed: batches sized to memory, channels_last, `torch.inference_mode`, the precision measured
 fastest on this machine (`precision="auto"`, see `calibration`), pinned memory and asynchronous
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from . import consistency as consistency_step
 from . import geometry
 from .cards import model_provenance
 from .devices import autocast, select_device, use_all_cores
@@ -37,9 +39,6 @@ TILE_OVERLAP = 8                 # LR pixels shared by neighbouring tiles, blend
 TILE_CONTEXT = 32                # LR pixels of slice around a tile that the network also sees
 MIN_TILE = 32                    # smallest tile the out-of-memory back-off goes down to
 ACCURACY_DB = 45.0               # every fast path must agree with fp32 at least this well (PSNR on [0, 1])
-ANCHOR_SIGMA = 1.0               # LR pixels: the Gaussian over which output and input brightness must agree
-ANCHOR_FLOOR = 1e-4              # of the [0, 1] range, added to both sides: keeps the ratio finite in air
-ANCHOR_MAX_GAIN = 4.0            # the anchor brightens or darkens by at most this factor
 
 ProgressCallback = Callable[[int, int], None]   # (slices done, slices in all)
 
@@ -211,30 +210,6 @@ class SliceEngine:
         return out
 
 
-def anchor_to_input(sr: np.ndarray, lr: np.ndarray) -> np.ndarray:
-    """Rescale the network's output so that, seen at the input's resolution, it is as bright as
-    the input: each output pixel is multiplied by the ratio of the input to the output's average
-    over the input pixel it falls in, both smoothed by a Gaussian of ANCHOR_SIGMA input pixels
-    (the ratio is capped at ANCHOR_MAX_GAIN either way and upsampled bilinearly). The network
-    still adds detail and moves intensity within about an input voxel, but cannot brighten or
-    darken a region, and air the network makes exactly 0 stays 0. Why: the MRI models darken a
-    scan's faint noise floor by a third (docs/anchoring.md), which costs SSIM on noisy scans.
-    (N, h, w) and (N, h s, w s) float32 in [0, 1] -> (N, h s, w s) float32 in [0, 1]."""
-    from scipy.ndimage import gaussian_filter
-
-    n, h, w = lr.shape
-    s = sr.shape[1] // h
-    if s < 1 or sr.shape != (n, h * s, w * s):
-        raise ValueError(f"output {sr.shape} is not an integer upscaling of input {lr.shape}")
-    out = torch.from_numpy(np.ascontiguousarray(sr, dtype=np.float32))[:, None]
-    seen = F.avg_pool2d(out, s)[:, 0].numpy()                  # the output at the input's resolution
-    ratio = ((gaussian_filter(lr.astype(np.float32), (0, ANCHOR_SIGMA, ANCHOR_SIGMA)) + ANCHOR_FLOOR)
-             / (gaussian_filter(seen, (0, ANCHOR_SIGMA, ANCHOR_SIGMA)) + ANCHOR_FLOOR))
-    gain = torch.from_numpy(np.clip(ratio, 1 / ANCHOR_MAX_GAIN, ANCHOR_MAX_GAIN).astype(np.float32))[:, None]
-    gain = F.interpolate(gain, scale_factor=s, mode="bilinear", align_corners=False)
-    return (out * gain).clamp_(0, 1)[:, 0].numpy()
-
-
 def constant_slices(stack: np.ndarray) -> dict[float, np.ndarray]:
     """{value: indices} of the slices whose voxels all hold one value (blank air slices)."""
     flat = stack.reshape(stack.shape[0], -1)
@@ -256,21 +231,29 @@ def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, dev
                          batch_size: int | None = None, precision: str = "auto", tile: int | None = None,
                          compile: bool = False, progress: ProgressCallback | None = None, cancel=None,
                          out: np.ndarray | None = None, notify: Callable[[str], None] | None = None,
-                         self_ensemble: bool = False, anchor: bool = True, engine: str = "auto") -> np.ndarray:
+                         self_ensemble: bool = False, consistency: str = consistency_step.DEFAULT,
+                         engine: str = "auto", spread: np.ndarray | None = None,
+                         residual: np.ndarray | None = None) -> np.ndarray:
     """(N, h, w) float32 in [0, 1] -> (N, h s, w s) float32 clipped to [0, 1].
 
     `tile` (LR pixels) cuts each slice into overlapping tiles; by default slices larger than
     the per-pass budget are tiled. `cancel` is a threading.Event or a callable returning True
     to stop (raises Cancelled); `progress(done, total)` is called after every batch. `out`, if
     given, receives the result (so callers can stream into their own buffer). `self_ensemble`
-    averages the outputs for the 8 flips and rotations of each slice (8x the time). `anchor`
-    (default) holds each output's local brightness to its input's (`anchor_to_input`).
+    averages the outputs for the 8 flips and rotations of each slice (8x the time); `spread`, if
+    given with it, receives their voxel-wise standard deviation (the uncertainty map).
+    `consistency` holds each output to its input (`consistency.apply`: anchor, exact or none);
+    `residual`, an (N, h, w) array, receives the network's own departure from the input before that
+    step (`consistency.residual`: the consistency map, what the step corrects).
     """
+    consistency_step.check_mode(consistency)
     engine = model if isinstance(model, SliceEngine) else SliceEngine(
         model, device=device, precision=precision, compile=compile, notify=notify, engine=engine)
     if self_ensemble:
-        return _self_ensemble(engine, stack, out, progress,
-                              dict(batch_size=batch_size, tile=tile, cancel=cancel, anchor=anchor))
+        return _self_ensemble(engine, stack, out, progress, spread, residual,
+                              dict(batch_size=batch_size, tile=tile, cancel=cancel, consistency=consistency))
+    if spread is not None:
+        raise MRSuperResError("the uncertainty map is the spread of the 8 self-ensemble passes: it needs self_ensemble")
     if batch_size is not None and batch_size < 1:
         raise MRSuperResError(f"batch size must be at least 1, not {batch_size}")
     if tile is not None and tile < MIN_SLICE:
@@ -320,12 +303,16 @@ def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, dev
                 raise MRSuperResError(f"out of memory on the CPU even for one {MIN_TILE}x{MIN_TILE} tile "
                                       "of a slice: free memory or close other programs") from None
             continue
-        out[chunk] = anchor_to_input(y, x) if anchor else y
+        if residual is not None:
+            residual[chunk] = consistency_step.residual(y, x)
+        out[chunk] = consistency_step.apply(y, x, consistency)
         done += len(chunk)
         if progress:
             progress(int(done + skip[: chunk[-1] + 1].sum()), n)
     for ix in copies.values():
         out[ix[1:]] = out[ix[0]]
+        if residual is not None:
+            residual[ix[1:]] = residual[ix[0]]
     if progress:
         progress(n, n)
     return out
@@ -336,25 +323,42 @@ SYMMETRIES = [(k, flip) for k in range(4) for flip in (False, True)]
 
 
 def _self_ensemble(engine: SliceEngine, stack: np.ndarray, out: np.ndarray | None,
-                   progress: ProgressCallback | None, options: dict) -> np.ndarray:
+                   progress: ProgressCallback | None, spread: np.ndarray | None, residual: np.ndarray | None,
+                   options: dict) -> np.ndarray:
     """Geometric self-ensemble (EDSR's "+"): super-resolve each of the 8 flips/rotations of the
     slices, map every result back and average. The network is not exactly equivariant, so its
-    errors partly cancel: the fidelity model gains PSNR at 8x the time."""
+    errors partly cancel: the fidelity model gains PSNR at 8x the time. Where the 8 disagree the
+    output depends on how the slice happened to be oriented: their standard deviation goes to
+    `spread` (Welford's running update, exact in float32 for an equivariant network: zero)."""
     n, h, w = stack.shape
     s = engine.scale
     if out is None:
         out = np.zeros((n, h * s, w * s), dtype=np.float32)
     else:
         out[...] = 0
+    if spread is not None:
+        spread[...] = 0                       # holds the sum of squared deviations until the end
+    if residual is not None:
+        residual[...] = 0
     for i, (k, flip) in enumerate(SYMMETRIES):
         x = np.rot90(stack, k, axes=(1, 2))
         x = np.ascontiguousarray(x[:, :, ::-1] if flip else x)
         step = None if progress is None else (
             lambda done, total, i=i: progress((i * total + done) // len(SYMMETRIES), total))
-        y = super_resolve_slices(engine, x, progress=step, **options)
-        y = y[:, :, ::-1] if flip else y
-        out += np.rot90(y, -k, axes=(1, 2))
-    out *= np.float32(1 / len(SYMMETRIES))
+        one = None if residual is None else np.empty(x.shape, np.float32)
+        y = super_resolve_slices(engine, x, progress=step, residual=one, **options)
+        y = np.rot90(y[:, :, ::-1] if flip else y, -k, axes=(1, 2))
+        if residual is not None:
+            residual += np.rot90(one[:, :, ::-1] if flip else one, -k, axes=(1, 2)) * np.float32(1 / len(SYMMETRIES))
+        delta = y - out
+        out += delta * np.float32(1 / (i + 1))
+        if spread is not None:
+            delta *= y - out
+            spread += delta
+        del delta, y
+    if spread is not None:
+        spread *= np.float32(1 / len(SYMMETRIES))
+        np.sqrt(spread, out=spread)
     return out
 
 
@@ -363,21 +367,28 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
                    precision: str = "auto", tile: int | None = None, compile: bool = False,
                    progress: ProgressCallback | None = None, cancel=None,
                    notify: Callable[[str], None] | None = None,
-                   self_ensemble: bool = False, anchor: bool = True, engine: str = "auto",
-                   runner: SliceEngine | None = None, plan=None) -> tuple[Volume, dict]:
+                   self_ensemble: bool = False, consistency: str = consistency_step.DEFAULT, maps: bool = False,
+                   engine: str = "auto", runner: SliceEngine | None = None, plan=None) -> tuple[Volume, dict]:
     """Super-resolve a volume; returns (HR volume in input units, run facts).
 
     `direction`: in-plane (each slice `model.scale` times finer), through-plane (the slice axis
     brought to `spacing` mm by an x1 model, see through_plane) or auto (through-plane for thick
     slices). `self_ensemble`: average over the 8 flips/rotations of each slice (8x the time).
-    `anchor`: hold the output's local brightness to the input's (`anchor_to_input`; in-plane
-    only). `runner`: a SliceEngine already made for `model`; `plan`: the through_plane.Plan
-    already shown.
+    `consistency`: how the output is held to the input (anchor, exact, none; in-plane only, see
+    the consistency module). Every in-plane run measures how far the network's output and the
+    final output, re-acquired, are from the input (facts["data_consistency"]). `maps`: also
+    return, as `hr.maps`, the consistency map (the network's output re-acquired minus the input:
+    where it departs from the scan, and what the consistency step corrected; input units, on
+    the output grid) and the
+    uncertainty map (standard deviation over the 8 self-ensemble passes, which `maps` runs: 8x
+    the time; the output is then their mean). `runner`: a SliceEngine already made for `model`;
+    `plan`: the through_plane.Plan already shown.
 
     Memory: the input as float32 plus the float32 output, nothing in float64; slices stream
     through the network in batches and their results land in the output in place (with
-    `self_ensemble`, plus one output-sized buffer for the pass under way).
+    `self_ensemble`, plus one output-sized buffer for the pass under way; with `maps`, two more).
     """
+    consistency_step.check_mode(consistency)
     if direction != "in-plane":
         from .through_plane import choose_direction, enhance_through_plane
 
@@ -385,6 +396,9 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
         if direction == "through-plane":
             if self_ensemble:
                 raise MRSuperResError("--self-ensemble applies to in-plane super-resolution only")
+            if maps:
+                raise MRSuperResError("--maps applies to in-plane super-resolution only (across thick slices the "
+                                      "acquisition is the slice profile, not a box)")
             return enhance_through_plane(volume, model, axis=axis, spacing=spacing, device=device,
                                          batch_size=batch_size, precision=precision, tile=tile, progress=progress,
                                          cancel=cancel, notify=notify, engine=engine, plan=plan, runner=runner)
@@ -400,20 +414,41 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
     stack = geometry.slices_first(data, ax)
     t0 = time.perf_counter()
     normalised = normalise(stack, (lo, hi))
+    s = model.scale
+    spread = np.empty((stack.shape[0], stack.shape[1] * s, stack.shape[2] * s), np.float32) if maps else None
+    lr_residual = np.empty(stack.shape, np.float32)
     sr = super_resolve_slices(engine, normalised, batch_size=batch_size, tile=tile, progress=progress,
-                              cancel=cancel, self_ensemble=self_ensemble, anchor=anchor)
-    del normalised
+                              cancel=cancel, self_ensemble=self_ensemble or maps, consistency=consistency,
+                              spread=spread, residual=lr_residual)
+    signal = normalised > consistency_step.SIGNAL
+    facts_consistency = {"network": consistency_step.summarise(lr_residual, signal),
+                         "output": consistency_step.summarise(consistency_step.residual(sr, normalised), signal)}
+    del normalised, signal
     denormalise(sr, lo, hi, in_place=True)
-    hr = volume.regridded(geometry.slices_back(sr, ax), ax, model.scale)
-    facts = dict(direction="in-plane", axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=model.scale,
+    hr = volume.regridded(geometry.slices_back(sr, ax), ax, s)
+    facts = dict(direction="in-plane", axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=s,
                  input_shape=list(data.shape), output_shape=list(hr.data.shape),
                  intensity_range=[lo, hi], seconds=time.perf_counter() - t0, slices=stack.shape[0],
                  device=str(engine.device), precision=engine.precision, engine=engine.engine,
                  precision_why=engine.choice.why,
                  threads=torch.get_num_threads(),
-                 self_ensemble=self_ensemble, anchor=anchor, model=model_provenance(model))
+                 self_ensemble=self_ensemble or maps, consistency=consistency,
+                 data_consistency=facts_consistency, model=model_provenance(model))
+    if maps:
+        facts["uncertainty"] = consistency_step.summarise_spread(spread)
+        lr_residual *= np.float32(hi - lo)
+        spread *= np.float32(hi - lo)
+        hr.maps = {"consistency": _map_volume(consistency_step.on_output_grid(lr_residual, s), hr, ax,
+                                              "network output re-acquired (box) minus input, input units"),
+                   "uncertainty": _map_volume(spread, hr, ax, "std over the 8 self-ensemble passes, input units")}
     hr.meta["description"] = describe_output(facts)
     return hr, facts
+
+
+def _map_volume(stack: np.ndarray, like: Volume, axis: int, what: str) -> Volume:
+    """A map (slices first) as a volume on `like`'s grid, saying what it is."""
+    meta = {k: v for k, v in like.meta.items() if k not in ("description", "path", "dtype", "format")}
+    return Volume(geometry.slices_back(stack, axis), like.affine, {**meta, "description": f"MRSuperRes {what}"})
 
 
 def describe_output(facts: dict) -> str:
@@ -421,4 +456,6 @@ def describe_output(facts: dict) -> str:
     model = facts["model"]
     sha = f" sha256:{model['sha256'][:12]}" if model.get("sha256") else ""
     how = f"through-plane x{facts['factor']:.3g}" if facts.get("direction") == "through-plane" else f"x{facts['scale']}"
-    return f"MRSuperRes {model['name']} {how}{sha}{'' if facts['anchor'] else ' raw'}"
+    mode = facts.get("consistency", "none")
+    return (f"MRSuperRes {model['name']} {how}{sha}"
+            f"{'' if mode == consistency_step.DEFAULT or facts.get('direction') == 'through-plane' else ' ' + mode}")

@@ -87,11 +87,12 @@ def compute(kind: str, volume: Volume, model, options: dict) -> tuple[dict, dict
         from .inference import enhance_volume
 
         hr, facts = enhance_volume(volume, model, **options)
-        return {"output": hr}, facts
+        return {"output": hr, **{f"map_{m}": v for m, v in hr.maps.items()}}, facts
     from .comparison import compare_volume
 
     comp = compare_volume(volume, model, **options)
-    outputs = {"low_resolution": comp.low_resolution, **{f"output_{m}": v for m, v in comp.outputs.items()}}
+    outputs = {"low_resolution": comp.low_resolution, **{f"output_{m}": v for m, v in comp.outputs.items()},
+               **{f"map_{m}": v for m, v in comp.maps.items()}}
     return outputs, {"axis": comp.axis, "scale": comp.scale, "degradation": comp.degradation,
                      "summary": comp.summary, "per_slice": comp.per_slice}
 
@@ -100,9 +101,13 @@ def comparison_of(outputs: dict, facts: dict):
     """The Comparison (comparison.py) that `compute("compare", ...)` returned, rebuilt."""
     from .comparison import Comparison
 
-    methods = {k[len("output_"):]: v for k, v in outputs.items() if k.startswith("output_")}
-    return Comparison(None, outputs["low_resolution"], methods, facts["axis"], facts["scale"], facts["degradation"],
-                      facts["per_slice"], facts["summary"])
+    return Comparison(None, outputs["low_resolution"], maps_of(outputs, "output_"), facts["axis"], facts["scale"],
+                      facts["degradation"], facts["per_slice"], facts["summary"], maps_of(outputs))
+
+
+def maps_of(outputs: dict, prefix: str = "map_") -> dict:
+    """{name: volume} of a job's outputs named `prefix` + name."""
+    return {k[len(prefix):]: v for k, v in outputs.items() if k.startswith(prefix)}
 
 
 if __name__ == "__main__":

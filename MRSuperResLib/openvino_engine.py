@@ -6,7 +6,7 @@ loop; one 2-core AVX2 EPYC: 1.44x, 130 dB from torch). The network is converted 
 (about 30 s for the 23-block one) and the IR kept in the cache folder, keyed by the weights'
 sha256; a network built in code (no sha256) is converted in memory each time. `SliceEngine`
 runs it through the same batching, tiling, out-of-memory back-off, cancelling, progress and
-anchoring as the torch engine. Without the package nothing changes: `available()` is False and
+consistency step as the torch engine. Without the package nothing changes: `available()` is False and
 `precision="auto"` never offers it.
 """
 from __future__ import annotations

@@ -18,11 +18,17 @@ from pathlib import Path
 from .errors import MRSuperResError
 from .jobs import Job, ThreadJob, python_executable
 from .slicer_layout import save_comparison_picture, show_comparison, slice_logic, view_images
-from .slicer_nodes import CompareResult, add_volume_node, comparison_nodes, volume_from_node
+from .slicer_nodes import (MAP_OPACITY, CompareResult, add_map_nodes, add_volume_node, comparison_nodes,
+                           remove_nodes, show_map, volume_from_node)
 from .slicer_scene import layout_manager, require_slicer
 from .slicer_training import TrainingJob, launch_training, safe_name
 
 POLL_SECONDS = 0.1          # how often a blocking call looks at its job
+
+
+def consistency_default() -> str:
+    from .consistency import DEFAULT
+    return DEFAULT
 
 
 class MRSuperResLogic:
@@ -36,7 +42,7 @@ class MRSuperResLogic:
     # the panel's state in the scene (saved with it, restored when a scene is loaded)
     PARAMETER_DEFAULTS = {"model": "", "direction": "auto", "axis": "auto", "device": "auto", "detail": "0",
                           "selfEnsemble": "false", "selfSupervised": "false",
-                          "anchor": "true", "scale": "4", "degradation": "bilinear", "compareModel": "",
+                          "consistency": consistency_default(), "maps": "false", "scale": "4", "degradation": "bilinear", "compareModel": "",
                           "compareAxis": "auto", "compareDevice": "auto", "outputFolder": ""}
     TRAINING_PARAMETER_PREFIX = "train_"     # + a training option's name: the panel's training settings
     PARAMETER_NODE_REFERENCES = ("InputVolume", "GroundTruthVolume")
@@ -119,13 +125,16 @@ class MRSuperResLogic:
 
     def enhance(self, volumeNode, model=None, axis="auto", device="auto", precision="auto", detail=None,
                 progressCallback=None, cancel=None, show=True, name=None, waitForCompletion=True,
-                selfEnsemble=False, anchor=True, inProcess=False, direction="auto", spacing=None):
+                selfEnsemble=False, consistency=None, maps=False, inProcess=False, direction="auto",
+                spacing=None):
         """A new volume node: `volumeNode` super-resolved, on the exact finer grid: in-plane
         slice by slice, or (`direction` through-plane, or auto for thick slices) across its
         slices to `spacing` mm (default: the in-plane spacing) with the through-plane model.
         `detail` (0..1) blends the model with its GAN partner; `selfEnsemble` averages the
-        outputs for the 8 flips/rotations of each slice (8x the time); `anchor` (default) holds
-        the output's local brightness to the input's (False: the network's raw output).
+        outputs for the 8 flips/rotations of each slice (8x the time); `consistency` holds the
+        output to the input: "anchor" (default, its local brightness), "exact" (re-acquired it
+        is the input) or "none". `maps`: also the consistency and uncertainty maps, as volumes
+        under the result (8 self-ensemble passes; `showMap` overlays one).
         Runs as a child process; waitForCompletion=False returns the job at once (`poll()`,
         `done`/`total`, `secondsLeft`, `cancel()`, `wait()`; its `result` is the node).
         `inProcess=True` computes in this process instead (plain Python only: inside Slicer's
@@ -138,13 +147,21 @@ class MRSuperResLogic:
         direction, ax, _ = choose_direction(volume, direction, _axis(axis), scale)  # refused here, before any job
         model = model or default_model_for(direction)
         options = dict(axis=ax, direction=direction, spacing=spacing, device=device, precision=precision,
-                       self_ensemble=bool(selfEnsemble), anchor=bool(anchor))
+                       self_ensemble=bool(selfEnsemble), consistency=consistency or consistency_default(),
+                       maps=bool(maps))
 
         def finish(model_name, outputs, facts):
+            from .job_worker import maps_of
+
             how = (f"through-plane x{facts['factor']:g}" if facts.get("direction") == "through-plane"
                    else f"x{facts['scale']}")
             node = add_volume_node(outputs["output"], name or f"{volumeNode.GetName()} {model_name} {how}",
                                    like=volumeNode)
+            try:
+                add_map_nodes(self.scene, node, maps_of(outputs))
+            except BaseException:
+                remove_nodes([node])
+                raise
             node.SetAttribute("MRSuperRes.facts", json.dumps(facts))
             if show and layout_manager() is not None:
                 self.slicer.util.setSliceViewerLayers(background=node, fit=True)
@@ -155,10 +172,12 @@ class MRSuperResLogic:
 
     def compare(self, groundTruthNode, model=None, scale=4, degradation="bilinear", axis="auto",
                 device="auto", precision="auto", progressCallback=None, cancel=None,
-                waitForCompletion=True, anchor=True, inProcess=False) -> CompareResult:
+                waitForCompletion=True, consistency=None, maps=False, inProcess=False) -> CompareResult:
         """LR, SR, bicubic and bilinear volumes of a ground truth, in a subject-hierarchy folder,
-        with a metrics table (mean and std per method), a per-slice table and its plot. `anchor`,
-        `waitForCompletion` and `inProcess` as for enhance (the job's `result` is the CompareResult).
+        with a metrics table (mean and std per method), a per-slice table and its plot.
+        `consistency`, `waitForCompletion` and `inProcess` as for enhance (the job's `result` is
+        the CompareResult); `maps` adds |SR - GT|, the consistency and the uncertainty maps under
+        the SR volume (8 self-ensemble passes), for `showMap` to overlay in the SR view.
         `degradation` "thick": slices `scale` voxels apart and thick along the slice axis, restored
         by the through-plane model (the default then); bicubic/bilinear interpolate across them."""
         from .catalog import default_model_for
@@ -169,7 +188,7 @@ class MRSuperResLogic:
 
         gt = volume_from_node(groundTruthNode, "ground-truth volume")
         options = dict(scale=int(scale), degradation=degradation, axis=_axis(axis), device=device,
-                       precision=precision, anchor=bool(anchor))
+                       precision=precision, consistency=consistency or consistency_default(), maps=bool(maps))
 
         def finish(model_name, outputs, facts):
             return comparison_nodes(self.scene, groundTruthNode, comparison_of(outputs, facts), model_name,
@@ -232,6 +251,14 @@ class MRSuperResLogic:
             return compute(kind, volume, net, dict(options, progress=progress, cancel=cancelled))
 
         return ThreadJob(work, lambda value: finish(card.get("name", "model"), *value))
+
+    def showMap(self, node, name="consistency", opacity=MAP_OPACITY) -> int:
+        """Overlay the map `name` (consistency, uncertainty, error) of a result or comparison SR
+        node in colour on every slice view showing that node; name=None removes the overlay.
+        Returns the number of views changed."""
+        if isinstance(node, CompareResult):
+            node = node.superResolved
+        return show_map(self.scene, node, name, opacity)
 
     # the comparison layout
     def showComparison(self, result: CompareResult, orientation: str | None = None) -> list:

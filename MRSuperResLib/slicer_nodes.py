@@ -104,6 +104,63 @@ def folder(scene, name: str, nodes: list) -> int:
     return folder
 
 
+# the maps' colours: signed residual blue (output darker than the scan) to red (brighter); spreads and errors hot
+MAP_COLOURS = {"consistency": "vtkMRMLColorTableNodefMRI", "uncertainty": "vtkMRMLColorTableNodeIron",
+               "error": "vtkMRMLColorTableNodeIron"}
+MAP_TITLES = {"consistency": "consistency map", "uncertainty": "uncertainty map", "error": "|SR - GT|"}
+MAP_OPACITY = 0.5
+
+
+def add_map_nodes(scene, parent, maps: dict[str, Volume]) -> dict:
+    """{name: node} of `maps` as volumes under `parent` in the subject hierarchy, coloured (signed
+    consistency centred on 0), each pointing to its parent and the parent to them."""
+    slicer = require_slicer()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    made = {}
+    try:
+        for name, volume in maps.items():
+            node = add_volume_node(volume, f"{parent.GetName()} {MAP_TITLES.get(name, name)}")
+            made[name] = node
+            display = node.GetDisplayNode()
+            display.SetAndObserveColorNodeID(MAP_COLOURS.get(name, "vtkMRMLColorTableNodeIron"))
+            top = float(np.percentile(np.abs(volume.data), 99.5)) or 1.0
+            display.AutoWindowLevelOff()
+            if name == "consistency":
+                display.SetWindowLevel(2 * top, 0.0)
+            else:
+                display.SetWindowLevel(top, top / 2)
+            node.SetAttribute("MRSuperRes.mapOf", parent.GetID())
+            parent.SetAttribute(f"MRSuperRes.map.{name}", node.GetID())
+            # the application makes an item for every node; slicer-core alone does not
+            parent_item = sh.GetItemByDataNode(parent) or sh.CreateItem(sh.GetSceneItemID(), parent)
+            item = sh.GetItemByDataNode(node)
+            if item:
+                sh.SetItemParent(item, parent_item)
+            else:
+                sh.CreateItem(parent_item, node)
+    except BaseException:
+        remove_nodes(made.values())
+        raise
+    return made
+
+
+def show_map(scene, node, name: str | None, opacity: float = MAP_OPACITY) -> int:
+    """Overlay `node`'s map `name` (None: no overlay) on every slice view showing `node`;
+    returns how many views changed."""
+    overlay = None
+    if name is not None:
+        overlay = scene.GetNodeByID(node.GetAttribute(f"MRSuperRes.map.{name}") or "")
+        if overlay is None:
+            raise MRSuperResError(f"{node.GetName()} has no {name} map (enhance or compare with maps=True makes them)")
+    changed = 0
+    for composite in require_slicer().util.getNodesByClass("vtkMRMLSliceCompositeNode"):
+        if composite.GetBackgroundVolumeID() == node.GetID():
+            composite.SetForegroundVolumeID(overlay.GetID() if overlay is not None else None)
+            composite.SetForegroundOpacity(opacity if overlay is not None else 0.0)
+            changed += 1
+    return changed
+
+
 @dataclass
 class CompareResult:
     """The nodes `compare` made and the metrics it measured."""
@@ -119,10 +176,11 @@ class CompareResult:
     metrics: dict                 # {method: {metric: (mean, std)}}
     axis: int
     modelName: str
+    maps: dict = None             # {"error", "consistency", "uncertainty": node} when compared with maps
 
     def nodes(self) -> list:
         return [self.lowResolution, self.superResolved, self.bicubic, self.bilinear, self.metricsTable,
-                self.perSliceTable, self.plotChart]
+                self.perSliceTable, self.plotChart, *(self.maps or {}).values()]
 
 
 def comparison_nodes(scene, groundTruthNode, comp, model_name: str, scale: int, degradation: str) -> CompareResult:
@@ -170,10 +228,12 @@ def comparison_nodes(scene, groundTruthNode, comp, model_name: str, scale: int, 
             series.SetPlotType(series.PlotTypeScatter)
             chart.AddAndObservePlotSeriesNodeID(series.GetID())
         folder_id = folder(scene, f"{base} comparison x{scale} {degradation}", made)
+        maps = add_map_nodes(scene, vols["model"], comp.maps)
+        made += maps.values()
     except BaseException:
         remove_nodes(made)
         raise
     for node in made[:4]:
         node.SetAttribute("MRSuperRes.comparison", groundTruthNode.GetID())
     return CompareResult(groundTruthNode, lr, vols["model"], vols["bicubic"], vols["bilinear"], table,
-                         per_slice, chart, folder_id, metrics, comp.axis, model_name)
+                         per_slice, chart, folder_id, metrics, comp.axis, model_name, maps)

@@ -208,7 +208,7 @@ def enhance_through_plane(volume: Volume, model, *, axis="auto", spacing: float 
         stack = np.ascontiguousarray(np.moveaxis(fine, order, (0, 1, 2)))
         report = (lambda d, n, offset=done: progress(offset + d, total)) if progress else None
         sr = super_resolve_slices(runner, stack, batch_size=batch_size, tile=tile, progress=report,
-                                  cancel=cancel, anchor=False)
+                                  cancel=cancel, consistency="none")
         out += np.moveaxis(sr, (0, 1, 2), order)
         done += stack.shape[0]
         del stack, sr
@@ -220,7 +220,7 @@ def enhance_through_plane(volume: Volume, model, *, axis="auto", spacing: float 
                  input_spacing=[float(s) for s in volume.spacing], output_spacing=[float(s) for s in hr.spacing],
                  intensity_range=[lo, hi], seconds=time.perf_counter() - t0, slices=total,
                  device=str(runner.device), precision=runner.precision, engine=runner.engine,
-                 precision_why=runner.choice.why, anchor=False, self_ensemble=False,
+                 precision_why=runner.choice.why, consistency="none", self_ensemble=False,
                  model=model_provenance(model), plan=plan.as_facts())
     hr.meta["description"] = describe_output(facts)
     return hr, facts

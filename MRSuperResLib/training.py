@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import checkpoints
+from . import checkpoints, consistency
 from .calibration import choose
 from .devices import autocast, device_name, resolve_precision, select_device
 from .errors import MRSuperResError
@@ -79,12 +79,13 @@ def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = N
     lr, hr = val
     prec = "fp32" if precision == "fp16" else precision
     # torch: the weights change between validations, OpenVINO would convert the network each time
-    anchor = ema.scale != 1                  # as inference runs: through-plane output is never anchored
-    preds = {"model": super_resolve_slices(ema, lr, device=device, precision=prec, engine="torch", anchor=anchor)}
+    mode = consistency.DEFAULT if ema.scale != 1 else "none"   # as inference runs: through-plane never anchored
+    preds = {"model": super_resolve_slices(ema, lr, device=device, precision=prec, engine="torch",
+                                           consistency=mode)}
     if generator is not None:
         was_training = generator.training
         preds["generator"] = super_resolve_slices(generator.eval(), lr, device=device, precision=prec,
-                                                    engine="torch", anchor=anchor)
+                                                    engine="torch", consistency=mode)
         generator.train(was_training)
     # the baseline: bicubic upsampling, or at x1 the input itself (cubic interpolation across slices)
     preds["bicubic"] = lr if ema.scale == 1 else np.clip(upsample(lr, ema.scale, "bicubic"), 0, 1)

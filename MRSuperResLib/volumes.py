@@ -26,6 +26,7 @@ class Volume:
     data: np.ndarray                     # float32, [i, j, k]
     affine: np.ndarray                   # 4x4 voxel index -> RAS mm
     meta: dict = field(default_factory=dict)
+    maps: dict = field(default_factory=dict)   # name -> Volume on this grid (enhance_volume's maps)
 
     @property
     def spacing(self) -> np.ndarray:

@@ -71,11 +71,11 @@ def main() -> int:
     outputs = {}
     for precision in ["fp32"] + [p for p in candidates(dev) if p != "fp32"]:
         engine = SliceEngine(model, device=dev, precision=precision)
-        super_resolve_slices(engine, stack[:8], anchor=False)                   # warm-up
+        super_resolve_slices(engine, stack[:8], consistency="none")                   # warm-up
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        outputs[precision] = super_resolve_slices(engine, stack, anchor=False)
+        outputs[precision] = super_resolve_slices(engine, stack, consistency="none")
         seconds = time.perf_counter() - t0
         tflops = flops * len(stack) / seconds / 1e12
         agree = psnr(outputs[precision], outputs["fp32"])
@@ -88,7 +88,7 @@ def main() -> int:
     step("auto choice", True, precision=choice.precision, why=choice.why)
 
     engine = SliceEngine(model, device=dev, precision=choice.precision, compile=True)
-    compiled = super_resolve_slices(engine, stack[:8], anchor=False)
+    compiled = super_resolve_slices(engine, stack[:8], consistency="none")
     step("compile", psnr(compiled, outputs[choice.precision][:8]) >= ACCURACY_DB,
          compiled=engine.compiled, psnr_vs_eager=round(psnr(compiled, outputs[choice.precision][:8]), 1))
 
@@ -111,7 +111,7 @@ def main() -> int:
         engine = SliceEngine(model, device=dev, precision=choice.precision, notify=notes.append)
         blocks = fill(400)
         try:
-            out = super_resolve_slices(engine, big, batch_size=64, anchor=False)
+            out = super_resolve_slices(engine, big, batch_size=64, consistency="none")
         finally:
             del blocks
             torch.cuda.empty_cache()
@@ -121,7 +121,7 @@ def main() -> int:
         engine = SliceEngine(model, device=dev, precision=choice.precision, notify=notes.append)
         blocks = fill(8)
         try:
-            out = super_resolve_slices(engine, stack[:2], batch_size=2, anchor=False)
+            out = super_resolve_slices(engine, stack[:2], batch_size=2, consistency="none")
         finally:
             del blocks
             torch.cuda.empty_cache()

@@ -53,7 +53,13 @@ def main() -> None:
                         help="take the weights from the run's checkpoint at this iteration (e.g. a GAN checkpoint "
                              "picked by validation VIF) instead of the run's exported model (EMA) or newest "
                              "checkpoint (generator)")
+    parser.add_argument("--record-maps", action="store_true",
+                        help="score how well the shipped model NAME's consistency and uncertainty maps rank its "
+                             "errors on the validation volume (8 self-ensemble passes) and add that to its card")
     args = parser.parse_args()
+    if args.record_maps:
+        record_maps(args)
+        return
     if args.rescore != (args.run is None):
         parser.error("give a RUN to ship, or --rescore (and no RUN) to re-score a shipped model")
     if args.rescore:
@@ -112,6 +118,31 @@ def rescore(args) -> None:
     print(f"re-scored {card_path(path)} (weights unchanged, sha256 {card['sha256'][:16]}...)")
 
 
+def record_maps(args) -> None:
+    """The validation record's map figures (map_scores on the validation volume, bilinear x4, axial,
+    self-ensemble for the uncertainty map), written into the shipped card; weights untouched."""
+    from MRSuperResLib.cards import card_path, write_card
+    from MRSuperResLib.catalog import SHIPPED_DIR
+    from MRSuperResLib.evaluate import evaluate, format_table
+    from MRSuperResLib.weights import load_generator
+
+    path = SHIPPED_DIR / f"{args.name}.safetensors"
+    model, card = load_generator(path)
+    val_sha, _ = held_out(args, card)
+    result = evaluate([str(args.val)], model, model_name=args.name, scale=4, degradation="bilinear", axis=2,
+                      self_ensemble=True, baselines=("bicubic",))
+    print(format_table(result))
+    card["validation"] = {**card["validation"], "maps": {
+        "volume": args.val.name, "sha256": val_sha, "self_ensemble": True,
+        "consistency_step": result["model"]["consistency"], "ranking": result["maps"],
+        "data_consistency": result["data_consistency"],
+        "ssim_psnr_self_ensemble": {k: round(result["methods"]["model"][k]["mean"], 4) for k in ("ssim", "psnr")},
+        "protocol": "patches of 4x4 input voxels with tissue; Spearman of mean |map| vs mean |SR - GT|, "
+                    "share of the worst 5% caught by the map's top 5% (MRSuperResLib.map_scores)"}}
+    write_card(path, card)
+    print(f"recorded the maps' figures in {card_path(path)}")
+
+
 def held_out(args, card: dict) -> tuple[str, list[tuple[Path, str]]]:
     """The validation volume's sha256 and the independent scans as (path, sha256), refusing
     any of them that is among the card's training volumes."""
@@ -150,7 +181,8 @@ def validate(model, name: str, val: Path, val_sha: str) -> tuple[dict, dict]:
               "held_out": "not among the training volumes (checked by sha256)",
               "protocol": "evaluate: axial slices (axis 2), bilinear x4, per-volume min-max, blank slices dropped",
               "slices": result["n_slices"], "inference_precision": result["model"]["precision"],
-              "inference_anchor": result["model"]["anchor"], "metrics_mean": table}
+              "inference_consistency": result["model"]["consistency"], "metrics_mean": table,
+              "consistency_map": result["maps"].get("consistency")}
     return record, table
 
 

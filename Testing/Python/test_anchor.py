@@ -1,4 +1,4 @@
-"""Anchoring (inference.anchor_to_input): the output's local brightness is held to the input's.
+"""Anchoring (consistency.anchor_to_input): the output's local brightness is held to the input's.
 Checked against an independent numpy implementation, on synthetic cases that show each of its
 promises, and with the shipped fidelity model on real MRI given a scanner-like noise floor."""
 from __future__ import annotations
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from MRSuperResLib import inference
+from MRSuperResLib import consistency
 from MRSuperResLib.catalog import load_model
-from MRSuperResLib.inference import anchor_to_input, super_resolve_slices
+from MRSuperResLib.consistency import anchor_to_input
+from MRSuperResLib.inference import super_resolve_slices
 from MRSuperResLib.resample import downsample, upsample
 
 
@@ -27,14 +28,14 @@ def independent_anchor(sr, lr):
     n, h, w = lr.shape
     s = sr.shape[1] // h
     seen = box(sr, s)
-    sig = (0, inference.ANCHOR_SIGMA, inference.ANCHOR_SIGMA)
-    floor, cap = inference.ANCHOR_FLOOR, inference.ANCHOR_MAX_GAIN
+    sig = (0, consistency.ANCHOR_SIGMA, consistency.ANCHOR_SIGMA)
+    floor, cap = consistency.ANCHOR_FLOOR, consistency.ANCHOR_MAX_GAIN
     ratio = np.clip((gaussian_filter(lr, sig) + floor) / (gaussian_filter(seen, sig) + floor), 1 / cap, cap)
     return np.clip(sr * bilinear_up(ratio, s), 0, 1)
 
 
 def local_brightness(stack_lr_grid):
-    return gaussian_filter(stack_lr_grid, (0, inference.ANCHOR_SIGMA, inference.ANCHOR_SIGMA))
+    return gaussian_filter(stack_lr_grid, (0, consistency.ANCHOR_SIGMA, consistency.ANCHOR_SIGMA))
 
 
 def box(sr, s):
@@ -87,7 +88,7 @@ def test_anchoring_the_fidelity_model_on_real_mri_with_a_noise_floor(sample_volu
     hr = np.clip(np.abs(hr + noise), 0, 1).astype(np.float32)
     lr = np.clip(downsample(hr, 4, "bilinear"), 0, 1)
     model, _ = load_model("mri-x4-fidelity")
-    raw = super_resolve_slices(model, lr, device="cpu", precision="bf16", anchor=False)
+    raw = super_resolve_slices(model, lr, device="cpu", precision="bf16", consistency="none")
     anchored = super_resolve_slices(model, lr, device="cpu", precision="bf16")
     target = local_brightness(lr)
     err_raw = np.abs(local_brightness(box(raw, 4)) - target).mean()

@@ -13,7 +13,8 @@ from torch.nn import functional as F
 from conftest import tiny_model, write_nifti
 from MRSuperResLib.cli import main
 from MRSuperResLib.errors import Cancelled
-from MRSuperResLib.inference import anchor_to_input, enhance_volume, super_resolve_slices
+from MRSuperResLib.consistency import anchor_to_input
+from MRSuperResLib.inference import enhance_volume, super_resolve_slices
 from MRSuperResLib.volumes import Volume
 
 
@@ -76,7 +77,7 @@ def test_enhance_cli_matches_an_independent_implementation(tmp_path, save_tiny, 
     weights = save_tiny(lively(tiny_model(scale, blocks=2)), "tiny")
     out, raw = tmp_path / "out.nii.gz", tmp_path / "raw.nii.gz"
     assert main(["enhance", str(src), "-o", str(raw), "--model", str(weights), "--axis", "2", "--no-anchor"]) == 0
-    assert "(not anchored)" in capsys.readouterr().out
+    assert "consistency none" in capsys.readouterr().out
     assert main(["enhance", str(src), "-o", str(out), "--model", str(weights), "--axis", "2"]) == 0
     state = load_file(str(weights))
     slices = vol.transpose(2, 0, 1).astype(np.float32)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import nearest_model, tiny_model
 
-from MRSuperResLib import calibration, devices, inference
+from MRSuperResLib import calibration, consistency, devices, inference
 from MRSuperResLib.catalog import load_model
 from MRSuperResLib.cli import main
 from MRSuperResLib.errors import MRSuperResError
@@ -55,14 +55,14 @@ def test_auto_precision_follows_the_hardware():
 
 def test_bf16_batched_path_matches_the_fp32_loop_on_real_mri(realesrgan, real_lr_slices):
     ref = reference_loop(realesrgan, real_lr_slices)
-    fast = super_resolve_slices(realesrgan, real_lr_slices, device="cpu", precision="bf16", anchor=False)
-    batched_fp32 = super_resolve_slices(realesrgan, real_lr_slices, device="cpu", precision="fp32", anchor=False)
+    fast = super_resolve_slices(realesrgan, real_lr_slices, device="cpu", precision="bf16", consistency="none")
+    batched_fp32 = super_resolve_slices(realesrgan, real_lr_slices, device="cpu", precision="fp32", consistency="none")
     assert psnr(batched_fp32, ref) >= 80                    # batching and channels_last change nothing
     assert psnr(fast, ref) >= inference.ACCURACY_DB
     assert psnr(fast, ref) < 200                            # bf16 really ran (not fp32 in disguise)
     # anchoring (the default) scales by up to 4x: bf16 still agrees with the anchored fp32 loop
     anchored = super_resolve_slices(realesrgan, real_lr_slices, device="cpu", precision="bf16")
-    assert psnr(anchored, inference.anchor_to_input(ref, real_lr_slices)) >= inference.ACCURACY_DB
+    assert psnr(anchored, consistency.anchor_to_input(ref, real_lr_slices)) >= inference.ACCURACY_DB
 
 
 def test_tiles_blend_without_seams_on_real_mri(realesrgan, sample_volume):
@@ -131,14 +131,14 @@ def test_constant_slices_run_once_and_match():
     seen = []
     forward = model.forward
     model.forward = lambda x: (seen.append(x.shape[0]), forward(x))[1]
-    out = super_resolve_slices(model, stack, device="cpu", precision="fp32", batch_size=1, anchor=False)
+    out = super_resolve_slices(model, stack, device="cpu", precision="fp32", batch_size=1, consistency="none")
     assert sum(seen) == 4                                   # zeros once, 0.25 once, two tissue slices
     anchored = super_resolve_slices(model, stack, device="cpu", precision="fp32", batch_size=1)
     model.forward = forward
     with torch.no_grad():
         each = np.stack([model(torch.from_numpy(s[None, None]))[0, 0].clamp(0, 1).numpy() for s in stack])
     assert np.allclose(out, each, atol=1e-5)
-    assert np.allclose(anchored, inference.anchor_to_input(each, stack), atol=1e-5)
+    assert np.allclose(anchored, consistency.anchor_to_input(each, stack), atol=1e-5)
 
 
 def test_a_miscompiled_network_is_caught_and_replaced_by_the_eager_one():

@@ -51,9 +51,9 @@ def test_openvino_matches_torch_fp32_through_batches_tiles_and_anchoring(home, s
     for kwargs in ({}, {"batch_size": 1}, {"tile": 24}):
         out = super_resolve_slices(engine, lr, **kwargs)
         assert out.shape == torch_out.shape and psnr(out, torch_out) >= ACCURACY_DB, kwargs
-    raw = super_resolve_slices(engine, lr, anchor=False)
+    raw = super_resolve_slices(engine, lr, consistency="none")
     assert psnr(raw, super_resolve_slices(small, lr, device="cpu", precision="fp32", engine="torch",
-                                          anchor=False)) >= ACCURACY_DB
+                                          consistency="none")) >= ACCURACY_DB
 
 
 def test_the_converted_network_is_cached_by_sha256_and_a_damaged_cache_is_converted_again(home, small):

@@ -176,7 +176,7 @@ def test_shipped_model_cards_are_complete_and_honest(path):
     trained = {d["sha256"] for d in card["training_data"]}
     assert all(d.get("file") and d.get("source") for d in card["training_data"])     # which package, not a path
     assert card["validation"]["sha256"] not in trained
-    assert card["validation"]["inference_anchor"] is True            # figures of the default inference
+    assert card["validation"]["inference_consistency"] == "anchor"    # figures of the default inference
     assert all(c["sha256"] not in trained for c in card.get("independent_check", []))
     assert trained <= {v["sha256"] for v in datasets.VOLUMES.values()}     # only the listed volumes
     assert model.scale == 4 and sha256_of(path)

@@ -83,11 +83,11 @@ def test_enhance_a_real_volume_lands_on_the_core_grid(scene, models):
     assert np.allclose(slicer.util.arrayFromVolume(ens), arr, atol=1e-4 * np.abs(lr).max())
     assert json.loads(ens.GetAttribute("MRSuperRes.facts"))["self_ensemble"] is True
     # anchoring is on by default (the nearest model's output already has its input's brightness)
-    assert json.loads(sr.GetAttribute("MRSuperRes.facts"))["anchor"] is True
-    raw = MRSuperResLogic().enhance(node, model=str(models["near"]), axis=2, precision="fp32", anchor=False)
-    assert json.loads(raw.GetAttribute("MRSuperRes.facts"))["anchor"] is False
+    assert json.loads(sr.GetAttribute("MRSuperRes.facts"))["consistency"] == "anchor"
+    raw = MRSuperResLogic().enhance(node, model=str(models["near"]), axis=2, precision="fp32", consistency="none")
+    assert json.loads(raw.GetAttribute("MRSuperRes.facts"))["consistency"] == "none"
     assert np.allclose(slicer.util.arrayFromVolume(raw), arr, atol=1e-4 * np.abs(lr).max())
-    assert MRSuperResLogic().getParameterNode().GetParameter("anchor") == "true"
+    assert MRSuperResLogic().getParameterNode().GetParameter("consistency") == "anchor"
 
 
 def test_compare_makes_the_volumes_table_layout_and_links_the_views(scene, tmp_path, models):
@@ -368,3 +368,48 @@ def test_fine_tuning_on_a_thick_volume_runs_self_supervised_and_registers(scene,
     assert sent["scale"] == 1 and sent["degrade"] == "thick" and sent["slice_factors"] == [4.0, 4.0]
     assert sent["axis"] == "2" and sent["iters"] == 2 and sent["init"] == str(start)
     assert job.registeredModel == "ft"
+
+
+def test_maps_are_volumes_under_the_result_and_overlay_in_the_linked_views(scene, tmp_path, models):
+    gt = small_gt(scene, tmp_path)
+    logic = MRSuperResLogic()
+    lr = logic.compare(gt, model=str(models["near"]), scale=4, degradation="bilinear", axis=2).lowResolution
+    before = node_count(scene)
+    sr = logic.enhance(lr, model=str(models["tiny"]), axis=2, precision="fp32", maps=True, consistency="exact")
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    under = [sh.GetItemDataNode(sh.GetItemByPositionUnderParent(sh.GetItemByDataNode(sr), i))
+             for i in range(sh.GetNumberOfItemChildren(sh.GetItemByDataNode(sr)))]
+    assert {n.GetName() for n in under} == {f"{sr.GetName()} consistency map", f"{sr.GetName()} uncertainty map"}
+    for node in under:                                       # on the result's exact grid
+        assert np.allclose(ijk_to_ras(node), ijk_to_ras(sr), atol=1e-9)
+        assert slicer.util.arrayFromVolume(node).shape == slicer.util.arrayFromVolume(sr).shape
+    assert node_count(scene) - before >= 3
+    facts = json.loads(sr.GetAttribute("MRSuperRes.facts"))
+    assert facts["consistency"] == "exact" and facts["data_consistency"]["output"]["rms"] < 1e-5
+    # the overlay toggles on the views that show the result, and off again
+    logic.showComparison(logic.compare(gt, model=str(models["near"]), scale=4, axis=2))   # slice views, no Qt
+    composite = [c for c in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode")
+                 if c.GetLayoutName() == "MRSuperResGT"][0]
+    composite.SetBackgroundVolumeID(sr.GetID())
+    assert logic.showMap(sr, "consistency") >= 1
+    assert composite.GetForegroundVolumeID() == sr.GetAttribute("MRSuperRes.map.consistency")
+    assert composite.GetForegroundOpacity() > 0
+    logic.showMap(sr, None)
+    assert composite.GetForegroundVolumeID() is None
+    plain = logic.enhance(lr, model=str(models["tiny"]), axis=2, precision="fp32")
+    with pytest.raises(MRSuperResError, match="no uncertainty map"):
+        logic.showMap(plain, "uncertainty")
+    # compare with maps: |SR - GT| and both maps under the SR volume, overlaid in the SR view
+    result = logic.compare(gt, model=str(models["tiny"]), scale=4, degradation="bilinear", axis=2, maps=True)
+    assert set(result.maps) == {"error", "consistency", "uncertainty"}
+    for node in result.maps.values():
+        assert np.allclose(ijk_to_ras(node), ijk_to_ras(result.superResolved), atol=1e-9)
+    error = slicer.util.arrayFromVolume(result.maps["error"])
+    assert np.allclose(error, np.abs(slicer.util.arrayFromVolume(result.superResolved)
+                                     - slicer.util.arrayFromVolume(gt)[:, :error.shape[1], :error.shape[2]]),
+                       atol=1e-3 * np.ptp(slicer.util.arrayFromVolume(gt)))
+    views = logic.showComparison(result)
+    assert logic.showMap(result, "error") == 1                # the SR view, linked with the others
+    sr_view = [c for c in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode")
+               if c.GetLayoutName() == views[2].GetLayoutName()][0]
+    assert sr_view.GetForegroundVolumeID() == result.maps["error"].GetID() and sr_view.GetLinkedControl()

@@ -112,7 +112,7 @@ def test_a_thick_phantom_lands_back_on_its_isotropic_grid(monkeypatch):
 
     monkeypatch.setattr(SliceEngine, "forward", identity)
     out, facts = enhance_volume(thick, tiny_model(1), direction="auto", device="cpu", precision="fp32",
-                                anchor=False)
+                                consistency="none")
     assert out.data.shape == hr.shape and np.allclose(out.affine, affine, atol=1e-6)
     assert facts["direction"] == "through-plane" and facts["factor"] == 5.0
     assert {s[1] for s in seen} == {40}                                    # the slice axis as rows
