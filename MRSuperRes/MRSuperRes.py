@@ -1,6 +1,7 @@
 """MRSuperRes: super-resolution of MRI volumes with a 1-channel Real-ESRGAN generator.
 
-This file is the Slicer module: the module description, the panel (widget) and the self-test.
+This file is the Slicer module: the module description and the panel (widget); the panel's
+model list, map overlay and training sections and the self-test are in MRSuperResPanel/ beside it.
 All work is done by `MRSuperResLogic` (MRSuperResLib/slicer_logic.py), which needs no Qt and is
 also what the Python console and batch scripts use:
 
@@ -17,7 +18,7 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:                                   # MRSuperResSetup, beside this file
+if _HERE not in sys.path:                                   # MRSuperResSetup and MRSuperResPanel, beside this file
     sys.path.insert(0, _HERE)
 for _candidate in (_HERE, os.path.dirname(_HERE)):          # installed extension / source tree
     if os.path.isdir(os.path.join(_candidate, "MRSuperResLib")) and _candidate not in sys.path:
@@ -37,7 +38,7 @@ def __getattr__(name):
 
 
 from MRSuperResSetup.dependencies import (default_home_dir, dependency_lines, ensure_dependencies,  # noqa: E402
-                                          installed_versions, training_output_folder)
+                                          installed_versions)
 
 # Panel state is synced by hand, not with slicer.parameterNodeWrapper: the wrapper stores bools as
 # "True"/"False" (the logic's node holds "true"/"false"), a QComboBox needs a fixed Choice list it
@@ -66,8 +67,7 @@ TRAINING_FIXED = ("axis",)
 try:                                     # the Slicer application (Qt) is there
     import qt
     import slicer
-    from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
-                                               ScriptedLoadableModuleWidget)
+    from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleWidget
     from slicer.util import VTKObservationMixin
     HAVE_APP = hasattr(slicer, "app")
 except ImportError:                      # plain Python with slicer-core: the logic only
@@ -76,7 +76,11 @@ except ImportError:                      # plain Python with slicer-core: the lo
 
 if HAVE_APP:
     import logging
-    import time
+
+    from MRSuperResPanel.self_test import MRSuperResTest  # noqa: F401 (the test runner finds it here)
+    from MRSuperResPanel.maps import MapsPanel
+    from MRSuperResPanel.models import ModelsPanel
+    from MRSuperResPanel.training import TrainingPanel
 
     class MRSuperRes(ScriptedLoadableModule):
         def __init__(self, parent):
@@ -95,7 +99,8 @@ if HAVE_APP:
                 "Shakibapour and Ebrahimi, Single MR image super-resolution using generative adversarial "
                 "network; Colin27 sample (Holmes et al. 1998, BSD-3).")
 
-    class MRSuperResWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    class MRSuperResWidget(ModelsPanel, MapsPanel, TrainingPanel, ScriptedLoadableModuleWidget,
+                           VTKObservationMixin):
         """The panel. It reads controls, calls the logic and shows what comes back. The logic
         (and with it torch) is created only once the dependencies are there: on entering the
         panel when they already are, else on the first Apply/Start or 'Install dependencies'."""
@@ -150,7 +155,7 @@ if HAVE_APP:
             self.ui.directionComboBox.clear()
             self.ui.directionComboBox.addItems(["auto", "in-plane", "through-plane"])
             self.ui.consistencyComboBox.addItems(["anchor", "exact", "none"])      # consistency.MODES (a test checks)
-            self.ui.mapOverlayComboBox.addItems(["no overlay", "consistency", "uncertainty", "error"])
+            self.ui.mapOverlayComboBox.addItems(["no overlay", "consistency", "uncertainty", "detail", "error"])
             self.ui.mapOverlayComboBox.connect("currentIndexChanged(int)", self.onMapOverlay)
             self.lastResult = None                   # the newest enhance node or CompareResult with maps
             self.ui.initModelComboBox.addItems(["realesrgan", "scratch"])
@@ -337,63 +342,7 @@ if HAVE_APP:
             """The new, empty scene: its node is seeded from QSettings."""
             self.updateGUIFromParameterNode()
 
-        # -- models
-        def refreshModels(self):
-            """Re-list the models, keeping each combo's choice; writes nothing to the parameter node."""
-            self.models = self.logic.listModels()
-            self._updating = True
-            try:
-                for combo in self.modelCombos() + [self.ui.initModelComboBox]:
-                    current = combo.currentText
-                    combo.clear()
-                    if combo is self.ui.initModelComboBox:
-                        combo.addItems(["realesrgan", "scratch"])
-                    for card in self.models:
-                        combo.addItem(card["name"])
-                    if current and combo.findText(current) >= 0:
-                        combo.currentIndex = combo.findText(current)
-                    elif current and combo.editable:
-                        combo.setEditText(current)
-            finally:
-                self._updating = False
-            self.onModelChanged()
-
-        def card(self):
-            return next((c for c in self.models if c["name"] == self.ui.modelComboBox.currentText), None)
-
-        def onModelChanged(self, *_):
-            card = self.card()
-            if card is None:
-                self.ui.modelInfoLabel.text = ""
-                return
-            metrics = card.get("metrics") or {}
-            facts = [f"x{card.get('scale', '?')}", f"data: {str(card.get('training_data') or 'unknown')[:80]}"]
-            if isinstance(metrics, dict) and metrics:
-                facts.append("metrics: " + ", ".join(f"{k} {v}" for k, v in list(metrics.items())[:4]))
-            self.ui.modelInfoLabel.text = "\n".join(facts)
-            self.ui.detailSlider.enabled = bool(card.get("detail_partner"))
-
-        def detailValue(self):
-            """The detail slider's value when the chosen model has a GAN partner, else None."""
-            card = self.card() or {}
-            return float(self.ui.detailSlider.value) if card.get("detail_partner") else None
-
-        def onImportModel(self):
-            if not self.ensureLogic():
-                return
-            path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import a model",
-                                                  "", "Weights (*.safetensors *.pth *.param)")
-            if path:
-                with slicer.util.tryWithErrorDisplay("Could not import the model", waitCursor=True):
-                    name = self.logic.importModel(path)
-                    self.refreshModels()
-                    self.ui.modelComboBox.currentIndex = self.ui.modelComboBox.findText(name)
-
-        def onOpenModelsFolder(self):
-            folder = default_home_dir() / "models"
-            folder.mkdir(parents=True, exist_ok=True)
-            qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
-
+        # -- inputs and models (the model list itself: MRSuperResPanel/models.py)
         def onInputChanged(self, *_):
             """What Enhance will make of the input: direction (auto's choice), output size, warnings."""
             node = self.ui.inputSelector.currentNode()
@@ -511,9 +460,8 @@ if HAVE_APP:
                 label.text = "cancelled; nothing was added to the scene"
             elif kind == "enhance":
                 label.text = f"done: '{job.result.GetName()}' added to the scene"
-                self.lastResult = job.result
+                self.showMapsOf(job.result, job.result.GetAttribute("MRSuperRes.map.consistency"))
             else:
-                self.lastResult = job.result
                 m = job.result.metrics
                 label.text = "\n".join(f"{method}: SSIM {v['ssim'][0]:.3f}, PSNR {v['psnr'][0]:.2f} dB, "
                                        f"VIF {v['vif'][0]:.3f}" for method, v in m.items())
@@ -521,81 +469,11 @@ if HAVE_APP:
                     self.logic.showComparison(job.result)
                 except Exception as exc:           # no views (--no-main-window): the metrics still show
                     logging.warning("MRSuperRes: cannot show the comparison: %s", exc)
-
-        def onMapOverlay(self, *_):
-            """Overlay the chosen map of the newest result on the views showing it (or none)."""
-            name = self.ui.mapOverlayComboBox.currentText
-            if self.lastResult is None or not self.ensureLogic():
-                return
-            with slicer.util.tryWithErrorDisplay("Cannot show the map"):
-                self.logic.showMap(self.lastResult, None if name == "no overlay" else name)
-
-        # -- training: a child process; its event log fills the tables and the curves
-        def onStartTraining(self, resume=False):
-            if self.trainingJob is not None or not self.ensureLogic():
-                return
-            self.updateParameterNodeFromGUI()
-            self.saveSettings()
-            bar, label = self.ui.trainingProgressBar, self.ui.trainingStatusLabel
-            bar.maximum, bar.value = 100, 0
-            label.text = ""
-            with slicer.util.tryWithErrorDisplay("Could not start training"):
-                folder = training_output_folder(self.ui.outputDirectoryButton.directory, default_home_dir() / "runs",
-                                                resume, time.strftime("%Y%m%d-%H%M%S"))
-                folder.mkdir(parents=True, exist_ok=True)
-                if not os.access(str(folder), os.W_OK):
-                    raise PermissionError(f"cannot write to {folder}: choose another output folder")
-                self.ui.outputDirectoryButton.directory = str(folder)      # Resume continues this run
-                own = self.ui.selfSupervisedCheckBox.checked        # fine-tune on this (thick-slice) volume
-                self.trainingJob = self.logic.train(
-                    self.ui.trainingVolumesSelector.checkedNodes(), str(folder),
-                    validationNodes=[] if own else self.ui.validationVolumesSelector.checkedNodes(),
-                    selfSupervised=own, **{**self.logic.trainingOptions(), "resume": resume})
-                self.setTrainingRunning(True)
-                label.text = "starting..."
-                self.timer.start()
-                try:
-                    slicer.modules.plots.logic().ShowChartInLayout(self.trainingJob.lossChart)
-                except Exception as exc:           # no layout (--no-main-window)
-                    logging.warning("MRSuperRes: cannot show the loss curves: %s", exc)
-
-        def setTrainingRunning(self, running):
-            self.trainingStopping = False
-            self.ui.startTrainingButton.enabled = self.ui.resumeTrainingButton.enabled = not running
-            self.ui.stopTrainingButton.enabled = running
-
-        def onStopTraining(self):
-            if self.trainingJob is not None:
-                self.trainingJob.stop()             # asks for a graceful stop; returns at once
-                self.trainingStopping = True
-                self.ui.stopTrainingButton.enabled = False
-                self.ui.trainingStatusLabel.text = "stopping: saving a checkpoint and the model..."
-
-        def pollTraining(self):
-            job = self.trainingJob
-            status = job.poll()
-            it, iters, eta = job.progress
-            bar, label = self.ui.trainingProgressBar, self.ui.trainingStatusLabel
-            if status == "running":
-                bar.maximum, bar.value = max(1, iters), it
-                if not self.trainingStopping and iters:
-                    label.text = f"iteration {it}/{iters}" + (f", {eta / 60:.0f} min left" if eta else "")
-                return
-            self.trainingJob = None
-            self.setTrainingRunning(False)
-            bar.maximum, bar.value = 100, 0
-            if status == "failed":
-                label.text = "failed"
-                slicer.util.errorDisplay(job.message)
-            elif status == "cancelled":
-                label.text = "cancelled before a model was saved"
-            else:
-                self.refreshModels()
-                label.text = (f"{status} at iteration {it}: model '{job.registeredModel}' added to the model list"
-                              if job.registeredModel else f"{status}: no model was exported")
+                self.showMapsOf(job.result, job.result.maps)
 
         # -- scene close and application quit: never block
         def onSceneStartClose(self, *_):
+            self.lastResult = None
             for kind, job in self.jobs.items():
                 if job is not None:
                     job.cancel()
@@ -624,50 +502,3 @@ if HAVE_APP:
             self.onApplicationQuit()
             self.removeObservers()
             slicer.app.disconnect("aboutToQuit()", self.onApplicationQuit)
-
-    class MRSuperResTest(ScriptedLoadableModuleTest):
-        """Loads a small volume, enhances it with a tiny model and compares (Slicer's self-test,
-        registered with CTest); skipped where torch is not installed, as testing never installs."""
-
-        def setUp(self):
-            slicer.mrmlScene.Clear()
-
-        def runTest(self):
-            self.setUp()
-            self.test_enhance_and_compare()
-
-        def test_enhance_and_compare(self):
-            missing = dependency_lines(installed_versions())
-            if missing:
-                self.skipTest("MRSuperRes's dependencies are not installed: " + "; ".join(missing))
-            import tempfile
-
-            import numpy as np
-            import torch
-
-            from MRSuperResLib.rrdbnet import RRDBNet
-            from MRSuperResLib.slicer_logic import MRSuperResLogic
-            from MRSuperResLib.weights import save_model
-
-            self.delayDisplay("Loading the bundled Colin27 sample")
-            path = os.path.join(os.path.dirname(_HERE), "Resources", "SampleData", "colin27_t1_brain_slab.nii.gz")
-            if not os.path.exists(path):
-                path = os.path.join(_HERE, "Resources", "SampleData", "colin27_t1_brain_slab.nii.gz")
-            node = slicer.util.loadVolume(path)
-            torch.manual_seed(0)
-            with tempfile.TemporaryDirectory() as tmp:
-                model = os.path.join(tmp, "tiny.safetensors")
-                save_model(RRDBNet(1, 1, scale=4, num_feat=8, num_block=1, num_grow_ch=4), model,
-                           {"training_data": "random (self-test)", "iterations": 0})
-                logic = MRSuperResLogic()
-                self.delayDisplay("Enhancing 4 slices")
-                small = slicer.util.addVolumeFromArray(slicer.util.arrayFromVolume(node)[20:24].copy(),
-                                                       name="slab")
-                sr = logic.enhance(small, model=model, axis=2)
-                self.assertEqual(slicer.util.arrayFromVolume(sr).shape, (4, 184 * 4, 148 * 4))
-                self.delayDisplay("Comparing against bicubic")
-                result = logic.compare(small, model=model, scale=4, axis=2)
-                logic.showComparison(result)
-                self.assertEqual(result.metricsTable.GetNumberOfRows(), 3)
-                self.assertTrue(np.isfinite(result.metrics["Bicubic"]["psnr"][0]))
-            self.delayDisplay("Test passed")

@@ -129,6 +129,23 @@ def load_model(spec: str | None, fetch_default: bool = True, detail: float | Non
     return blended, blended.card
 
 
+def detail_ends(model):
+    """(fidelity, GAN) generators at the two ends of `model`'s detail setting, or None: for a GAN
+    model whose card names its fidelity partner, and for a blend of the two (--detail). The
+    detail map (inference.detail_spread) compares their outputs."""
+    card = getattr(model, "card", None) or {}
+    if card.get("detail_models"):
+        names = card["detail_models"]["fidelity"]["name"], card["detail_models"]["gan"]["name"]
+    elif card.get("stage") == "gan" and card.get("detail_partner"):
+        names = card["detail_partner"], None
+    else:
+        return None
+    try:
+        return tuple(model if n is None else load_generator(resolve_model(n, False))[0] for n in names)
+    except MRSuperResError:
+        return None                       # the partner is not installed here: no detail map
+
+
 def interpolate_networks(fidelity, gan, detail: float):
     """A new generator with parameters (1 - detail) * fidelity + detail * gan."""
     import copy

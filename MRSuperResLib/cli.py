@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maps", default=None, metavar="DIR",
                    help="also write the consistency map (re-acquired output minus input: where the output is not "
                         "backed by the scan) and the uncertainty map (spread over the 8 self-ensemble passes, "
-                        "which this runs: 8x the time, and the output is their mean) into DIR, on the output's grid")
+                        "which this runs: 8x the time, and the output is their mean) into DIR, on the output's grid; "
+                        "for a GAN model also the detail map (|GAN - fidelity| / 2: 2 more passes)")
     p.add_argument("--direction", default="auto", choices=("auto", "in-plane", "through-plane"),
                    help="in-plane: each slice made --scale times finer; through-plane: the slice axis of a "
                         "thick-slice scan brought to --spacing (x1 through-plane model); auto: through-plane when "
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detail-model", default=None, help="as for enhance")
     p.add_argument("--self-ensemble", action="store_true", help="as for enhance: mean over 8 flips/rotations")
     consistency_options(p)
+    p.add_argument("--maps", action="store_true",
+                   help="also score the uncertainty map (runs the 8 self-ensemble passes) and, for a GAN model, the "
+                        "detail map against the error; the consistency map is always scored")
     p.add_argument("--scale", type=int, default=4, help="resolution factor to simulate; the model must match")
     p.add_argument("--degrade", default="bilinear", choices=DEGRADATIONS + ("thick",), help=DEGRADE_HELP)
     thick_options(p)
@@ -307,6 +311,7 @@ def cmd_enhance(args) -> int:
     write_volume(hr, args.output, dtype=dtype)
     if map_paths:
         Path(args.maps).mkdir(parents=True, exist_ok=True)
+        map_paths = {name: path for name, path in map_paths.items() if name in hr.maps}
         for name, path in map_paths.items():
             write_volume(hr.maps[name], path)
     sp = hr.spacing
@@ -335,7 +340,7 @@ def map_files(output: str, folder: str) -> dict[str, Path]:
     check_out_dir(folder, "--maps")
     name = str(output).lower()
     suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(output).suffix
-    paths = {m: Path(folder) / f"{stem(output)}_{m}{suffix}" for m in ("consistency", "uncertainty")}
+    paths = {m: Path(folder) / f"{stem(output)}_{m}{suffix}" for m in ("consistency", "uncertainty", "detail")}
     for path in paths.values():
         if Path(folder).is_dir():
             check_writable(path)
@@ -353,6 +358,10 @@ def describe_consistency(facts: dict) -> str:
         u = facts["uncertainty"]
         line += (f"; uncertainty (spread over the 8 passes): mean {100 * u['mean']:.2f}%, "
                  f"99th percentile {100 * u['p99']:.2f}% of the range")
+    if "detail_spread" in facts:
+        d = facts["detail_spread"]
+        line += (f"; detail spread (|GAN - fidelity| / 2): mean {100 * d['mean']:.2f}%, "
+                 f"99th percentile {100 * d['p99']:.2f}%")
     return line
 
 
@@ -366,8 +375,9 @@ def cmd_evaluate(args) -> int:
         "through-plane" if thick else "in-plane"), detail=args.detail, detail_model=args.detail_model)
     if thick:
         from .evaluate_thick import evaluate_thick
-        if args.self_ensemble:
-            raise MRSuperResError("--self-ensemble applies to in-plane super-resolution only")
+        if args.self_ensemble or args.maps:
+            raise MRSuperResError(f"{'--maps' if args.maps else '--self-ensemble'} applies to in-plane "
+                                  "super-resolution only")
         result = evaluate_thick(args.hr, model, thickness=args.thickness, profile=args.profile, axis=args.axis,
                                 out_dir=args.out, device=args.device, batch_size=args.batch_size,
                                 precision=args.precision, tile=args.tile, blank_threshold=args.blank_threshold,
@@ -377,7 +387,8 @@ def cmd_evaluate(args) -> int:
                           degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
                           batch_size=args.batch_size, precision=args.precision, tile=args.tile,
                           blank_threshold=args.blank_threshold, progress=Progress("evaluate"),
-                          self_ensemble=args.self_ensemble, consistency=args.consistency, engine=args.engine)
+                          self_ensemble=args.self_ensemble, consistency=args.consistency, maps=args.maps,
+                          engine=args.engine)
     print(format_table(result))
     if args.verbose and result.get("model"):
         print(f"precision {result['model']['precision']} ({result['model']['engine']}): "

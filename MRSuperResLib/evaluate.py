@@ -20,7 +20,8 @@ import numpy as np
 from . import consistency as consistency_step
 from . import geometry
 from .errors import MRSuperResError
-from .inference import MIN_SLICE, ProgressCallback, SliceEngine, super_resolve_slices
+from .catalog import detail_ends
+from .inference import MIN_SLICE, ProgressCallback, SliceEngine, detail_spread, super_resolve_slices
 from .map_scores import Ranking, describe
 from .metrics import METRICS, score_slices, summarise_by_method
 from .resample import BASELINES, check_scale, downsample, upsample
@@ -48,14 +49,16 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
              out_dir: str | os.PathLike | None = None, device: str = "auto", batch_size: int | None = None,
              precision: str = "auto", tile: int | None = None, blank_threshold: float = 0.0, baselines=BASELINES,
              progress: ProgressCallback | None = None, cancel=None, self_ensemble: bool = False,
-             consistency: str = consistency_step.DEFAULT, engine: str = "auto") -> dict:
+             consistency: str = consistency_step.DEFAULT, maps: bool = False, engine: str = "auto") -> dict:
     """Run the protocol; returns the metrics dict (and writes metrics.json, CSV, figure if out_dir).
     The model's name and sha256 come from the model itself (as load_model returns it); `model_name`
     and `model_card` override them for a network built in code.
     `self_ensemble`: the model's output is the mean over the 8 flips/rotations of each slice.
     `consistency`: how the output is held to the input, as for enhance (anchor, exact, none).
-    Every run also scores the maps: how well the consistency map (and, with `self_ensemble`, the
-    uncertainty map) ranks the patches where the output is furthest from the truth."""
+    Every run also scores how well the consistency map ranks the patches where the output is
+    furthest from the truth; `maps` adds the uncertainty map (it runs the 8 self-ensemble passes)
+    and, for a GAN model, the detail map (inference.detail_spread)."""
+    self_ensemble = self_ensemble or maps
     check_scale(scale)
     record = model_provenance(model) if model is not None else None
     if record is not None and model_name:
@@ -81,6 +84,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
                                   f"(need at least {scale * MIN_SLICE} voxels a side)")
         plans.append((path, vol, ax))
     runner = SliceEngine(model, device=device, precision=precision, engine=engine) if model is not None else None  # inputs checked first
+    ends = detail_ends(model) if maps else None
     total = sum(v.data.shape[ax] for _, v, ax in plans)
     done_before = 0
     for path, vol, ax in plans:
@@ -89,7 +93,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
             raise MRSuperResError(f"{path}: every slice is blank")
         n, h, w = gt.shape
         lr = np.clip(downsample(pad_to_multiple(gt, scale), scale, degradation), 0, 1)
-        outputs, maps = {}, {}
+        outputs, found = {}, {}
         if model is not None:
             report = (lambda d, t, base=done_before, nv=vol.data.shape[ax]:
                       progress(base + round(d / t * nv), total)) if progress else None
@@ -101,14 +105,18 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
                                                     consistency=consistency, spread=spread, residual=lr_residual)
             signal = lr > consistency_step.SIGNAL
             residuals.append((lr_residual[signal], consistency_step.residual(outputs["model"], lr)[signal]))
-            maps["consistency"] = consistency_step.on_output_grid(lr_residual, scale)[:, :h, :w]
+            found["consistency"] = consistency_step.on_output_grid(lr_residual, scale)[:, :h, :w]
             if spread is not None:
-                maps["uncertainty"] = spread[:, :h, :w]
+                found["uncertainty"] = spread[:, :h, :w]
+            if ends is not None:
+                found["detail"] = detail_spread(ends, lr, consistency=consistency, device=str(runner.device),
+                                                precision=runner.precision, engine=runner.engine,
+                                                batch_size=batch_size, tile=tile, cancel=cancel)[:, :h, :w]
         for m in baselines:
             outputs[m] = np.clip(upsample(lr, scale, m), 0, 1)
         outputs = {m: o[:, :h, :w] for m, o in outputs.items()}
-        if maps:
-            ranking.add(gt, outputs["model"], maps)
+        if found:
+            ranking.add(gt, outputs["model"], found)
         volume_rows, _ = score_slices(gt, outputs, keep)
         rows += [{"volume": str(path), **r} for r in volume_rows]
         if figure_data is None:
@@ -119,7 +127,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
                                outputs={m: outputs[m][best] for m in methods},
                                metrics={r["method"]: {k: r[k] for k in METRICS} for r in best_rows},
                                maps=({"error": np.abs(outputs["model"][best] - gt[best]),
-                                      **{k: m[best] for k, m in maps.items()}} if maps else {}))
+                                      **{k: m[best] for k, m in found.items()}} if found else {}))
         n_total += n
         kept.append({"volume": str(path), "axis": int(ax), "slices": int(vol.data.shape[ax]), "kept": int(n)})
         done_before += vol.data.shape[ax]

@@ -1,5 +1,5 @@
 """Rashid et al.'s Figure 3: ground truth | LR | model | bilinear | bicubic, with a zoomed detail row;
-then the maps: |model - GT|, the consistency map and (with the self-ensemble) the uncertainty map."""
+then the maps: |model - GT|, the consistency map and (with --maps) the uncertainty and detail maps."""
 from __future__ import annotations
 
 import io
@@ -8,7 +8,8 @@ import numpy as np
 
 PANELS = (("gt", "Ground truth"), ("lr", "Low resolution"), ("model", "{model}"),
           ("bilinear", "Bilinear"), ("bicubic", "Bicubic"), ("cubic", "Cubic across slices"))
-MAP_PANELS = (("error", "|{model} - GT|"), ("consistency", "Consistency map"), ("uncertainty", "Uncertainty map"))
+MAP_PANELS = (("error", "|{model} - GT|"), ("consistency", "Consistency map"), ("uncertainty", "Uncertainty map"),
+              ("detail", "Detail map"))
 
 
 def detail_window(image: np.ndarray, size: int) -> tuple[int, int]:
@@ -63,7 +64,7 @@ def comparison_figure(data: dict, scale: int, degradation: str, model_name: str)
             sub = f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}"
         colours = dict(cmap="gray", vmin=0, vmax=1)
         if key in maps:
-            vmax = shared if key != "uncertainty" else max(float(np.percentile(image, 99.5)), 1e-3)
+            vmax = shared if key in ("error", "consistency") else max(float(np.percentile(image, 99.5)), 1e-3)
             colours = dict(cmap="magma", vmin=0, vmax=vmax)
             sub = f"0 to {vmax:.3f} of the range"
         for ax in (top, zoom):

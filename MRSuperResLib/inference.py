@@ -409,17 +409,27 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
     data = check_voxels(volume.data, volume.meta.get("path", "volume"))
     ax = geometry.choose_axis(axis, volume.affine, data.shape)
     lo, hi = intensity_range(data)
+    engine_name = engine
     engine = runner or SliceEngine(model, device=device, precision=precision, compile=compile, notify=notify,
-                                   engine=engine)
+                                   engine=engine_name)
     stack = geometry.slices_first(data, ax)
     t0 = time.perf_counter()
     normalised = normalise(stack, (lo, hi))
     s = model.scale
     spread = np.empty((stack.shape[0], stack.shape[1] * s, stack.shape[2] * s), np.float32) if maps else None
     lr_residual = np.empty(stack.shape, np.float32)
-    sr = super_resolve_slices(engine, normalised, batch_size=batch_size, tile=tile, progress=progress,
+    from .catalog import detail_ends
+
+    ends = detail_ends(model) if maps else None
+    gan = ends is not None
+    passes = (8 if self_ensemble or maps else 1) + (2 if gan else 0)
+    sr = super_resolve_slices(engine, normalised, batch_size=batch_size, tile=tile,
+                              progress=_passes(progress, 0, passes - 2 * gan, passes),
                               cancel=cancel, self_ensemble=self_ensemble or maps, consistency=consistency,
                               spread=spread, residual=lr_residual)
+    detail = detail_spread(ends, normalised, consistency=consistency, device=str(engine.device),
+                           precision=engine.precision, engine=engine.engine, batch_size=batch_size, tile=tile,
+                           cancel=cancel, progress=_passes(progress, passes - 2, 2, passes)) if gan else None
     signal = normalised > consistency_step.SIGNAL
     facts_consistency = {"network": consistency_step.summarise(lr_residual, signal),
                          "output": consistency_step.summarise(consistency_step.residual(sr, normalised), signal)}
@@ -436,13 +446,44 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
                  data_consistency=facts_consistency, model=model_provenance(model))
     if maps:
         facts["uncertainty"] = consistency_step.summarise_spread(spread)
+        if detail is not None:
+            facts["detail_spread"] = consistency_step.summarise_spread(detail)
         lr_residual *= np.float32(hi - lo)
         spread *= np.float32(hi - lo)
         hr.maps = {"consistency": _map_volume(consistency_step.on_output_grid(lr_residual, s), hr, ax,
                                               "network output re-acquired (box) minus input, input units"),
                    "uncertainty": _map_volume(spread, hr, ax, "std over the 8 self-ensemble passes, input units")}
+        if detail is not None:
+            detail *= np.float32(hi - lo)
+            hr.maps["detail"] = _map_volume(detail, hr, ax, "|GAN - fidelity| / 2 (detail 1 vs 0), input units")
     hr.meta["description"] = describe_output(facts)
     return hr, facts
+
+
+def detail_spread(ends: tuple, stack: np.ndarray, *, consistency: str, device, precision: str, engine: str,
+                  batch_size=None, tile=None, cancel=None, progress=None) -> np.ndarray:
+    """For a GAN model (or a blend with its fidelity partner; `ends` = catalog.detail_ends): the
+    spread of the output across the detail setting, the standard deviation over its two ends,
+    |GAN - fidelity| / 2, one pass of each with the same consistency step, in [0, 1] units.
+    Where the GAN's texture departs from the fidelity model's estimate."""
+    outs = []
+    for i, end in enumerate(ends):
+        runner = SliceEngine(end, device=device, precision=precision, engine=engine)
+        step = None if progress is None else (lambda d, t, i=i: progress((i * t + d) // 2, t))
+        outs.append(super_resolve_slices(runner, stack, batch_size=batch_size, tile=tile, cancel=cancel,
+                                         consistency=consistency, progress=step))
+    spread = outs[1]
+    spread -= outs[0]
+    np.abs(spread, out=spread)
+    spread *= np.float32(0.5)
+    return spread
+
+
+def _passes(progress, start: int, count: int, total: int):
+    """progress(done, n) of one part of a run that makes `total` passes over the slices in all."""
+    if progress is None:
+        return None
+    return lambda done, n: progress((start * n + done * count) // total, n)
 
 
 def _map_volume(stack: np.ndarray, like: Volume, axis: int, what: str) -> Volume:

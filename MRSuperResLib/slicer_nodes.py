@@ -105,9 +105,9 @@ def folder(scene, name: str, nodes: list) -> int:
 
 
 # the maps' colours: signed residual blue (output darker than the scan) to red (brighter); spreads and errors hot
-MAP_COLOURS = {"consistency": "vtkMRMLColorTableNodefMRI", "uncertainty": "vtkMRMLColorTableNodeIron",
-               "error": "vtkMRMLColorTableNodeIron"}
-MAP_TITLES = {"consistency": "consistency map", "uncertainty": "uncertainty map", "error": "|SR - GT|"}
+MAP_COLOURS = {"consistency": "vtkMRMLColorTableNodefMRI"}       # the others (spreads, |SR - GT|): Iron
+MAP_TITLES = {"consistency": "consistency map", "uncertainty": "uncertainty map", "detail": "detail map",
+              "error": "|SR - GT|"}
 MAP_OPACITY = 0.5
 
 

@@ -5,7 +5,8 @@ For every volume, degradation (bilinear, bicubic, kspace) and model (fidelity, G
 network's raw output on every `--step`-th non-blank slice, then each consistency mode applied
 to it and scored against the truth (SSIM, PSNR, VIF; bicubic for reference); the consistency
 map's ranking of the worst patches; and, for --ensemble-degradation, the 8 self-ensemble
-passes' spread (uncertainty map) ranked the same way. An edge map (gradient magnitude of the
+passes' spread (uncertainty map) ranked the same way; for the GAN model, the detail map
+(|GAN - fidelity| / 2 after the same step) as well. An edge map (gradient magnitude of the
 bicubic image) is ranked beside them as the baseline a map has to beat to be more than "errors
 are at edges".
 
@@ -34,6 +35,7 @@ from MRSuperResLib.resample import downsample, upsample  # noqa: E402
 from MRSuperResLib.volumes import read_volume, stem  # noqa: E402
 
 SCALE = 4
+FIDELITY, GAN = "mri-x4-fidelity", "mri-x4-gan"
 
 
 def edge_map(image: np.ndarray) -> np.ndarray:
@@ -52,56 +54,57 @@ def main() -> int:
     args = ap.parse_args()
     t_start = time.time()
     rows, rankings = [], {}
-    for name in args.models:
-        model, _ = load_model(name)
-        engine = SliceEngine(model, precision="auto")
-        for path in args.volumes:
-            vol = read_volume(path)
-            ax = geometry.choose_axis("auto", vol.affine, vol.data.shape)
-            gt, keep = prepare_slices(vol.data, ax)
-            gt, keep = gt[::args.step], keep[::args.step]
-            n, h, w = gt.shape
-            for deg in args.degradations:
-                lr = np.clip(downsample(pad_to_multiple(gt, SCALE), SCALE, deg), 0, 1)
+    engines = {name: SliceEngine(load_model(name)[0], precision="auto") for name in args.models}
+    for path in args.volumes:
+        vol = read_volume(path)
+        ax = geometry.choose_axis("auto", vol.affine, vol.data.shape)
+        gt, keep = prepare_slices(vol.data, ax)
+        gt, keep = gt[::args.step], keep[::args.step]
+        n, h, w = gt.shape
+        for deg in args.degradations:
+            lr = np.clip(downsample(pad_to_multiple(gt, SCALE), SCALE, deg), 0, 1)
+            bicubic = np.clip(upsample(lr, SCALE, "bicubic"), 0, 1)
+            edges = edge_map(bicubic)[:, :h, :w]
+            raws, residuals, seconds = {}, {}, {}
+            for name, engine in engines.items():
                 t0 = time.time()
-                res = np.empty(lr.shape, np.float32)
-                raw = super_resolve_slices(engine, lr, consistency="none", residual=res)
-                seconds = time.time() - t0
+                residuals[name] = np.empty(lr.shape, np.float32)
+                raws[name] = super_resolve_slices(engine, lr, consistency="none", residual=residuals[name])
+                seconds[name] = time.time() - t0
+            for name in engines:
                 outputs = {}
                 for mode in consistency.MODES:
                     t0 = time.time()
-                    outputs[mode] = consistency.apply(raw, lr, mode)[:, :h, :w]
+                    outputs[mode] = consistency.apply(raws[name], lr, mode)[:, :h, :w]
                     rows.append(dict(model=name, volume=stem(path), degradation=deg, mode=mode,
-                                     step_seconds=time.time() - t0, network_seconds=seconds))
-                bicubic = np.clip(upsample(lr, SCALE, "bicubic"), 0, 1)
+                                     step_seconds=time.time() - t0, network_seconds=seconds[name]))
                 outputs["bicubic"] = bicubic[:, :h, :w]
                 _, summary = score_slices(gt, outputs, keep)
                 for r in rows[-len(consistency.MODES):]:
                     r.update({k: summary[r["mode"]][k]["mean"] for k in ("ssim", "psnr", "vif")})
                 rows.append(dict(model=name, volume=stem(path), degradation=deg, mode="bicubic",
                                  **{k: summary["bicubic"][k]["mean"] for k in ("ssim", "psnr", "vif")}))
-                cmap = consistency.on_output_grid(res, SCALE)[:, :h, :w]
-                edges = edge_map(bicubic)[:, :h, :w]
+                cmap = consistency.on_output_grid(residuals[name], SCALE)[:, :h, :w]
                 for mode in consistency.MODES:
-                    key = f"{name}|{deg}|{mode}|single"
-                    rankings.setdefault(key, Ranking(SCALE)).add(
-                        gt, outputs[mode], {"consistency": cmap, "edges (baseline)": edges})
+                    maps = {"consistency": cmap, "edges (baseline)": edges}
+                    if name == GAN and FIDELITY in raws:     # the detail map: |GAN - fidelity| / 2, same step
+                        maps["detail"] = np.abs(outputs[mode] - consistency.apply(raws[FIDELITY], lr, mode)[:, :h, :w]) / 2
+                    rankings.setdefault(f"{name}|{deg}|{mode}|single", Ranking(SCALE)).add(gt, outputs[mode], maps)
                 if deg == args.ensemble_degradation:
-                    spread = np.empty(raw.shape, np.float32)
+                    spread = np.empty(raws[name].shape, np.float32)
                     res8 = np.empty(lr.shape, np.float32)
                     t0 = time.time()
-                    sr8 = super_resolve_slices(engine, lr, self_ensemble=True, consistency=consistency.DEFAULT,
+                    sr8 = super_resolve_slices(engines[name], lr, self_ensemble=True, consistency=consistency.DEFAULT,
                                                spread=spread, residual=res8)[:, :h, :w]
                     rows.append(dict(model=name, volume=stem(path), degradation=deg, mode="ensemble-default",
-                                     network_seconds=time.time() - t0))
-                    key = f"{name}|{deg}|{consistency.DEFAULT}|ensemble"
-                    rankings.setdefault(key, Ranking(SCALE)).add(
+                                     network_seconds=time.time() - t0, single_seconds=seconds[name]))
+                    rankings.setdefault(f"{name}|{deg}|{consistency.DEFAULT}|ensemble", Ranking(SCALE)).add(
                         gt, sr8, {"consistency": consistency.on_output_grid(res8, SCALE)[:, :h, :w],
                                   "uncertainty": spread[:, :h, :w], "edges (baseline)": edges})
                 print(f"{name} {stem(path)} {deg}: " + ", ".join(
                     f"{r['mode']} {r.get('ssim', float('nan')):.4f}/{r.get('psnr', float('nan')):.2f}"
-                    for r in rows if r["model"] == name and r["volume"] == stem(path) and r["degradation"] == deg),
-                    flush=True)
+                    for r in rows if r["model"] == name and r["volume"] == stem(path) and r["degradation"] == deg
+                    and "ssim" in r), flush=True)
     result = {"cpu": platform.processor() or platform.machine(), "seconds": time.time() - t_start,
               "step": args.step, "scale": SCALE, "rows": rows,
               "rankings": {k: r.scores() for k, r in rankings.items()}}

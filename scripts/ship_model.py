@@ -120,7 +120,8 @@ def rescore(args) -> None:
 
 def record_maps(args) -> None:
     """The validation record's map figures (map_scores on the validation volume, bilinear x4, axial,
-    self-ensemble for the uncertainty map), written into the shipped card; weights untouched."""
+    self-ensemble for the uncertainty map, the GAN partner for the detail map), written into the shipped
+    card; weights untouched."""
     from MRSuperResLib.cards import card_path, write_card
     from MRSuperResLib.catalog import SHIPPED_DIR
     from MRSuperResLib.evaluate import evaluate, format_table
@@ -130,7 +131,7 @@ def record_maps(args) -> None:
     model, card = load_generator(path)
     val_sha, _ = held_out(args, card)
     result = evaluate([str(args.val)], model, model_name=args.name, scale=4, degradation="bilinear", axis=2,
-                      self_ensemble=True, baselines=("bicubic",))
+                      maps=True, baselines=("bicubic",))
     print(format_table(result))
     card["validation"] = {**card["validation"], "maps": {
         "volume": args.val.name, "sha256": val_sha, "self_ensemble": True,

@@ -180,3 +180,34 @@ def test_evaluate_reports_the_maps(tmp_path, save_tiny):
     assert result["maps"]["consistency"]["patches"] > 100
     assert result["data_consistency"]["network"]["rms"] > 0
     assert result["model"]["consistency"] == consistency.DEFAULT
+
+
+def test_a_gan_model_also_gets_the_detail_map(tmp_path):
+    """For a GAN model whose card names its fidelity partner: |GAN - fidelity| / 2 of one pass of
+    each, in input units, on the output grid; evaluate --maps scores it."""
+    from MRSuperResLib.catalog import load_model
+    from MRSuperResLib.evaluate import evaluate
+    from MRSuperResLib.volumes import normalise
+    from MRSuperResLib.weights import save_model
+
+    fid_path, gan_path = tmp_path / "f.safetensors", tmp_path / "g.safetensors"
+    save_model(perturbed_nearest(0, False), fid_path, {"name": "f", "stage": "psnr", "detail_partner": str(gan_path)})
+    save_model(perturbed_nearest(1, False), gan_path, {"name": "g", "stage": "gan", "detail_partner": str(fid_path)})
+    gan, _ = load_model(str(gan_path))
+    fid, _ = load_model(str(fid_path))
+    data = read_volume(SAMPLE)
+    lr = Volume(data.data[::4, ::4, 20:23], data.affine @ np.diag([4, 4, 1, 1]), {"path": "lr"})
+    hr, facts = enhance_volume(lr, gan, axis=2, precision="fp32", consistency="none", maps=True)
+    assert set(hr.maps) == {"consistency", "uncertainty", "detail"} and "detail_spread" in facts
+    stack = normalise(np.moveaxis(lr.data, 2, 0))
+    one = {m: super_resolve_slices(m, stack, device="cpu", precision="fp32", consistency="none") for m in (gan, fid)}
+    expected = np.moveaxis(np.abs(one[gan] - one[fid]) / 2, 0, 2) * np.ptp(lr.data)
+    assert hr.maps["detail"].data.shape == hr.data.shape
+    assert np.abs(hr.maps["detail"].data - expected).max() < 1e-4 * np.ptp(lr.data)
+    assert expected.max() > 1e-2 * np.ptp(lr.data)                   # the two models really differ
+    # a fidelity model has no detail map
+    hr_fid, _ = enhance_volume(lr, fid, axis=2, precision="fp32", maps=True)
+    assert "detail" not in hr_fid.maps
+    result = evaluate([str(SAMPLE)], gan, axis=2, precision="fp32", maps=True, baselines=("bicubic",))
+    assert set(result["maps"]) == {"consistency", "uncertainty", "detail"}
+    assert result["model"]["self_ensemble"] is True

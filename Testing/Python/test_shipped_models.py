@@ -177,6 +177,10 @@ def test_shipped_model_cards_are_complete_and_honest(path):
     assert all(d.get("file") and d.get("source") for d in card["training_data"])     # which package, not a path
     assert card["validation"]["sha256"] not in trained
     assert card["validation"]["inference_consistency"] == "anchor"    # figures of the default inference
+    maps = card["validation"]["maps"]                                 # how well its maps find the errors there
+    assert maps["sha256"] == card["validation"]["sha256"] and maps["consistency_step"] == "anchor"
+    assert {"consistency", "uncertainty"} <= set(maps["ranking"])
+    assert all(r["spearman"] > 0 and r["top_caught"] > r["chance"] for r in maps["ranking"].values())
     assert all(c["sha256"] not in trained for c in card.get("independent_check", []))
     assert trained <= {v["sha256"] for v in datasets.VOLUMES.values()}     # only the listed volumes
     assert model.scale == 4 and sha256_of(path)

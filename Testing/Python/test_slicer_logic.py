@@ -227,7 +227,8 @@ def test_batch_script_runs_in_plain_python_with_slicer_core(tmp_path, models):
 
 def test_every_widget_the_code_uses_is_in_the_ui_file():
     ui = (ROOT / "MRSuperRes" / "Resources" / "UI" / "MRSuperRes.ui").read_text()
-    code = (ROOT / "MRSuperRes" / "MRSuperRes.py").read_text()
+    code = "".join(p.read_text() for p in [ROOT / "MRSuperRes" / "MRSuperRes.py",
+                                            *(ROOT / "MRSuperRes" / "MRSuperResPanel").glob("*.py")])
     names = set(re.findall(r'name="(\w+)"', ui))
     used = set(re.findall(r"self\.ui\.(\w+)", code))
     used |= set(re.findall(r'"(\w+(?:ComboBox|SpinBox|Button|Selector|Label|Bar))"', code))

@@ -218,6 +218,18 @@ def test_the_panel_uses_the_logics_parameter_names():
     assert set(module.PANEL_NODE_REFERENCES.values()) == set(MRSuperResLogic.PARAMETER_NODE_REFERENCES)
 
 
+def test_the_panels_consistency_and_overlay_choices_are_the_librarys():
+    """The panel lists its choices without importing the library (it must load before the
+    dependencies are installed): they are checked here against the one declaration."""
+    from MRSuperResLib.consistency import MODES
+    from MRSuperResLib.slicer_nodes import MAP_TITLES
+
+    items = {m.group(1): ast.literal_eval(m.group(2)) for m in
+             re.finditer(r"self\.ui\.(\w+)\.addItems\((\[[^\]]*\])\)", PANEL_FILE.read_text())}
+    assert tuple(items["consistencyComboBox"]) == MODES
+    assert items["mapOverlayComboBox"][0] == "no overlay" and set(items["mapOverlayComboBox"][1:]) == set(MAP_TITLES)
+
+
 def test_importing_the_panel_module_in_plain_python_imports_no_library():
     code = ("import sys; sys.path.insert(0, 'MRSuperRes'); import MRSuperRes; "
             "print(MRSuperRes.HAVE_APP, sorted(m for m in ('torch', 'MRSuperResLib', 'nibabel') if m in sys.modules))")
@@ -262,7 +274,43 @@ def test_the_self_test_is_registered_with_ctest():
     assert block and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in block.group(1)
     tree = ast.parse(PANEL_FILE.read_text())
     classes = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
-    assert {"MRSuperRes", "MRSuperResWidget", "MRSuperResTest"} <= classes
+    assert {"MRSuperRes", "MRSuperResWidget"} <= classes
+    # the test class lives in MRSuperResPanel/self_test.py; the module imports it into its namespace,
+    # where the test runner (slicer.testing.runUnitTest) looks for unittest classes
+    imported = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and n.module == "MRSuperResPanel.self_test" for a in n.names}
+    assert "MRSuperResTest" in imported
+    test_tree = ast.parse((PANEL_FILE.parent / "MRSuperResPanel" / "self_test.py").read_text())
+    tests = [n for n in ast.walk(test_tree) if isinstance(n, ast.ClassDef) and n.name == "MRSuperResTest"]
+    assert tests and any(getattr(b, "id", "") == "ScriptedLoadableModuleTest" for b in tests[0].bases)
+
+
+def test_in_the_application_the_widget_is_assembled_from_its_parts():
+    """With stand-ins for Qt and Slicer's application modules (none here), the module file builds
+    the widget from its mixins and exposes the self-test where the test runner looks."""
+    code = """
+import sys, types
+qt = types.ModuleType("qt")
+slicer = types.ModuleType("slicer"); slicer.app = object(); slicer.util = types.ModuleType("slicer.util")
+slm = types.ModuleType("slicer.ScriptedLoadableModule")
+for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleTest"):
+    setattr(slm, name, type(name, (), {}))
+slicer.util.VTKObservationMixin = type("VTKObservationMixin", (), {})
+slicer.ScriptedLoadableModule = slm
+sys.modules.update({"qt": qt, "slicer": slicer, "slicer.util": slicer.util, "slicer.ScriptedLoadableModule": slm})
+sys.path.insert(0, "MRSuperRes")
+import MRSuperRes as m
+assert m.HAVE_APP
+w = m.MRSuperResWidget
+for name in ("onStartTraining", "pollTraining", "refreshModels", "onModelChanged", "detailValue",
+             "onMapOverlay", "showMapsOf", "onApply", "onJobFinished"):
+    assert callable(getattr(w, name)), name
+assert issubclass(m.MRSuperResTest, slm.ScriptedLoadableModuleTest)
+print(sorted(k for k in ("torch", "MRSuperResLib") if k in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"                  # still no library before the dependencies are there
 
 
 def test_the_ui_has_the_install_button_and_stop_starts_disabled():
@@ -275,7 +323,8 @@ def test_the_ui_has_the_install_button_and_stop_starts_disabled():
 
 def test_the_panel_file_is_python_3_9():
     source = PANEL_FILE.read_text()
-    for path in [PANEL_FILE, *(PANEL_FILE.parent / "MRSuperResSetup").glob("*.py")]:
+    for path in [PANEL_FILE, *(PANEL_FILE.parent / "MRSuperResSetup").glob("*.py"),
+                 *(PANEL_FILE.parent / "MRSuperResPanel").glob("*.py")]:
         ast.parse(path.read_text(), feature_version=(3, 9))             # no match, no 3.10+ syntax
     assert "from __future__ import annotations" in source
     vermin = Path(sys.executable).with_name("vermin")
@@ -283,6 +332,7 @@ def test_the_panel_file_is_python_3_9():
         pytest.skip("vermin is not installed")
     library = PANEL_FILE.parent.parent / "MRSuperResLib"             # Slicer imports the library too
     out = subprocess.run([str(vermin), "-t=3.9-", "--no-tips", "--violations", "--eval-annotations",
-                          str(PANEL_FILE), str(PANEL_FILE.parent / "MRSuperResSetup"), str(library)],
+                          str(PANEL_FILE), str(PANEL_FILE.parent / "MRSuperResSetup"),
+                          str(PANEL_FILE.parent / "MRSuperResPanel"), str(library)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr

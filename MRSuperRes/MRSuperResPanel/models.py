@@ -1,0 +1,70 @@
+"""The panel's model list: the combos of models, the card of the chosen one, the detail slider,
+importing a weights file and opening the models folder.
+
+A mixin of MRSuperResWidget (MRSuperRes.py), which owns `ui`, `logic`, `models`, `_updating`,
+`modelCombos` and `ensureLogic`. Imported only inside the Slicer application.
+"""
+from __future__ import annotations
+
+import qt
+import slicer
+
+from MRSuperResSetup.dependencies import default_home_dir
+
+
+class ModelsPanel:
+    def refreshModels(self):
+        """Re-list the models, keeping each combo's choice; writes nothing to the parameter node."""
+        self.models = self.logic.listModels()
+        self._updating = True
+        try:
+            for combo in self.modelCombos() + [self.ui.initModelComboBox]:
+                current = combo.currentText
+                combo.clear()
+                if combo is self.ui.initModelComboBox:
+                    combo.addItems(["realesrgan", "scratch"])
+                for card in self.models:
+                    combo.addItem(card["name"])
+                if current and combo.findText(current) >= 0:
+                    combo.currentIndex = combo.findText(current)
+                elif current and combo.editable:
+                    combo.setEditText(current)
+        finally:
+            self._updating = False
+        self.onModelChanged()
+
+    def card(self):
+        return next((c for c in self.models if c["name"] == self.ui.modelComboBox.currentText), None)
+
+    def onModelChanged(self, *_):
+        card = self.card()
+        if card is None:
+            self.ui.modelInfoLabel.text = ""
+            return
+        metrics = card.get("metrics") or {}
+        facts = [f"x{card.get('scale', '?')}", f"data: {str(card.get('training_data') or 'unknown')[:80]}"]
+        if isinstance(metrics, dict) and metrics:
+            facts.append("metrics: " + ", ".join(f"{k} {v}" for k, v in list(metrics.items())[:4]))
+        self.ui.modelInfoLabel.text = "\n".join(facts)
+        self.ui.detailSlider.enabled = bool(card.get("detail_partner"))
+
+    def detailValue(self):
+        """The detail slider's value when the chosen model has a GAN partner, else None."""
+        card = self.card() or {}
+        return float(self.ui.detailSlider.value) if card.get("detail_partner") else None
+
+    def onImportModel(self):
+        if not self.ensureLogic():
+            return
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import a model",
+                                              "", "Weights (*.safetensors *.pth *.param)")
+        if path:
+            with slicer.util.tryWithErrorDisplay("Could not import the model", waitCursor=True):
+                name = self.logic.importModel(path)
+                self.refreshModels()
+                self.ui.modelComboBox.currentIndex = self.ui.modelComboBox.findText(name)
+
+    def onOpenModelsFolder(self):
+        folder = default_home_dir() / "models"
+        folder.mkdir(parents=True, exist_ok=True)
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
