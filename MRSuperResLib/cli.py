@@ -275,7 +275,7 @@ def cmd_enhance(args) -> int:
     from .catalog import default_model_for, load_model
     from .inference import SliceEngine, enhance_volume
     from .through_plane import check_network, choose_direction, make_plan, seconds_per_output_voxel
-    from .volumes import check_writable, read_volume, write_volume
+    from .volumes import check_writable, read_volume
 
     check_writable(args.output)
     refuse_overwriting_input(args.input, args.output)
@@ -308,12 +308,9 @@ def cmd_enhance(args) -> int:
                                self_ensemble=args.self_ensemble, consistency=args.consistency,
                                maps=bool(args.maps), runner=runner, plan=plan)
     dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
-    write_volume(hr, args.output, dtype=dtype)
-    if map_paths:
-        Path(args.maps).mkdir(parents=True, exist_ok=True)
-        map_paths = {name: path for name, path in map_paths.items() if name in hr.maps}
-        for name, path in map_paths.items():
-            write_volume(hr.maps[name], path)
+    map_paths = {name: path for name, path in map_paths.items() if name in hr.maps}
+    write_all({Path(args.output): (hr, dtype),
+               **{path: (hr.maps[name], "float32") for name, path in map_paths.items()}})
     sp = hr.spacing
     how = (f"through-plane x{facts['factor']:.3g} across {facts['axis_name']} slices"
            if facts["direction"] == "through-plane" else f"x{facts['scale']} along {facts['axis_name']} slices")
@@ -330,6 +327,27 @@ def cmd_enhance(args) -> int:
     if args.verbose:
         print(f"precision {facts['precision']} ({facts['engine']}): {facts['precision_why']}")
     return 0
+
+
+def write_all(files: dict) -> None:
+    """{path: (volume, dtype)} written one by one (each atomically); if any fails, the ones
+    already written by this call are removed again, so a run leaves all its files or none."""
+    from .volumes import write_volume
+
+    written = []
+    try:
+        for path, (volume, dtype) in files.items():
+            if not path.parent.exists():
+                try:
+                    path.parent.mkdir(parents=True)
+                except OSError as exc:
+                    raise MRSuperResError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+            write_volume(volume, path, dtype=dtype)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def map_files(output: str, folder: str) -> dict[str, Path]:

@@ -150,8 +150,9 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
         "protocol": ("per-volume min-max to [0,1]; blank slices (max <= %g) dropped; zero-pad to a "
                      "multiple of the scale; LR = %s x%d (see MRSuperResLib.resample), clipped to [0,1]; "
                      "outputs clipped to [0,1] and cropped to the original size; NRMSE = RMSE / mean(GT); "
-                     "VIF pixel-domain, sigma_n^2 = 2 on [0,255]; data_consistency: the network's output (and the final "
-                     "output) averaged over each LR voxel's box minus the LR, over LR voxels above %g; maps: see MRSuperResLib.map_scores"
+                     "VIF pixel-domain, sigma_n^2 = 2 on [0,255]; data_consistency: the network's output (and "
+                     "the final output) averaged over each LR voxel's box minus the LR, over LR voxels above %g; "
+                     "maps: see MRSuperResLib.map_scores"
                      % (blank_threshold, degradation, scale, consistency_step.SIGNAL)),
     }
     if out_dir is not None:

@@ -350,12 +350,17 @@ def _self_ensemble(engine: SliceEngine, stack: np.ndarray, out: np.ndarray | Non
         y = np.rot90(y[:, :, ::-1] if flip else y, -k, axes=(1, 2))
         if residual is not None:
             residual += np.rot90(one[:, :, ::-1] if flip else one, -k, axes=(1, 2)) * np.float32(1 / len(SYMMETRIES))
-        delta = y - out
-        out += delta * np.float32(1 / (i + 1))
+        # Welford, in place on this pass's own buffer: y becomes delta / k, the mean moves by it,
+        # and the sum of squared deviations grows by delta^2 (k - 1) / k = (delta / k)^2 k (k - 1)
+        k = i + 1
+        y -= out
+        y *= np.float32(1 / k)
+        out += y
         if spread is not None:
-            delta *= y - out
-            spread += delta
-        del delta, y
+            np.square(y, out=y)
+            y *= np.float32(k * (k - 1))
+            spread += y
+        del y
     if spread is not None:
         spread *= np.float32(1 / len(SYMMETRIES))
         np.sqrt(spread, out=spread)
@@ -379,15 +384,19 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
     final output, re-acquired, are from the input (facts["data_consistency"]). `maps`: also
     return, as `hr.maps`, the consistency map (the network's output re-acquired minus the input:
     where it departs from the scan, and what the consistency step corrected; input units, on
-    the output grid) and the
-    uncertainty map (standard deviation over the 8 self-ensemble passes, which `maps` runs: 8x
-    the time; the output is then their mean). `runner`: a SliceEngine already made for `model`;
-    `plan`: the through_plane.Plan already shown.
+    the output grid), the uncertainty map (standard deviation over the 8 self-ensemble passes,
+    which `maps` runs: 8x the time; the output is then their mean) and, for a GAN model with
+    its fidelity partner installed, the detail map (inference.detail_spread; 2 more passes).
+    `runner`: a SliceEngine already made for `model`; `plan`: the through_plane.Plan already
+    shown.
 
     Memory: the input as float32 plus the float32 output, nothing in float64; slices stream
     through the network in batches and their results land in the output in place (with
-    `self_ensemble`, plus one output-sized buffer for the pass under way; with `maps`, two more).
+    `self_ensemble`, plus one output-sized buffer for the pass under way; with `maps`, up to
+    three more: the spread, the consistency map, and the detail map's two passes in turn).
     """
+    from .catalog import detail_ends
+
     consistency_step.check_mode(consistency)
     if direction != "in-plane":
         from .through_plane import choose_direction, enhance_through_plane
@@ -418,8 +427,6 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
     s = model.scale
     spread = np.empty((stack.shape[0], stack.shape[1] * s, stack.shape[2] * s), np.float32) if maps else None
     lr_residual = np.empty(stack.shape, np.float32)
-    from .catalog import detail_ends
-
     ends = detail_ends(model) if maps else None
     gan = ends is not None
     passes = (8 if self_ensemble or maps else 1) + (2 if gan else 0)

@@ -27,6 +27,7 @@ POLL_SECONDS = 0.1          # how often a blocking call looks at its job
 
 
 def consistency_default() -> str:
+    """consistency.DEFAULT, read when needed: importing this module does not load torch."""
     from .consistency import DEFAULT
     return DEFAULT
 
@@ -42,7 +43,8 @@ class MRSuperResLogic:
     # the panel's state in the scene (saved with it, restored when a scene is loaded)
     PARAMETER_DEFAULTS = {"model": "", "direction": "auto", "axis": "auto", "device": "auto", "detail": "0",
                           "selfEnsemble": "false", "selfSupervised": "false",
-                          "consistency": consistency_default(), "maps": "false", "scale": "4", "degradation": "bilinear", "compareModel": "",
+                          "consistency": consistency_default(), "maps": "false", "scale": "4",
+                          "degradation": "bilinear", "compareModel": "",
                           "compareAxis": "auto", "compareDevice": "auto", "outputFolder": ""}
     TRAINING_PARAMETER_PREFIX = "train_"     # + a training option's name: the panel's training settings
     PARAMETER_NODE_REFERENCES = ("InputVolume", "GroundTruthVolume")
@@ -253,7 +255,7 @@ class MRSuperResLogic:
         return ThreadJob(work, lambda value: finish(card.get("name", "model"), *value))
 
     def showMap(self, node, name="consistency", opacity=MAP_OPACITY) -> int:
-        """Overlay the map `name` (consistency, uncertainty, error) of a result or comparison SR
+        """Overlay the map `name` (consistency, uncertainty, detail, error) of a result or comparison SR
         node in colour on every slice view showing that node; name=None removes the overlay.
         Returns the number of views changed."""
         if isinstance(node, CompareResult):

@@ -110,7 +110,7 @@ def test_maps_land_on_the_output_grid_in_input_units(real_lr):
     assert hr.maps["uncertainty"].data.min() >= 0
 
 
-def test_cli_maps_and_exact_consistency(tmp_path, save_tiny, capsys):
+def test_cli_maps_and_exact_consistency(tmp_path, save_tiny, capsys, monkeypatch):
     data = read_volume(SAMPLE)
     src = tmp_path / "lr.nii.gz"
     nib.save(nib.Nifti1Image(data.data[::4, ::4, :6].astype(np.float32), data.affine @ np.diag([4, 4, 1, 1])),
@@ -127,6 +127,21 @@ def test_cli_maps_and_exact_consistency(tmp_path, save_tiny, capsys):
         assert m.shape == sr.shape and np.allclose(m.affine, sr.affine)
     boxes = sr.get_fdata().reshape(lr.shape[0], 4, lr.shape[1], 4, -1).mean((1, 3))
     assert np.abs(boxes - lr).max() < 1e-3 * np.ptp(lr)
+    # a map that cannot be written takes the output and the other map with it: all or nothing
+    import MRSuperResLib.volumes as volumes
+    real_write = volumes.write_volume
+
+    def failing(volume, path, dtype="float32"):
+        if "uncertainty" in str(path):
+            raise MRSuperResError(f"cannot write {path}: disk full (test)")
+        return real_write(volume, path, dtype)
+
+    monkeypatch.setattr(volumes, "write_volume", failing)
+    assert main(["enhance", str(src), "-o", str(tmp_path / "all.nii.gz"), "--model", str(weights), "--axis", "2",
+                 "--precision", "fp32", "--maps", str(tmp_path / "maps2")]) == 2
+    monkeypatch.undo()
+    assert "disk full" in capsys.readouterr().err
+    assert not (tmp_path / "all.nii.gz").exists() and not list((tmp_path / "maps2").glob("*"))
     # refused in one line before any work, nothing written
     (tmp_path / "afile").write_text("x")
     assert main(["enhance", str(src), "-o", str(tmp_path / "b.nii.gz"), "--model", str(weights),

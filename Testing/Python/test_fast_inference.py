@@ -241,8 +241,9 @@ def test_self_ensemble_maps_each_symmetry_back_and_averages():
     # a real (random) network is not equivariant: the ensemble is the mean of 8 different outputs
     net = tiny_model()
     seen = []
+    spread = np.empty((2, 48, 80), np.float32)
     ens = super_resolve_slices(net, stack, device="cpu", precision="fp32", self_ensemble=True, tile=8,
-                               progress=lambda d, t: seen.append((d, t)))
+                               progress=lambda d, t: seen.append((d, t)), spread=spread)
     outs = []
     for k in range(4):
         for flip in (False, True):
@@ -251,6 +252,7 @@ def test_self_ensemble_maps_each_symmetry_back_and_averages():
                                      precision="fp32", tile=8)
             outs.append(np.rot90(y[:, :, ::-1] if flip else y, -k, axes=(1, 2)))
     assert ens.shape == (2, 48, 80) and np.allclose(ens, np.mean(outs, 0), atol=1e-6)
+    assert np.allclose(spread, np.std(outs, 0), atol=1e-6)            # the uncertainty map: their spread
     assert np.abs(outs[0] - outs[3]).max() > 1e-3                        # the symmetries did differ
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (2, 2)
     with pytest.raises(inference.Cancelled):
