@@ -109,8 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=HelpFormatter, **kwargs)
 
     p = command("enhance", "super-resolve a low-resolution volume; writes it on the exact high-resolution grid")
-    p.add_argument("input", help="low-resolution volume to read (.nii, .nii.gz, .nrrd, .nhdr)")
-    p.add_argument("-o", "--output", required=True, help="volume to write (.nii, .nii.gz or .nrrd)")
+    p.add_argument("input", nargs="+",
+                   help="low-resolution volume to read (.nii, .nii.gz, .nrrd, .nhdr); or several, a folder (its "
+                        "volumes and DICOM series, subfolders included), a glob, a DICOM series folder or file, or "
+                        "a BIDS dataset (its anatomical images): a batch, written into the folder -o")
+    p.add_argument("-o", "--output", required=True,
+                   help="volume to write (.nii, .nii.gz or .nrrd); for a batch, the folder to write into (one "
+                        "output and one JSON sidecar per input, a summary table; BIDS: a derivatives dataset)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="batch: enhance again inputs whose output and sidecar already match (same input, model and "
+                        "options), which a rerun otherwise skips")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="batch: enhance only the I-th of N parts of the inputs (1 <= I <= N; default: from "
+                        "torchrun's RANK/WORLD_SIZE or a SLURM array task, else all)")
     p.add_argument("--model", default=None, help="model name or weights file (default: mri-x4-fidelity)")
     p.add_argument("--scale", type=int, default=None, help="refuse a model of any other scale (default: any)")
     p.add_argument("--detail", type=float, default=None,
@@ -272,115 +283,20 @@ def positive_int(text: str) -> int:
 
 
 def cmd_enhance(args) -> int:
-    from .catalog import default_model_for, load_model
-    from .inference import SliceEngine, enhance_volume
-    from .through_plane import check_network, choose_direction, make_plan, seconds_per_output_voxel
+    from .cohort import is_batch, run_batch
+    from .enhance_run import Models, enhance_to_files
     from .volumes import check_writable, read_volume
 
-    check_writable(args.output)
-    refuse_overwriting_input(args.input, args.output)
     if args.scale is not None and args.scale < 1:
         raise MRSuperResError(f"--scale must be positive, not {args.scale}")
-    volume = read_volume(args.input)
-    model, card = (load_model(args.model, detail=args.detail, detail_model=args.detail_model)
-                   if args.model else (None, None))
-    direction, axis, why = choose_direction(volume, args.direction, args.axis,
-                                            model.scale if model is not None else None)
-    if direction == "through-plane" and (args.self_ensemble or args.maps):
-        raise MRSuperResError(f"{'--maps' if args.maps else '--self-ensemble'} applies to in-plane "
-                              "super-resolution only")
-    map_paths = map_files(args.output, args.maps) if args.maps else {}
-    make_plan(volume, direction, axis, why, spacing=args.spacing)          # bad --spacing: refused before loading
-    if model is None:
-        model, card = load_model(default_model_for(direction), detail=args.detail, detail_model=args.detail_model)
-    if args.scale and model.scale != args.scale:
-        raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
-    runner = SliceEngine(model, device=args.device, precision=args.precision, compile=args.compile,
-                         engine=args.engine)
-    check_network(runner)
-    plan = make_plan(volume, direction, axis, why, model.scale, args.spacing,
-                     seconds_per_output_voxel(runner) * (8 if args.self_ensemble or args.maps else 1))
-    print(f"mrsuperres: {plan.summary()}", file=sys.stderr)
-    for line in plan.warnings:
-        print(f"mrsuperres: warning: {line}", file=sys.stderr)
-    hr, facts = enhance_volume(volume, model, axis=axis, direction=direction, spacing=args.spacing,
-                               batch_size=args.batch_size, tile=args.tile, progress=Progress("enhance"),
-                               self_ensemble=args.self_ensemble, consistency=args.consistency,
-                               maps=bool(args.maps), runner=runner, plan=plan)
-    dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
-    map_paths = {name: path for name, path in map_paths.items() if name in hr.maps}
-    write_all({Path(args.output): (hr, dtype),
-               **{path: (hr.maps[name], "float32") for name, path in map_paths.items()}})
-    sp = hr.spacing
-    how = (f"through-plane x{facts['factor']:.3g} across {facts['axis_name']} slices"
-           if facts["direction"] == "through-plane" else f"x{facts['scale']} along {facts['axis_name']} slices")
-    print(f"{args.output}: {facts['input_shape']} -> {facts['output_shape']} voxels, spacing "
-          f"{sp[0]:.4g} x {sp[1]:.4g} x {sp[2]:.4g} mm, {how}, "
-          f"model {card.get('name')}{' (self-ensemble x8)' if facts['self_ensemble'] else ''}"
-          f"{'' if facts['direction'] == 'through-plane' else ', consistency ' + facts['consistency']}, "
-          f"{facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} "
-          f"({facts['precision']}{', OpenVINO' if facts['engine'] == 'openvino' else ''})")
-    if "data_consistency" in facts:
-        print(describe_consistency(facts))
-    for name, path in map_paths.items():
-        print(f"{path}: {name} map")
-    if args.verbose:
-        print(f"precision {facts['precision']} ({facts['engine']}): {facts['precision_why']}")
+    if is_batch(args.input, args.shard):
+        return run_batch(args)
+    source = args.input[0]
+    check_writable(args.output)
+    refuse_overwriting_input(source, args.output)
+    enhance_to_files(read_volume(source), Path(args.output), args, Models(args),
+                     maps_dir=Path(args.maps) if args.maps else None)
     return 0
-
-
-def write_all(files: dict) -> None:
-    """{path: (volume, dtype)} written one by one (each atomically); if any fails, the ones
-    already written by this call are removed again, so a run leaves all its files or none."""
-    from .volumes import write_volume
-
-    written = []
-    try:
-        for path, (volume, dtype) in files.items():
-            if not path.parent.exists():
-                try:
-                    path.parent.mkdir(parents=True)
-                except OSError as exc:
-                    raise MRSuperResError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
-            write_volume(volume, path, dtype=dtype)
-            written.append(path)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-
-
-def map_files(output: str, folder: str) -> dict[str, Path]:
-    """{map: path} in `folder`, named after the output and in its format; refused before any work."""
-    from .evaluate import check_out_dir
-    from .volumes import check_writable, stem
-
-    check_out_dir(folder, "--maps")
-    name = str(output).lower()
-    suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(output).suffix
-    paths = {m: Path(folder) / f"{stem(output)}_{m}{suffix}" for m in ("consistency", "uncertainty", "detail")}
-    for path in paths.values():
-        if Path(folder).is_dir():
-            check_writable(path)
-    return paths
-
-
-def describe_consistency(facts: dict) -> str:
-    """The per-volume numbers of the maps, as `enhance` prints them (fractions of the input's range)."""
-    d, out = facts["data_consistency"]["network"], facts["data_consistency"]["output"]
-    line = (f"data consistency: the network's output re-acquired (box average per input voxel) departs from the "
-            f"input by RMS {100 * d['rms']:.2f}% of its range, {100 * d['share_above']:.1f}% of voxels with signal "
-            f"by more than {100 * d['threshold']:.0f}%; after --consistency {facts['consistency']}: RMS "
-            f"{100 * out['rms']:.2f}%, {100 * out['share_above']:.1f}%")
-    if "uncertainty" in facts:
-        u = facts["uncertainty"]
-        line += (f"; uncertainty (spread over the 8 passes): mean {100 * u['mean']:.2f}%, "
-                 f"99th percentile {100 * u['p99']:.2f}% of the range")
-    if "detail_spread" in facts:
-        d = facts["detail_spread"]
-        line += (f"; detail spread (|GAN - fidelity| / 2): mean {100 * d['mean']:.2f}%, "
-                 f"99th percentile {100 * d['p99']:.2f}%")
-    return line
 
 
 def cmd_evaluate(args) -> int:

@@ -7,8 +7,10 @@ Installed with the extension (as MRSuperResLib/slicer_batch.py) and in a checkou
     Slicer --no-main-window --python-script MRSuperResLib/slicer_batch.py -- --input T1.nii.gz --output out
     python -m MRSuperResLib.slicer_batch --input T1.nii.gz --output out          # slicer-core, no app
 
-Each input is loaded by Slicer's own volume reader, enhanced by MRSuperResLogic, and written
-as OUT/<name>_sr.nii.gz (atomically). It always ends, also inside Slicer (where a script does
+Inputs are what `mrsuperres enhance` takes in a batch (cohort.py): files, folders, globs, DICOM
+series and BIDS datasets. Each volume file is loaded by Slicer's own volume reader (a DICOM
+series by dicom.py), enhanced by MRSuperResLogic, and written as OUT/<name>_sr.nii.gz (BIDS: the
+derivatives names) atomically. It always ends, also inside Slicer (where a script does
 not end by itself): 0 when every input was enhanced, 1 after any failure, each failure one line
 on stderr, the other inputs still processed.
 """
@@ -37,8 +39,9 @@ def problem(exc: BaseException) -> str:
 def enhance_all(args) -> int:
     import slicer
 
+    from MRSuperResLib.cohort import discover
     from MRSuperResLib.slicer_logic import MRSuperResLogic
-    from MRSuperResLib.slicer_nodes import volume_from_node
+    from MRSuperResLib.slicer_nodes import add_volume_node, volume_from_node
     from MRSuperResLib.slicer_scene import headless_scene, load_volume
     from MRSuperResLib.volumes import write_volume
 
@@ -48,16 +51,25 @@ def enhance_all(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     logic = MRSuperResLogic()
     failures = 0
-    for path in args.input:
+    for item in discover(args.input):
         made = []
         try:
-            made.append(load_volume(path))
-            made.append(logic.enhance(made[0], model=args.model, axis=args.axis, device=args.device, show=False))
-            target = out / f"{Path(path).name.split('.')[0]}_sr.nii.gz"
+            if item.skip is not None:
+                print(f"mrsuperres: {item.label}: skipped: {item.skip}", file=sys.stderr)
+                continue
+            if item.series is not None:
+                made.append(add_volume_node(item.read(), item.output.name.replace("_sr.nii.gz", "")))
+            else:
+                made.append(load_volume(item.path))
+            made.append(logic.enhance(made[0], model=args.model, axis=args.axis, device=args.device, show=False,
+                                      direction=args.direction, consistency=args.consistency,
+                                      selfEnsemble=args.self_ensemble))
+            target = out / item.output
+            target.parent.mkdir(parents=True, exist_ok=True)
             write_volume(volume_from_node(made[1], "result"), target)
-            print(f"{path} -> {target}")
+            print(f"{item.label} -> {target}")
         except Exception as exc:              # one input's failure: say so, go on with the others
-            print(f"mrsuperres: {path}: {problem(exc)}", file=sys.stderr)
+            print(f"mrsuperres: {item.label}: {problem(exc)}", file=sys.stderr)
             failures += 1
         finally:
             for node in made:
@@ -81,11 +93,17 @@ def main(argv: list[str] | None = None, exit: bool = False) -> int:
 
 def _run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="slicer_batch", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", nargs="+", required=True, help="volumes to enhance (.nii, .nii.gz, .nrrd)")
+    parser.add_argument("--input", nargs="+", required=True,
+                        help="volumes to enhance (.nii, .nii.gz, .nrrd), folders, globs, DICOM series or BIDS datasets")
     parser.add_argument("--output", required=True, help="output folder (made if missing)")
     parser.add_argument("--model", default=None, help="model name or weights file (default: mri-x4-fidelity)")
     parser.add_argument("--axis", default="auto", help="slice axis: auto, 0, 1 or 2 (default: auto)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--direction", default="auto", choices=("auto", "in-plane", "through-plane"),
+                        help="as for mrsuperres enhance (default: auto)")
+    parser.add_argument("--consistency", default="anchor", choices=("anchor", "exact", "none"),
+                        help="as for mrsuperres enhance (default: anchor)")
+    parser.add_argument("--self-ensemble", action="store_true", help="as for mrsuperres enhance")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:                 # --help (0) or bad arguments (argparse printed why)

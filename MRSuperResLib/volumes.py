@@ -44,8 +44,8 @@ class Volume:
         return Volume(data, resample_affine(self.affine, axis, factor, along), meta)
 
 
-DICOM_HINT = ("DICOM is not read directly: convert the series to NIfTI first (dcm2niix -z y -o OUT_FOLDER "
-              "SERIES_FOLDER), or load it with Slicer's DICOM module and use the panel")
+DICOM_HINT = ("DICOM series are read by `mrsuperres enhance SERIES_FOLDER -o OUT_FOLDER` (a batch); for this "
+              "command convert the series to NIfTI first (dcm2niix -z y -o OUT_FOLDER SERIES_FOLDER)")
 
 
 def looks_like_dicom(path: str | os.PathLike) -> bool:

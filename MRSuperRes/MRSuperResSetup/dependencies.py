@@ -21,7 +21,7 @@ TORCH_REQUIREMENT = ">=2.4"
 # fails when the two disagree)
 PIP_REQUIREMENTS = ("numpy>=1.24,<3", "scipy>=1.10,<2", "nibabel>=5.0,<6", "pynrrd>=1.0,<2",
                     "scikit-image>=0.21,<0.27", "safetensors>=0.4,<1", "matplotlib>=3.7,<4", "tqdm>=4.60,<5",
-                    "onnx>=1.14,<2")
+                    "onnx>=1.14,<2", "SimpleITK>=2.2,<3")
 # Slicer's own packages: never installed or upgraded by MRSuperRes, held at their installed
 # versions through a pip constraints file so that no dependency can replace them
 SLICER_PACKAGES = ("numpy", "scipy", "SimpleITK", "requests", "pillow")

@@ -241,8 +241,13 @@ def test_dicom_input_gets_a_conversion_hint(tmp_path, capsys, model_file):
     (series / "IM0002.dcm").write_bytes(b"\0" * 200)
     out = tmp_path / "out"
     out.mkdir()
-    assert_refused(capsys, out, "is DICOM. DICOM is not read directly: convert the series to NIfTI first (dcm2niix", "enhance", series / "IM0001", "-o", out / "sr.nii.gz",
-                   "--model", model_file)
-    assert_refused(capsys, out, "got a folder: " + str(series) + " (DICOM is not read directly", "enhance", series, "-o", out / "sr.nii.gz",
-                   "--model", model_file)
-    assert_refused(capsys, out, "is DICOM", "degrade", series / "IM0002.dcm", "-o", out / "lr.nii.gz")
+    # enhance reads DICOM series (a batch): one that cannot be read fails with its reason, nothing written
+    for given in (series / "IM0001", series):
+        code, _ = run(capsys, "enhance", given, "-o", out / "batch", "--model", model_file)
+        assert code == 1
+        rows = (out / "batch" / "mrsuperres_summary.tsv").read_text()
+        assert "failed" in rows and "holds no series that can be read" in rows
+        assert not list((out / "batch").glob("*.nii.gz"))
+    # the other commands take one volume file and say how to get one
+    assert_refused(capsys, out, "is DICOM. DICOM series are read by `mrsuperres enhance SERIES_FOLDER", "degrade",
+                   series / "IM0002.dcm", "-o", out / "lr.nii.gz")

@@ -55,7 +55,7 @@ def inline_commands(text: str) -> list[list[str]]:
 
 
 def test_readme_has_the_sections_a_user_needs():
-    text = README.read_text()
+    text = README.read_text(encoding="utf-8")
     headings = re.findall(r"^## (.+)$", text, re.M)
     for needed in ("Install", "Quick start", "Three ways to use it", "Choosing a model", "Evaluate on your own data",
                    "Training", "Performance", "Troubleshooting", "Citation and licences"):
@@ -67,7 +67,7 @@ def test_readme_has_the_sections_a_user_needs():
 def test_every_mrsuperres_command_parses():
     parser = build_parser()
     seen = set()
-    for argv in shell_commands(README.read_text()):
+    for argv in shell_commands(README.read_text(encoding="utf-8")):
         if argv[0] != "mrsuperres":
             continue
         if argv[1:] == ["--version"]:
@@ -80,7 +80,7 @@ def test_every_mrsuperres_command_parses():
         seen.add(args.command)
     assert {"enhance", "degrade", "evaluate", "train"} <= seen
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    for argv in inline_commands(README.read_text()):
+    for argv in inline_commands(README.read_text(encoding="utf-8")):
         if argv[1].startswith("--"):
             assert argv[1] in parser._option_string_actions, argv
             continue
@@ -91,9 +91,9 @@ def test_every_mrsuperres_command_parses():
 
 def test_every_project_file_a_command_names_exists():
     named = set()
-    for argv in shell_commands(README.read_text()) + inline_commands(README.read_text()):
+    for argv in shell_commands(README.read_text(encoding="utf-8")) + inline_commands(README.read_text(encoding="utf-8")):
         named |= {a for a in argv if PROJECT_PATH.match(a)}
-    for span in code_spans(README.read_text()):          # paths in the prose's code spans too
+    for span in code_spans(README.read_text(encoding="utf-8")):          # paths in the prose's code spans too
         named |= {t for t in span.split() if PROJECT_PATH.match(t)}
     assert "scripts/setup.sh" in named and "Resources/SampleData/colin27_t1_brain_slab.nii.gz" in named
     missing = sorted(p for p in named if not (ROOT / p).exists())
@@ -103,7 +103,7 @@ def test_every_project_file_a_command_names_exists():
 def test_the_batch_command_calls_the_installed_entry_point():
     from MRSuperResLib import slicer_batch
 
-    text = README.read_text()
+    text = README.read_text(encoding="utf-8")
     calls = re.findall(r'--python-code "import MRSuperResLib\.slicer_batch as b; b\.main\((\[.*?\]), exit=True\)"', text)
     assert calls
     for call in calls:
@@ -116,7 +116,7 @@ def test_python_examples_compile_and_use_names_that_exist():
     import MRSuperResLib
     from MRSuperResLib.slicer_logic import MRSuperResLogic
 
-    blocks = code_blocks(README.read_text(), "python")
+    blocks = code_blocks(README.read_text(encoding="utf-8"), "python")
     assert blocks
     for block in blocks:
         tree = ast.parse(block)
@@ -135,7 +135,7 @@ def anchor_of(heading: str) -> str:
 
 @pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.name)
 def test_links_resolve(page):
-    text = page.read_text()
+    text = page.read_text(encoding="utf-8")
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
         if target.startswith(("http://", "https://", "mailto:")):
             continue
@@ -143,5 +143,5 @@ def test_links_resolve(page):
         file = (page.parent / path).resolve() if path else page
         assert file.exists(), f"{page.name}: {target}"
         if anchor and file.suffix == ".md":
-            anchors = {anchor_of(h) for h in re.findall(r"^#+ (.+)$", file.read_text(), re.M)}
+            anchors = {anchor_of(h) for h in re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), re.M)}
             assert anchor in anchors, f"{page.name}: {target}"
