@@ -163,8 +163,9 @@ def training_card(*, name: str, stage: str, preset: str | None, loss_weights: di
                   hr_noise_sigma, axis, patch: int, batch: int, iterations: int, target_iterations: int,
                   stopped: str | None, learning_rate: float, learning_rate_schedule, ema_decay: float, seed: int,
                   device: str, precision: str, wall_seconds: float, validation: dict | None, scale: int,
-                  slice_profile: dict | None = None) -> dict:
-    """The card of a training run's exported EMA generator (Trainer.export). `training_volumes`
+                  slice_profile: dict | None = None, world_size: int = 1) -> dict:
+    """The card of a training run's exported EMA generator (Trainer.export). `world_size`: the
+    number of processes it trained on (torchrun). `training_volumes`
     and `validation_volumes` are training_data.VolumeInfo; `split` "slab" means the validation
     slices were cut from the training volume; `stopped` is why the run stopped early, or None."""
     gan = stage == "gan"
@@ -186,7 +187,7 @@ def training_card(*, name: str, stage: str, preset: str | None, loss_weights: di
         "iterations": iterations, "target_iterations": target_iterations, "stopped_early": bool(stopped),
         "learning_rate": learning_rate, "learning_rate_schedule": learning_rate_schedule, "ema_decay": ema_decay,
         "seed": seed,
-        "device": device, "precision": precision,
+        "device": device, "precision": precision, "world_size": world_size,
         "wall_seconds": round(wall_seconds, 1),
         "slice_profile": slice_profile,                 # x1 through-plane models: what they learnt to undo
         "metrics": ({"validation": validation, "protocol": (
@@ -254,6 +255,7 @@ def shipped_card(run_card: dict, run_config: dict, *, name: str, learning_rate, 
         "patch": run_config["patch"], "learning_rate": learning_rate,
         "learning_rate_schedule": run_card.get("learning_rate_schedule") or [[0, learning_rate]],
         "device": run_card.get("device"), "precision": run_card.get("precision"),
+        "world_size": run_card.get("world_size", 1),
         "wall_seconds": run_card.get("wall_seconds"),
         **chain_totals(run_card),
     }

@@ -6,6 +6,7 @@ Every user-facing problem ends as one line `mrsuperres: error: ...` on stderr an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -261,6 +262,8 @@ def cmd_train(args) -> int:
         print(f"mrsuperres: {announce(config)}", file=sys.stderr, flush=True)
     code = train(config)
     run = config.out
+    if int(os.environ.get("RANK", "0")) != 0:        # under torchrun: rank 0 reports
+        return code
     print(f"{run}: {'done' if code == 0 else 'stopped'}; model {run}/model.safetensors, events {run}/events.jsonl")
     if config.fine_tune_on and (Path(run) / "model.safetensors").exists():     # --self: listed by name
         from .slicer_training import register_model, safe_name

@@ -95,6 +95,16 @@ def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = N
 
 # ----------------------------------------------------------------------------- the run
 
+class NoLog:
+    """The event log of a rank other than 0: only rank 0 writes."""
+
+    def write(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class StopRequest:
     """SIGTERM/SIGINT or a STOP file in the run folder ask for a graceful stop."""
 
@@ -163,7 +173,12 @@ class Trainer:
         elif has_run:
             raise MRSuperResError(f"{run} already holds a training run: add --resume to continue it, "
                                   "or choose another --out")
+        from .distributed import setup
+
+        self.world = setup(c.device, c.batch)                   # one process, or torchrun's ranks
         self.device = select_device(c.device)
+        if self.world.size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.world.local_rank)
         resolve_precision(c.precision, self.device)             # a bad --precision fails before any loading
         self.methods = parse_degradations(c.degrade)
         self.pool, val_slices, self.split, self.train_infos, self.val_infos = load_pools(
@@ -173,8 +188,9 @@ class Trainer:
         self.generator, self.init_desc, self.init_record = resolve_init(c)
         # the precision inference measured fastest for this architecture here (a bf16 step is no
         # faster where bf16 convolutions are not), or the one asked for
-        self.precision_choice = choose(self.generator, self.device, c.precision, engine="torch",
-                                       notify=lambda text: print(f"mrsuperres: {text}", file=sys.stderr))
+        self.precision_choice = self.world.from_main(     # measured once, by rank 0: every rank runs the same
+            choose(self.generator, self.device, c.precision, engine="torch",
+                   notify=lambda text: print(f"mrsuperres: {text}", file=sys.stderr)) if self.world.main else None)
         self.precision = self.precision_choice.precision
         self.discriminator, self.init_d_desc = resolve_init_d(c)
         preset = PRESETS[c.preset]
@@ -185,6 +201,7 @@ class Trainer:
         if c.stage == "gan" and self.weights["perceptual_weight"] > 0:
             from .vgg import load_vgg
             self.vgg, self.vgg_layers, self.vgg_desc = load_vgg(preset["layers"])
+        self.world.barrier()                  # every rank checked the run folder before rank 0 writes to it
 
     def _defer_warning(self, message: str) -> None:
         """Checkpoint warnings found while validating; logged once the run has started."""
@@ -194,11 +211,15 @@ class Trainer:
     def run(self) -> int:
         c = self.config
         run = self.run_dir
-        run.mkdir(parents=True, exist_ok=True)
-        checkpoints.remove_partials(run)
-        self.log = EventLog(run / "events.jsonl")
+        main = self.world.main
+        if main:
+            run.mkdir(parents=True, exist_ok=True)
+            checkpoints.remove_partials(run)
+        self.log = EventLog(run / "events.jsonl") if main else NoLog()
         stop = StopRequest(run)
-        stop.stop_file.unlink(missing_ok=True)     # a STOP left by a stopped run must not stop its resume
+        if main:
+            stop.stop_file.unlink(missing_ok=True)     # a STOP left by a stopped run must not stop its resume
+        self.world.barrier()
         stop.install()
         start_iter = 0
         try:
@@ -209,7 +230,8 @@ class Trainer:
                     self.log.write("warning", start_iter, message=message)
                 self.log.write("resumed", start_iter, checkpoint=str(self.resume_path), **self._describe())
             else:
-                (run / "config.json").write_text(json.dumps(asdict(c), indent=2) + "\n")
+                if main:
+                    (run / "config.json").write_text(json.dumps(asdict(c), indent=2) + "\n")
                 self.log.write("start", 0, **self._describe())
             return self._loop(start_iter, stop)
         except MRSuperResError as exc:
@@ -221,6 +243,7 @@ class Trainer:
         finally:
             stop.restore()
             self.log.close()
+            self.world.close()
 
     def _build_training_state(self) -> None:
         c = self.config
@@ -239,6 +262,8 @@ class Trainer:
             self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.9, 0.99), **fast)
         if self.vgg is not None:
             self.vgg = self.vgg.to(self.device, memory_format=cl)
+        self.g_train = self.world.wrap(self.generator, self.device)       # DDP on several ranks
+        self.d_train = self.world.wrap(self.discriminator, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.rng = np.random.default_rng(c.seed)
         torch.manual_seed(c.seed)
@@ -278,7 +303,7 @@ class Trainer:
                     val_slices=0 if self.val is None else len(self.val[1]), split=self.split,
                     init=self.init_desc, init_d=self.init_d_desc, loss_weights=self.weights,
                     gan_loss=self.gan_kind if self.config.stage == "gan" else None, vgg=self.vgg_desc,
-                    lr=self.lr, lr_schedule=self.lr_schedule)
+                    lr=self.lr, lr_schedule=self.lr_schedule, world_size=self.world.size)
 
     def _checkpoint_state(self, iteration: int, wall: float) -> dict:
         return dict(
@@ -330,7 +355,7 @@ class Trainer:
                 p.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         with autocast(dev, self.precision):
-            sr = self.generator(lr_t)
+            sr = self.g_train(lr_t)
             losses = self.generator_losses(sr, hr_t, clean)
             total = w["l1_weight"] * losses["l1"]
             if "perceptual" in losses:
@@ -348,8 +373,12 @@ class Trainer:
                     p.requires_grad_(True)
                 self.opt_d.zero_grad(set_to_none=True)
                 with autocast(dev, self.precision):
-                    real_logits = d(real)
-                    fake_logits = d(fake)
+                    if self.world.size > 1:      # one DDP forward per backward: real and fake as one batch
+                        both = self.d_train(torch.cat([real, fake]))
+                        real_logits, fake_logits = both[:len(real)], both[len(real):]
+                    else:
+                        real_logits = d(real)
+                        fake_logits = d(fake)
                     if self.gan_kind == "ragan":
                         d_real = gan_loss("ragan", real_logits, True, fake_logits.detach())
                         d_fake = gan_loss("ragan", fake_logits, False, real_logits.detach())
@@ -375,7 +404,9 @@ class Trainer:
             loss.backward()
             optimizer.step()
 
-    def _save(self, iteration: int, wall: float) -> Path:
+    def _save(self, iteration: int, wall: float) -> Path | None:
+        if not self.world.main:
+            return None
         path = checkpoints.save_checkpoint(self.run_dir, iteration, self._checkpoint_state(iteration, wall),
                                            keep=self.config.keep)
         self.log.write("checkpoint", iteration, path=str(path))
@@ -387,7 +418,7 @@ class Trainer:
         c = self.config
         t_start = time.perf_counter()
         self.iteration = start_iter
-        bar = Progress("train", c.iters, "it", initial=start_iter, enabled=self.progress_bar)
+        bar = Progress("train", c.iters, "it", initial=start_iter, enabled=self.progress_bar and self.world.main)
         self.rng_state = self.rng.bit_generator.state     # after the last batch trained on
         batches = Prefetcher(self.pool, self.rng, c.batch, c.patch, c.scale, self.methods, c.hr_noise,
                              tuple(c.hr_noise_sigma), self.thick)
@@ -403,7 +434,8 @@ class Trainer:
         losses = {}
         for it in range(start_iter + 1, c.iters + 1):
             lr_b, hr_b, noisy, self.rng_state = batches.next()
-            losses = self._step(lr_b, hr_b, noisy)
+            part = self.world.part
+            losses = self._step(part(lr_b), part(hr_b), part(noisy))
             self.iteration = it
             now = time.perf_counter()
             if it % c.log_every == 0 or it == c.iters:
@@ -414,7 +446,7 @@ class Trainer:
             bar.update(it, **dict(list(losses.items())[:3]))
             if it % val_every == 0 and it != c.iters:
                 self._validate(it)
-            if stop.requested():
+            if self.world.any(stop.requested()):
                 bar.close()
                 return self._finish(it, self.wall_before + time.perf_counter() - t_start, stopped=stop.reason)
             if it % c.checkpoint_every == 0 and it != c.iters:
@@ -424,6 +456,8 @@ class Trainer:
         return self._finish(c.iters, self.wall_before + time.perf_counter() - t_start, stopped=None)
 
     def _validate(self, it: int) -> None:
+        if not self.world.main:
+            return
         result = validate(self.ema, self.val, self.device, self.precision, generator=self.generator)
         if result is not None:
             self.last_val = result
@@ -431,7 +465,7 @@ class Trainer:
 
     def _finish(self, it: int, wall: float, stopped: str | None) -> int:
         ckpt = self._save(it, wall)
-        model_path = self.export(it, wall, stopped)
+        model_path = self.export(it, wall, stopped) if self.world.main else None
         if stopped:
             self.log.write("stopped", it, reason=stopped, checkpoint=str(ckpt), model=str(model_path))
             return EXIT_STOPPED
@@ -453,7 +487,7 @@ class Trainer:
             hr_noise_sigma=c.hr_noise_sigma, axis=c.axis, patch=c.patch, batch=c.batch, iterations=it,
             target_iterations=c.iters, stopped=stopped, learning_rate=self.lr, learning_rate_schedule=self.lr_schedule,
             ema_decay=c.ema_decay, seed=c.seed, device=device_name(self.device), precision=self.precision,
-            wall_seconds=wall, validation=self.last_val, scale=c.scale,
+            wall_seconds=wall, validation=self.last_val, scale=c.scale, world_size=self.world.size,
             slice_profile=None if self.thick is None else {
                 "profiles": "gaussian or rect, FWHM = thickness", "factors": list(c.slice_factors),
                 "thickness_over_spacing": list(c.slice_thickness)})

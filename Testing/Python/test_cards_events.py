@@ -98,7 +98,7 @@ def test_training_card_is_the_card_a_training_run_exports(tmp_path, sample_volum
         target_iterations=c["iters"], stopped=None, learning_rate=start["lr"],
         learning_rate_schedule=start["lr_schedule"], ema_decay=c["ema_decay"], seed=c["seed"],
         device=written["device"], precision=start["precision"], wall_seconds=written["wall_seconds"],
-        validation=written["metrics"]["validation"], scale=c["scale"])
+        validation=written["metrics"]["validation"], scale=c["scale"], world_size=start["world_size"])
     from_weights = ("scale", "architecture", "parameters", "sha256", "file")
     assert rebuilt == {k: v for k, v in written.items() if k not in from_weights}
     assert rebuilt["hr_noise_sigma"] == [0.005, 0.03] and rebuilt["hr_noise_losses"] == "l1"
