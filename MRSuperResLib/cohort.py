@@ -254,23 +254,14 @@ def run_batch(args) -> int:
                 row.update(status="skipped", message=item.skip)
                 continue
             sha = item.sha256()
-            known = expected_model(models, args)
-            if not args.overwrite and known["name"] is not None and up_to_date(output, sha, known, options):
-                row.update(status="up to date", message="output and sidecar match (--overwrite redoes it)")
-                continue
-            if not args.overwrite and known["name"] is None and _default_up_to_date(output, sha, options):
+            if not args.overwrite and is_up_to_date(item, output, sha, options, expected_model(models, args)):
                 row.update(status="up to date", message="output and sidecar match (--overwrite redoes it)")
                 continue
             volume = item.read()
             maps_dir = (Path(args.maps) / item.output.parent) if args.maps else None
             facts, card, _ = enhance_to_files(volume, output, args, models, maps_dir=maps_dir,
                                               progress=Progress(f"{n}/{len(items)}"))
-            record = {"input": {"path": item.label, "sha256": sha}, "output": output.name,
-                      "model": {"name": facts["model"]["name"], "sha256": facts["model"].get("sha256")},
-                      "options": options, "version": __version__, "device": facts["device"],
-                      "precision": facts["precision"], "engine": facts["engine"], "seconds": facts["seconds"],
-                      "facts": {k: v for k, v in facts.items() if k not in ("model",)}}
-            atomic_write_bytes(sidecar_path(output), (json.dumps(record, indent=1, default=str) + "\n").encode())
+            write_sidecar(output, item, sha, facts, options)
             row.update(status="done")
         except (MRSuperResError, OSError) as exc:
             row.update(status="failed", message=str(exc))
@@ -290,6 +281,26 @@ def run_batch(args) -> int:
           f"{sum(r['status'] == 'skipped' for r in rows)} skipped, {len(failed)} failed; summary in "
           f"{_summary_path(out_dir, index, count)}", flush=True)
     return 1 if failed else 0
+
+
+def write_sidecar(output: Path, item: Item, sha: str, facts: dict, options: dict) -> Path:
+    """`output`'s JSON sidecar, written atomically once the output is complete: what made it."""
+    from . import __version__
+
+    record = {"input": {"path": item.label, "sha256": sha}, "output": output.name,
+              "model": {"name": facts["model"]["name"], "sha256": facts["model"].get("sha256")},
+              "options": options, "version": __version__, "device": facts["device"],
+              "precision": facts["precision"], "engine": facts["engine"], "seconds": facts["seconds"],
+              "facts": {k: v for k, v in facts.items() if k not in ("model",)}}
+    return atomic_write_bytes(sidecar_path(output), (json.dumps(record, indent=1, default=str) + "\n").encode())
+
+
+def is_up_to_date(item: Item, output: Path, sha: str, options: dict, model_named: dict | None) -> bool:
+    """A rerun's test: with --model, against that model; without, against the default the
+    sidecar names (still installed, same sha256)."""
+    if model_named is not None and model_named.get("name") is not None:
+        return up_to_date(output, sha, model_named, options)
+    return _default_up_to_date(output, sha, options)
 
 
 def _default_up_to_date(output: Path, sha: str, options: dict) -> bool:

@@ -10,13 +10,16 @@ Installed with the extension (as MRSuperResLib/slicer_batch.py) and in a checkou
 Inputs are what `mrsuperres enhance` takes in a batch (cohort.py): files, folders, globs, DICOM
 series and BIDS datasets. Each volume file is loaded by Slicer's own volume reader (a DICOM
 series by dicom.py), enhanced by MRSuperResLogic, and written as OUT/<name>_sr.nii.gz (BIDS: the
-derivatives names) atomically. It always ends, also inside Slicer (where a script does
+derivatives names) atomically, with the JSON sidecar `mrsuperres enhance` writes; a rerun skips
+inputs that are up to date (--overwrite redoes them), and --shard I/N (or torchrun's or SLURM's
+environment) takes one part. It always ends, also inside Slicer (where a script does
 not end by itself): 0 when every input was enhanced, 1 after any failure, each failure one line
 on stderr, the other inputs still processed.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -39,7 +42,9 @@ def problem(exc: BaseException) -> str:
 def enhance_all(args) -> int:
     import slicer
 
-    from MRSuperResLib.cohort import discover
+    from MRSuperResLib.cards import model_provenance
+    from MRSuperResLib.catalog import load_model
+    from MRSuperResLib.cohort import discover, in_shard, is_up_to_date, options_of, shard_of, write_sidecar
     from MRSuperResLib.slicer_logic import MRSuperResLogic
     from MRSuperResLib.slicer_nodes import add_volume_node, volume_from_node
     from MRSuperResLib.slicer_scene import headless_scene, load_volume
@@ -51,11 +56,18 @@ def enhance_all(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     logic = MRSuperResLogic()
     failures = 0
-    for item in discover(args.input):
+    options = dict(options_of(args), model=args.model)
+    for item in in_shard(discover(args.input), *shard_of(args.shard)):
         made = []
         try:
             if item.skip is not None:
                 print(f"mrsuperres: {item.label}: skipped: {item.skip}", file=sys.stderr)
+                continue
+            target = out / item.output
+            sha = item.sha256()
+            if not args.overwrite and is_up_to_date(item, target, sha, options, None if args.model is None
+                                                     else model_provenance(load_model(args.model)[0])):
+                print(f"{item.label}: up to date ({target})")
                 continue
             if item.series is not None:
                 made.append(add_volume_node(item.read(), item.output.name.replace("_sr.nii.gz", "")))
@@ -64,9 +76,9 @@ def enhance_all(args) -> int:
             made.append(logic.enhance(made[0], model=args.model, axis=args.axis, device=args.device, show=False,
                                       direction=args.direction, consistency=args.consistency,
                                       selfEnsemble=args.self_ensemble))
-            target = out / item.output
             target.parent.mkdir(parents=True, exist_ok=True)
             write_volume(volume_from_node(made[1], "result"), target)
+            write_sidecar(target, item, sha, json.loads(made[1].GetAttribute("MRSuperRes.facts")), options)
             print(f"{item.label} -> {target}")
         except Exception as exc:              # one input's failure: say so, go on with the others
             print(f"mrsuperres: {item.label}: {problem(exc)}", file=sys.stderr)
@@ -104,6 +116,8 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--consistency", default="anchor", choices=("anchor", "exact", "none"),
                         help="as for mrsuperres enhance (default: anchor)")
     parser.add_argument("--self-ensemble", action="store_true", help="as for mrsuperres enhance")
+    parser.add_argument("--overwrite", action="store_true", help="as for mrsuperres enhance: redo inputs up to date")
+    parser.add_argument("--shard", default=None, metavar="I/N", help="as for mrsuperres enhance")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:                 # --help (0) or bad arguments (argparse printed why)

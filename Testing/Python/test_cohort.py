@@ -165,3 +165,22 @@ def test_a_bids_dataset_becomes_a_derivatives_dataset(tmp_path, save_tiny):
     assert (out / "sub-01" / "anat" / "sub-01_desc-superres_T1w.json").exists()
     assert (out / "sub-02" / "ses-1" / "anat" / "sub-02_ses-1_desc-superres_T2w.nii.gz").exists()
     assert json.loads((out / "dataset_description.json").read_text())["DatasetType"] == "derivative"
+
+
+def test_the_slicer_batch_script_takes_folders_and_dicom_and_resumes(tmp_path, save_tiny):
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    src = tmp_path / "in"
+    src.mkdir()
+    small_lr(src / "plain.nii.gz", k=2)
+    write_dicom_series(read_volume(small_lr(tmp_path / "d.nii.gz", k=3)), src / "series", description="T1")
+    weights = str(save_tiny(tiny_model()))
+    argv = [sys.executable, str(ROOT / "scripts" / "slicer_enhance.py"), "--input", str(src), "--output",
+            str(tmp_path / "out"), "--model", weights, "--axis", "2", "--consistency", "exact"]
+    first = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = tmp_path / "out"
+    assert (out / "plain_sr.nii.gz").exists() and (out / "plain_sr.json").exists()
+    assert (out / "series" / "series_T1_sr.nii.gz").exists()
+    assert json.loads((out / "plain_sr.json").read_text())["options"]["consistency"] == "exact"
+    again = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("up to date") == 2, again.stdout + again.stderr
