@@ -83,8 +83,8 @@ def read_series(series: Series) -> Volume:
     sitk = _sitk()
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(series.files)
-    try:
-        image = reader.Execute()
+    try:                                  # one multi-frame file is a volume by itself
+        image = sitk.ReadImage(series.files[0]) if len(series.files) == 1 else reader.Execute()
     except RuntimeError as exc:
         raise MRSuperResError(f"{series.folder}: cannot read the DICOM series "
                               f"'{series.description or series.uid}': {str(exc).strip().splitlines()[-1]}") from None

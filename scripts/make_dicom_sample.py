@@ -51,6 +51,26 @@ def write_dicom_series(volume, folder: Path, description: str = "T1 sample", mod
     return files
 
 
+def write_multiframe(volume, path: Path) -> Path:
+    """`volume` as one multi-frame DICOM MR file (GDCM's own layout of a 3D image)."""
+    import SimpleITK as sitk
+
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.rint(volume.data).astype(np.int16).transpose(2, 1, 0))
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    image.SetMetaData("0008|0060", "MR")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        sitk.WriteImage(image, str(path))
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+    return path
+
+
 def _write_planes(sitk, writer, image, folder, files, spacing, study, series, orientation, description, modality,
                   image_type) -> None:
     for k in range(image.GetDepth()):
@@ -73,7 +93,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("volume", nargs="?", default=str(SAMPLE))
     ap.add_argument("-o", "--output", default="dicom_sample")
+    ap.add_argument("--multiframe", action="store_true", help="one multi-frame file OUTPUT/volume.dcm instead")
     args = ap.parse_args()
+    if args.multiframe:
+        print(write_multiframe(read_volume(args.volume), Path(args.output) / "volume.dcm"))
+        return
     files = write_dicom_series(read_volume(args.volume), Path(args.output))
     print(f"{args.output}: {len(files)} DICOM files")
 

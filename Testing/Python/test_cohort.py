@@ -19,7 +19,7 @@ from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.volumes import read_volume
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from make_dicom_sample import write_dicom_series  # noqa: E402
+from make_dicom_sample import write_dicom_series, write_multiframe  # noqa: E402
 
 
 def small_lr(path, k0=20, k=3):
@@ -136,6 +136,9 @@ def test_a_dicom_series_reads_as_its_nifti_and_enhances_in_a_batch(tmp_path, sav
     (series,) = find_series(tmp_path / "in" / "series1")
     volume = read_series(series)
     assert np.array_equal(volume.data, np.rint(nifti.data)) and np.allclose(volume.affine, nifti.affine, atol=1e-5)
+    (multi,) = discover([str(write_multiframe(nifti, tmp_path / "mf" / "volume.dcm"))])   # one multi-frame file
+    assert np.array_equal(multi.read().data, np.rint(nifti.data)) and np.allclose(multi.read().affine, nifti.affine,
+                                                                                   atol=1e-5)
     small_lr(tmp_path / "in" / "plain.nii.gz", k=2)
     out = tmp_path / "out"
     assert main(["enhance", str(tmp_path / "in"), "-o", str(out), "--model", str(save_tiny(tiny_model())),
