@@ -81,8 +81,9 @@ def is_batch(inputs: list[str], shard: str | None) -> bool:
                    for i in inputs))
 
 
-def discover(inputs: list[str]) -> list[Item]:
-    """Every volume the inputs name, in a fixed order, with unique output names."""
+def discover(inputs: list[str], exclude: Path | None = None) -> list[Item]:
+    """Every volume the inputs name, in a fixed order, with unique output names; nothing under
+    `exclude` (the output folder, which may lie inside an input folder)."""
     items: list[Item] = []
     for given in inputs:
         path = Path(given)
@@ -90,11 +91,11 @@ def discover(inputs: list[str]) -> list[Item]:
             matches = sorted(glob.glob(given, recursive=True))
             if not matches:
                 raise MRSuperResError(f"no file matches {given}")
-            items += discover(matches)
+            items += discover(matches, exclude)
         elif path.is_dir() and (path / "dataset_description.json").exists():
             items += _bids(path)
         elif path.is_dir():
-            items += _folder(path)
+            items += _folder(path, exclude)
         elif path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES):
             items.append(Item(str(path), Path(_stem(path) + "_sr.nii.gz"), path=path))
         elif path.is_file():
@@ -109,11 +110,14 @@ def _stem(path: Path) -> str:
     return stem(path)
 
 
-def _folder(folder: Path) -> list[Item]:
+def _folder(folder: Path, exclude: Path | None = None) -> list[Item]:
     """The volume files in `folder` and below, then its DICOM series; outputs keep the subfolders."""
+    skip = exclude.resolve() if exclude is not None else None
+    inside = [p for p in sorted(folder.rglob("*"))
+              if skip is None or (p.resolve() != skip and skip not in p.resolve().parents)]
     items = [Item(str(p), p.parent.relative_to(folder) / (_stem(p) + "_sr.nii.gz"), path=p)
-             for p in sorted(folder.rglob("*")) if is_volume_file(p)]
-    for sub in [folder, *sorted(d for d in folder.rglob("*") if d.is_dir())]:
+             for p in inside if is_volume_file(p)]
+    for sub in [folder, *(d for d in inside if d.is_dir())]:
         items += _dicom(sub, into=sub.relative_to(folder))
     return items
 
@@ -233,7 +237,7 @@ def run_batch(args) -> int:
 
     out_dir = check_out_dir(args.output, "-o")
     index, count = shard_of(args.shard)
-    items = in_shard(discover(args.input), index, count)
+    items = in_shard(discover(args.input, exclude=out_dir), index, count)
     if os.environ.get("LOCAL_RANK") is not None and args.device in ("auto", "cuda"):
         args.device = f"cuda:{os.environ['LOCAL_RANK']}" if _has_cuda() else args.device
     models = Models(args)

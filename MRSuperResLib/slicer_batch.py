@@ -57,7 +57,7 @@ def enhance_all(args) -> int:
     logic = MRSuperResLogic()
     failures = 0
     options = dict(options_of(args), model=args.model)
-    for item in in_shard(discover(args.input), *shard_of(args.shard)):
+    for item in in_shard(discover(args.input, exclude=out), *shard_of(args.shard)):
         made = []
         try:
             if item.skip is not None:

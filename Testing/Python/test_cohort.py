@@ -108,6 +108,17 @@ def test_a_killed_batch_resumes_with_the_volume_it_did_not_finish(tmp_path, save
     assert status == {"v0.nii.gz": "up to date", "v1.nii.gz": "done", "v2.nii.gz": "done"}
 
 
+def test_an_output_folder_inside_the_input_folder_is_not_read_as_input(tmp_path, save_tiny):
+    src = tmp_path / "study"
+    src.mkdir()
+    small_lr(src / "a.nii.gz", k=2)
+    argv = ["enhance", str(src), "-o", str(src / "enhanced"), "--model", str(save_tiny(tiny_model())),
+            "--precision", "fp32"]
+    assert main(argv) == 0 and main(argv) == 0
+    assert [r["status"] for r in summary(src / "enhanced").values()] == ["up to date"]
+    assert not list((src / "enhanced").glob("a_sr_sr*"))
+
+
 def test_two_shards_cover_the_inputs_exactly_once(tmp_path):
     for i in range(5):
         small_lr(tmp_path / f"s{i}.nii.gz", k=1)
