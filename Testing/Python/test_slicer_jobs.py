@@ -205,7 +205,6 @@ def test_the_batch_script_always_exits_with_one_line_per_failure(tmp_path, save_
     model = str(save_tiny(tiny_model(4), "t"))
     text = tmp_path / "notes.nii.gz"
     text.write_text("not a volume\n")
-    out = str(tmp_path / "out")
     cases = [([str(tmp_path / "missing.nii.gz")], "", 1, "file not found"),
              ([str(text)], "", 1, "not a readable NIfTI file"),
              ([str(REAL_LR)], "", 0, None),
@@ -218,10 +217,11 @@ def test_the_batch_script_always_exits_with_one_line_per_failure(tmp_path, save_
     for i, (inputs, prelude, code, message) in enumerate(cases):
         env = {"PYTHONPATH": os.pathsep.join([str(no_torch.parent), os.environ.get("PYTHONPATH", "")])} \
             if i == len(cases) - 1 else None
+        out = str(tmp_path / f"out{i}")                     # each case its own: an up-to-date output is skipped
         done = run_batch(["--input", *inputs, "--output", out, "--model", model, "--axis", "2"], prelude, env)
         assert done.returncode == code, (inputs, done.stderr[-1500:])
         errors = [ln for ln in done.stderr.splitlines() if ln.strip()]
         if message is None:
-            assert errors == [] and (tmp_path / "out" / "aniso_vox_sr.nii.gz").exists()
+            assert errors == [] and (tmp_path / f"out{i}" / "aniso_vox_sr.nii.gz").exists()
         else:
             assert len(errors) == 1 and message in errors[0], errors
