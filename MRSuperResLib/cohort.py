@@ -23,6 +23,7 @@ import glob
 import io
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,13 +264,13 @@ def run_batch(args) -> int:
                 continue
             volume = item.read()
             maps_dir = (Path(args.maps) / item.output.parent) if args.maps else None
-            facts, card, _ = enhance_to_files(volume, output, args, models, maps_dir=maps_dir,
+            facts, _, _ = enhance_to_files(volume, output, args, models, maps_dir=maps_dir,
                                               progress=Progress(f"{n}/{len(items)}"))
             write_sidecar(output, item, sha, facts, options)
             row.update(status="done")
         except (MRSuperResError, OSError) as exc:
             row.update(status="failed", message=str(exc))
-            print(f"mrsuperres: error: {item.label}: {exc}", flush=True)
+            print(f"mrsuperres: error: {item.label}: {exc}", file=sys.stderr, flush=True)
         finally:
             row["seconds"] = round(time.perf_counter() - t0, 2)
             rows.append(row)
