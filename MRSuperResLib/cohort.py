@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MRSuperResError
@@ -45,7 +45,7 @@ class Item:
     series: object = None              # ... or a dicom.Series
     skip: str | None = None            # why it is not enhanced
     error: str | None = None           # why it cannot be: reported as failed
-    bids: dict = field(default_factory=dict)
+    bids: bool = False                 # from a BIDS dataset: the output folder becomes a derivatives dataset
 
     def read(self):
         from .dicom import read_series
@@ -152,7 +152,7 @@ def _bids(root: Path) -> list[Item]:
         entities, _, suffix = name.rpartition("_")
         rel = image.parent.relative_to(root)
         items.append(Item(str(image), rel / f"{entities}_desc-superres_{suffix}.nii.gz", path=image,
-                          bids={"root": str(root)}))
+                          bids=True))
     if not items:
         raise MRSuperResError(f"{root} is a BIDS dataset without anatomical images (sub-*/[ses-*]/anat/*.nii*)")
     return items
@@ -221,7 +221,7 @@ def up_to_date(output: Path, input_sha: str, model: dict, options: dict) -> bool
             and record.get("model", {}).get("name") == model.get("name"))
 
 
-def expected_model(models, args) -> dict:
+def expected_model(models) -> dict:
     """{"name", "sha256"} of the model --model names (a direction's default is known only per volume)."""
     from .cards import model_provenance
 
@@ -259,7 +259,7 @@ def run_batch(args) -> int:
                 row.update(status="skipped", message=item.skip)
                 continue
             sha = item.sha256()
-            if not args.overwrite and is_up_to_date(item, output, sha, options, expected_model(models, args)):
+            if not args.overwrite and is_up_to_date(item, output, sha, options, expected_model(models)):
                 row.update(status="up to date", message="output and sidecar match (--overwrite redoes it)")
                 continue
             volume = item.read()

@@ -72,6 +72,16 @@ class World:
             torch.distributed.destroy_process_group()
 
 
+class NoLog:
+    """The event log of a rank other than 0: only rank 0 writes."""
+
+    def write(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def setup(device: str, batch: int) -> World:
     """The world torchrun describes (one process without it); joins its process group."""
     size = int(os.environ.get("WORLD_SIZE", "1"))

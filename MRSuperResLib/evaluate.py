@@ -21,9 +21,10 @@ from . import consistency as consistency_step
 from . import geometry
 from .errors import MRSuperResError
 from .catalog import detail_ends
-from .inference import MIN_SLICE, ProgressCallback, SliceEngine, detail_spread, super_resolve_slices
+from .inference import MIN_SLICE, ProgressCallback, SliceEngine, super_resolve_slices
 from .map_scores import Ranking, describe
 from .metrics import METRICS, score_slices, summarise_by_method
+from .output_maps import detail_spread
 from .resample import BASELINES, check_scale, downsample, upsample
 from .cards import model_provenance
 from .volumes import intensity_range, normalise, read_volume, stem
@@ -57,7 +58,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
     `consistency`: how the output is held to the input, as for enhance (anchor, exact, none).
     Every run also scores how well the consistency map ranks the patches where the output is
     furthest from the truth; `maps` adds the uncertainty map (it runs the 8 self-ensemble passes)
-    and, for a GAN model, the detail map (inference.detail_spread)."""
+    and, for a GAN model, the detail map (output_maps.detail_spread)."""
     self_ensemble = self_ensemble or maps
     check_scale(scale)
     record = model_provenance(model) if model is not None else None

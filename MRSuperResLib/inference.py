@@ -386,7 +386,7 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
     where it departs from the scan, and what the consistency step corrected; input units, on
     the output grid), the uncertainty map (standard deviation over the 8 self-ensemble passes,
     which `maps` runs: 8x the time; the output is then their mean) and, for a GAN model with
-    its fidelity partner installed, the detail map (inference.detail_spread; 2 more passes).
+    its fidelity partner installed, the detail map (output_maps.detail_spread; 2 more passes).
     `runner`: a SliceEngine already made for `model`; `plan`: the through_plane.Plan already
     shown.
 
@@ -396,6 +396,7 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
     three more: the spread, the consistency map, and the detail map's two passes in turn).
     """
     from .catalog import detail_ends
+    from .output_maps import detail_spread, map_volume
 
     consistency_step.check_mode(consistency)
     if direction != "in-plane":
@@ -457,33 +458,14 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
             facts["detail_spread"] = consistency_step.summarise_spread(detail)
         lr_residual *= np.float32(hi - lo)
         spread *= np.float32(hi - lo)
-        hr.maps = {"consistency": _map_volume(consistency_step.on_output_grid(lr_residual, s), hr, ax,
+        hr.maps = {"consistency": map_volume(consistency_step.on_output_grid(lr_residual, s), hr, ax,
                                               "network output re-acquired (box) minus input, input units"),
-                   "uncertainty": _map_volume(spread, hr, ax, "std over the 8 self-ensemble passes, input units")}
+                   "uncertainty": map_volume(spread, hr, ax, "std over the 8 self-ensemble passes, input units")}
         if detail is not None:
             detail *= np.float32(hi - lo)
-            hr.maps["detail"] = _map_volume(detail, hr, ax, "|GAN - fidelity| / 2 (detail 1 vs 0), input units")
+            hr.maps["detail"] = map_volume(detail, hr, ax, "|GAN - fidelity| / 2 (detail 1 vs 0), input units")
     hr.meta["description"] = describe_output(facts)
     return hr, facts
-
-
-def detail_spread(ends: tuple, stack: np.ndarray, *, consistency: str, device, precision: str, engine: str,
-                  batch_size=None, tile=None, cancel=None, progress=None) -> np.ndarray:
-    """For a GAN model (or a blend with its fidelity partner; `ends` = catalog.detail_ends): the
-    spread of the output across the detail setting, the standard deviation over its two ends,
-    |GAN - fidelity| / 2, one pass of each with the same consistency step, in [0, 1] units.
-    Where the GAN's texture departs from the fidelity model's estimate."""
-    outs = []
-    for i, end in enumerate(ends):
-        runner = SliceEngine(end, device=device, precision=precision, engine=engine)
-        step = None if progress is None else (lambda d, t, i=i: progress((i * t + d) // 2, t))
-        outs.append(super_resolve_slices(runner, stack, batch_size=batch_size, tile=tile, cancel=cancel,
-                                         consistency=consistency, progress=step))
-    spread = outs[1]
-    spread -= outs[0]
-    np.abs(spread, out=spread)
-    spread *= np.float32(0.5)
-    return spread
 
 
 def _passes(progress, start: int, count: int, total: int):
@@ -491,12 +473,6 @@ def _passes(progress, start: int, count: int, total: int):
     if progress is None:
         return None
     return lambda done, n: progress((start * n + done * count) // total, n)
-
-
-def _map_volume(stack: np.ndarray, like: Volume, axis: int, what: str) -> Volume:
-    """A map (slices first) as a volume on `like`'s grid, saying what it is."""
-    meta = {k: v for k, v in like.meta.items() if k not in ("description", "path", "dtype", "format")}
-    return Volume(geometry.slices_back(stack, axis), like.affine, {**meta, "description": f"MRSuperRes {what}"})
 
 
 def describe_output(facts: dict) -> str:

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from . import checkpoints, consistency
 from .calibration import choose
 from .devices import autocast, device_name, resolve_precision, select_device
+from .distributed import NoLog, setup
 from .errors import MRSuperResError
 from .events import EventLog
 from .progress import Progress
@@ -94,16 +95,6 @@ def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = N
 
 
 # ----------------------------------------------------------------------------- the run
-
-class NoLog:
-    """The event log of a rank other than 0: only rank 0 writes."""
-
-    def write(self, *args, **kwargs) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
 
 class StopRequest:
     """SIGTERM/SIGINT or a STOP file in the run folder ask for a graceful stop."""
@@ -173,8 +164,6 @@ class Trainer:
         elif has_run:
             raise MRSuperResError(f"{run} already holds a training run: add --resume to continue it, "
                                   "or choose another --out")
-        from .distributed import setup
-
         self.world = setup(c.device, c.batch)                   # one process, or torchrun's ranks
         self.device = select_device(c.device)
         if self.world.size > 1 and self.device.type == "cuda":

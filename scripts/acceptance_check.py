@@ -31,7 +31,9 @@ def run(*args: str) -> None:
         sys.exit(f"mrsuperres {args[0]} failed: {(done.stderr or done.stdout).strip()}")
 
 
-def check(path: str, models: list[str], work: Path) -> None:
+def reduce_scan(path: str, work: Path) -> tuple[Volume, int]:
+    """The scan cropped to a multiple of 4 in-plane (work/hr.nii.gz) and reduced by `mrsuperres
+    degrade`, bilinear x4 along its axial slices (work/lr.nii.gz); returns (the cropped scan, axis)."""
     volume = read_volume(path)
     ax = geometry.axial_axis(volume.affine)
     cropped = crop_to_multiple(volume, 4, ax)
@@ -39,6 +41,11 @@ def check(path: str, models: list[str], work: Path) -> None:
     write_volume(hr, work / "hr.nii.gz")
     run("degrade", str(work / "hr.nii.gz"), "-o", str(work / "lr.nii.gz"), "--scale", "4", "--degrade", "bilinear",
         "--axis", str(ax))
+    return hr, ax
+
+
+def check(path: str, models: list[str], work: Path) -> None:
+    hr, ax = reduce_scan(path, work)
     lr = read_volume(str(work / "lr.nii.gz"))
     gt01, keep = prepare_slices(hr.data, ax)          # min-max of the scan, blank slices dropped
     lo_hi = intensity_range(hr.data)

@@ -9,6 +9,7 @@ reading the series back gives the same voxels and geometry as the NIfTI."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import locale
 import sys
 import time
@@ -22,9 +23,8 @@ sys.path.insert(0, str(ROOT))
 SAMPLE = ROOT / "Resources" / "SampleData" / "colin27_t1_brain_slab.nii.gz"
 
 
-def write_dicom_series(volume, folder: Path, description: str = "T1 sample", modality: str = "MR",
-                       image_type: str = "ORIGINAL\\PRIMARY\\M\\NORM") -> list[Path]:
-    """`volume` (MRSuperResLib Volume, RAS) as a DICOM series in `folder`; returns the files."""
+def sitk_image(volume):
+    """`volume` (RAS, voxels [i, j, k]) as an int16 SimpleITK image in LPS: the inverse of dicom.volume_of."""
     import SimpleITK as sitk
 
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine
@@ -33,6 +33,26 @@ def write_dicom_series(volume, folder: Path, description: str = "T1 sample", mod
     image.SetSpacing(spacing.tolist())
     image.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
     image.SetOrigin(lps[:3, 3].tolist())
+    return image
+
+
+@contextlib.contextmanager
+def locale_kept():
+    """GDCM's writer sets the C locale; give the process its own back after."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def write_dicom_series(volume, folder: Path, description: str = "T1 sample", modality: str = "MR",
+                       image_type: str = "ORIGINAL\\PRIMARY\\M\\NORM") -> list[Path]:
+    """`volume` (MRSuperResLib Volume, RAS) as a DICOM series in `folder`; returns the files."""
+    import SimpleITK as sitk
+
+    image = sitk_image(volume)
+    spacing = image.GetSpacing()
     folder.mkdir(parents=True, exist_ok=True)
     stamp = str(int(time.time() * 1000))
     study, series = f"1.2.826.0.1.3680043.2.1125.{stamp}.1", f"1.2.826.0.1.3680043.2.1125.{stamp}.2"
@@ -42,12 +62,9 @@ def write_dicom_series(volume, folder: Path, description: str = "T1 sample", mod
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     files = []
-    saved = locale.setlocale(locale.LC_ALL)          # GDCM's writer sets the C locale; give it back after
-    try:
+    with locale_kept():
         _write_planes(sitk, writer, image, folder, files, spacing, study, series, orientation, description,
                       modality, image_type)
-    finally:
-        locale.setlocale(locale.LC_ALL, saved)
     return files
 
 
@@ -55,19 +72,11 @@ def write_multiframe(volume, path: Path) -> Path:
     """`volume` as one multi-frame DICOM MR file (GDCM's own layout of a 3D image)."""
     import SimpleITK as sitk
 
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    image = sitk.GetImageFromArray(np.rint(volume.data).astype(np.int16).transpose(2, 1, 0))
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
-    image.SetOrigin(lps[:3, 3].tolist())
+    image = sitk_image(volume)
     image.SetMetaData("0008|0060", "MR")
     path.parent.mkdir(parents=True, exist_ok=True)
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
+    with locale_kept():
         sitk.WriteImage(image, str(path))
-    finally:
-        locale.setlocale(locale.LC_ALL, saved)
     return path
 
 

@@ -8,35 +8,20 @@ and printed: both maps are on the output's exact grid; the output averaged over 
 voxel equals the input to 1e-3 of the input's range; the consistency map's per-patch values
 correlate positively with per-patch |SR - GT| (MRSuperResLib.map_scores)."""
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from acceptance_check import reduce_scan, run   # beside this script: the same reduction and CLI runner
 from MRSuperResLib import consistency, geometry
 from MRSuperResLib.map_scores import Ranking
-from MRSuperResLib.resample import crop_to_multiple
-from MRSuperResLib.volumes import Volume, intensity_range, normalise, read_volume, write_volume
-
-CLI = [sys.executable, "-m", "MRSuperResLib"]
-
-
-def run(*args: str) -> None:
-    done = subprocess.run([*CLI, *args], capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"mrsuperres {args[0]} failed: {(done.stderr or done.stdout).strip()}")
+from MRSuperResLib.volumes import intensity_range, normalise, read_volume
 
 
 def check(path: str, model: str, work: Path) -> bool:
-    volume = read_volume(path)
-    ax = geometry.axial_axis(volume.affine)
-    cropped = crop_to_multiple(volume, 4, ax)
-    hr = Volume(cropped.data.astype(np.float32), cropped.affine, {})
-    write_volume(hr, work / "hr.nii.gz")
-    run("degrade", str(work / "hr.nii.gz"), "-o", str(work / "lr.nii.gz"), "--scale", "4", "--degrade", "bilinear",
-        "--axis", str(ax))
+    hr, ax = reduce_scan(path, work)
     run("enhance", str(work / "lr.nii.gz"), "-o", str(work / "sr.nii.gz"), "--model", model, "--axis", str(ax),
         "--consistency", "exact", "--maps", str(work / "maps"))
     lr, sr = read_volume(str(work / "lr.nii.gz")), read_volume(str(work / "sr.nii.gz"))
