@@ -168,6 +168,7 @@ if HAVE_APP:
             self.ui.importModelButton.connect("clicked()", self.onImportModel)
             self.ui.openModelsFolderButton.connect("clicked()", self.onOpenModelsFolder)
             self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+            self.ui.compareModelComboBox.connect("currentIndexChanged(int)", self.onCompareModelChanged)
             self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
             self.ui.axisComboBox.connect("currentIndexChanged(int)", self.onInputChanged)
             self.ui.directionComboBox.connect("currentIndexChanged(int)", self.onInputChanged)

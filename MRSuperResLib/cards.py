@@ -192,7 +192,8 @@ def training_card(*, name: str, stage: str, preset: str | None, loss_weights: di
         "slice_profile": slice_profile,                 # x1 through-plane models: what they learnt to undo
         "metrics": ({"validation": validation, "protocol": (
             "bilinear x%d" % scale if scale != 1 else "thick slices (the slice_profile ranges, fixed seed) "
-            "against cubic interpolation across them") + ", up to 16 central crops <= 128 px, SSIM/PSNR on [0,1]"}
+            "against cubic interpolation across them") + ", per validation volume at least 6 (16 in all) central "
+            "crops <= 128 px of axial slices, SSIM/PSNR on [0,1]; top level: the mean over the volumes"}
             if validation else None),
     }
 

@@ -70,9 +70,19 @@ def default_model() -> str:
     return MRI_DEFAULT_MODEL if (SHIPPED_DIR / f"{MRI_DEFAULT_MODEL}.safetensors").exists() else REALESRGAN_MODEL
 
 
-def default_model_for(direction: str) -> str | None:
-    """The model `--model` defaults to for a direction (None: the in-plane default)."""
-    return THICK_DEFAULT_MODEL if direction == "through-plane" else None
+def default_model_for(direction: str, scale: int | None = None) -> str | None:
+    """The model `--model` defaults to for a direction (None: the in-plane default); in-plane with
+    `scale` other than 4, the shipped mri-x{scale}-fidelity (refused if there is none)."""
+    if direction == "through-plane":
+        return THICK_DEFAULT_MODEL
+    if scale in (None, 4):
+        return None
+    name = f"mri-x{scale}-fidelity"
+    if not (SHIPPED_DIR / f"{name}.safetensors").exists():
+        shipped = sorted(p.stem for p in SHIPPED_DIR.glob("mri-x*-fidelity.safetensors"))
+        raise MRSuperResError(f"no x{scale} model ships (shipped: {', '.join(shipped) or 'none'}); "
+                              f"name one with --model")
+    return name
 
 
 def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
@@ -101,6 +111,12 @@ def model_scale(spec: str | None, fetch_default: bool = True) -> int:
     if card and isinstance(card.get("scale"), int):
         return card["scale"]
     return load_generator(path)[0].scale
+
+
+def comparison_scale(spec: str | None, degradation: str) -> int:
+    """The factor a ground-truth comparison simulates when none is given: the in-plane model's
+    own scale (an x2 model is compared at x2), or slices 4 voxels apart for `thick`."""
+    return 4 if degradation == "thick" else model_scale(spec)
 
 
 def load_model(spec: str | None, fetch_default: bool = True, detail: float | None = None,

@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch: enhance only the I-th of N parts of the inputs (1 <= I <= N; default: from "
                         "torchrun's RANK/WORLD_SIZE or a SLURM array task, else all)")
     p.add_argument("--model", default=None, help="model name or weights file (default: mri-x4-fidelity)")
-    p.add_argument("--scale", type=int, default=None, help="refuse a model of any other scale (default: any)")
+    p.add_argument("--scale", type=int, default=None,
+                   help="in-plane factor: without --model, the shipped mri-xSCALE-fidelity; with one, refuse a "
+                        "model of any other scale (default: the model's, x4 for the default model)")
     p.add_argument("--detail", type=float, default=None,
                    help="0 (the fidelity model) to 1 (its GAN partner): how much texture the GAN may add, by "
                         "network interpolation (default: the model as it is)")
@@ -162,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--maps", action="store_true",
                    help="also score the uncertainty map (runs the 8 self-ensemble passes) and, for a GAN model, the "
                         "detail map against the error; the consistency map is always scored")
-    p.add_argument("--scale", type=int, default=4, help="resolution factor to simulate; the model must match")
+    p.add_argument("--scale", type=int, default=None,
+                   help="resolution factor to simulate (default: the model's scale; 4 with --model none or "
+                        "--degrade thick); the model must match")
     p.add_argument("--degrade", default="bilinear", choices=DEGRADATIONS + ("thick",), help=DEGRADE_HELP)
     thick_options(p)
     p.add_argument("--out", required=True, help="folder to write metrics.json, per_slice.csv and figure.png to")
@@ -309,7 +313,7 @@ def cmd_evaluate(args) -> int:
     no_model = args.model is not None and args.model.lower() == "none"
     thick = args.degrade == "thick"
     model, card = (None, {}) if no_model else load_model(args.model or default_model_for(
-        "through-plane" if thick else "in-plane"), detail=args.detail, detail_model=args.detail_model)
+        "through-plane" if thick else "in-plane", args.scale), detail=args.detail, detail_model=args.detail_model)
     if thick:
         from .evaluate_thick import evaluate_thick
         if args.self_ensemble or args.maps:
@@ -320,7 +324,7 @@ def cmd_evaluate(args) -> int:
                                 precision=args.precision, tile=args.tile, blank_threshold=args.blank_threshold,
                                 progress=Progress("evaluate"), engine=args.engine)
     else:
-        result = evaluate(args.hr, model, scale=args.scale,
+        result = evaluate(args.hr, model, scale=args.scale if args.scale is not None else (model.scale if model is not None else 4),
                           degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
                           batch_size=args.batch_size, precision=args.precision, tile=args.tile,
                           blank_threshold=args.blank_threshold, progress=Progress("evaluate"),

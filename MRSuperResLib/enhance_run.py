@@ -91,14 +91,14 @@ def enhance_to_files(volume: Volume, output: Path, args, models: Models, maps_di
 
     model, card = models.named()
     direction, axis, why = choose_direction(volume, args.direction, args.axis,
-                                            model.scale if model is not None else None)
+                                            model.scale if model is not None else args.scale)
     if direction == "through-plane" and (args.self_ensemble or args.maps):
         raise MRSuperResError(f"{'--maps' if args.maps else '--self-ensemble'} applies to in-plane "
                               "super-resolution only")
     map_paths = map_files(output, maps_dir) if maps_dir is not None else {}
     make_plan(volume, direction, axis, why, spacing=args.spacing)          # bad --spacing: refused before loading
     if model is None:
-        model, card = models.get(default_model_for(direction))
+        model, card = models.get(default_model_for(direction, args.scale))
     if args.scale and model.scale != args.scale:
         raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
     runner = models.runner(model)

@@ -9,7 +9,7 @@ type), `iter` (iterations completed when it was written) and `time` (Unix second
 | `resumed` | as `start`, plus `checkpoint` (the file resumed from) |
 | `warning` | `message` (e.g. a corrupt checkpoint skipped) |
 | `progress` | `losses` ({name: value}), `lr`, `its_per_sec`, `eta_seconds`, `iters` (target) |
-| `validation` | `model` (EMA), `generator` (raw, where there is one) and `bicubic`: {`ssim`, `psnr`, `vif`} means over the validation slices |
+| `validation` | `model` (EMA), `generator` (raw, where there is one) and `bicubic`: {`ssim`, `psnr`, `vif`}: the mean over validation volumes of each one's mean; `volumes`: the same per volume |
 | `checkpoint` | `path` |
 | `done` | `model` (path of model.safetensors), `wall_seconds` |
 | `stopped` | `reason` (`signal` or `stop file`), `checkpoint`, `model` |

@@ -172,7 +172,7 @@ class MRSuperResLogic:
         return self._start("enhance", volume, model, detail, options, finish, progressCallback, cancel,
                            waitForCompletion, inProcess)
 
-    def compare(self, groundTruthNode, model=None, scale=4, degradation="bilinear", axis="auto",
+    def compare(self, groundTruthNode, model=None, scale=None, degradation="bilinear", axis="auto",
                 device="auto", precision="auto", progressCallback=None, cancel=None,
                 waitForCompletion=True, consistency=None, maps=False, inProcess=False) -> CompareResult:
         """LR, SR, bicubic and bilinear volumes of a ground truth, in a subject-hierarchy folder,
@@ -181,12 +181,14 @@ class MRSuperResLogic:
         the CompareResult); `maps` adds |SR - GT|, the consistency and the uncertainty maps under
         the SR volume (8 self-ensemble passes), for `showMap` to overlay in the SR view.
         `degradation` "thick": slices `scale` voxels apart and thick along the slice axis, restored
-        by the through-plane model (the default then); bicubic/bilinear interpolate across them."""
-        from .catalog import default_model_for
+        by the through-plane model (the default then); bicubic/bilinear interpolate across them.
+        `scale` None: the model's own (in-plane), or slices 4 voxels apart (thick)."""
+        from .catalog import comparison_scale, default_model_for
         from .job_worker import comparison_of
 
         if degradation == "thick":
             model = model or default_model_for("through-plane")
+        scale = comparison_scale(model, degradation) if scale is None else scale
 
         gt = volume_from_node(groundTruthNode, "ground-truth volume")
         options = dict(scale=int(scale), degradation=degradation, axis=_axis(axis), device=device,

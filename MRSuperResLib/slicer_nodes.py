@@ -177,6 +177,7 @@ class CompareResult:
     axis: int
     modelName: str
     maps: dict = None             # {"error", "consistency", "uncertainty": node} when compared with maps
+    scale: int = None             # the factor simulated (thick: slices this many voxels apart)
 
     def nodes(self) -> list:
         return [self.lowResolution, self.superResolved, self.bicubic, self.bilinear, self.metricsTable,
@@ -236,4 +237,4 @@ def comparison_nodes(scene, groundTruthNode, comp, model_name: str, scale: int, 
     for node in made[:4]:
         node.SetAttribute("MRSuperRes.comparison", groundTruthNode.GetID())
     return CompareResult(groundTruthNode, lr, vols["model"], vols["bicubic"], vols["bilinear"], table,
-                         per_slice, chart, folder_id, metrics, comp.axis, model_name, maps)
+                         per_slice, chart, folder_id, metrics, comp.axis, model_name, maps, scale)

@@ -68,16 +68,24 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = None) -> dict | None:
-    """Mean SSIM/PSNR/VIF of the EMA ("model"), the raw generator if given, and bicubic. VIF is
-    what a GAN checkpoint is picked by: the perceptual and adversarial losses trade SSIM/PSNR
-    for texture, and VIF says whether that texture still carries the reference's information."""
+    """Mean SSIM/PSNR/VIF of the EMA ("model"), the raw generator if given, and bicubic: per
+    validation volume under "volumes", and at the top level the mean over volumes (each subject
+    counts once, however many slices it has). VIF is what a GAN checkpoint is picked by: the
+    perceptual and adversarial losses trade SSIM/PSNR for texture, and VIF says whether that
+    texture still carries the reference's information."""
+    if not val:
+        return None
+    per_volume = {name: _validate_one(ema, lr, hr, device, precision, generator) for name, lr, hr in val}
+    means = {method: {k: float(np.mean([v[method][k] for v in per_volume.values()])) for k in ("ssim", "psnr", "vif")}
+             for method in next(iter(per_volume.values()))}
+    return {**means, "volumes": per_volume}
+
+
+def _validate_one(ema: RRDBNet, lr: np.ndarray, hr: np.ndarray, device, precision, generator) -> dict:
     from .inference import super_resolve_slices
     from .metrics import score_slices
     from .resample import upsample
 
-    if val is None:
-        return None
-    lr, hr = val
     prec = "fp32" if precision == "fp16" else precision
     # torch: the weights change between validations, OpenVINO would convert the network each time
     mode = consistency.DEFAULT if ema.scale != 1 else "none"   # as inference runs: through-plane never anchored
@@ -170,10 +178,10 @@ class Trainer:
             self.device = torch.device("cuda", self.world.local_rank)
         resolve_precision(c.precision, self.device)             # a bad --precision fails before any loading
         self.methods = parse_degradations(c.degrade)
-        self.pool, val_slices, self.split, self.train_infos, self.val_infos = load_pools(
+        self.pool, val_groups, self.split, self.train_infos, self.val_infos = load_pools(
             c.data, c.val, c.axis, c.patch)
         self.thick = (tuple(c.slice_factors), tuple(c.slice_thickness)) if c.scale == 1 else None
-        self.val = validation_set(val_slices, c.scale, thick=self.thick)
+        self.val = validation_set(val_groups, c.scale, thick=self.thick)
         self.generator, self.init_desc, self.init_record = resolve_init(c)
         # the precision inference measured fastest for this architecture here (a bf16 step is no
         # faster where bf16 convolutions are not), or the one asked for
@@ -289,7 +297,7 @@ class Trainer:
                     precision_why=self.precision_choice.why,
                     parameters=sum(p.numel() for p in self.generator.parameters()),
                     architecture=self.generator.config, train_slices=len(self.pool),
-                    val_slices=0 if self.val is None else len(self.val[1]), split=self.split,
+                    val_slices=0 if self.val is None else sum(len(hr) for _, _, hr in self.val), split=self.split,
                     init=self.init_desc, init_d=self.init_d_desc, loss_weights=self.weights,
                     gan_loss=self.gan_kind if self.config.stage == "gan" else None, vgg=self.vgg_desc,
                     lr=self.lr, lr_schedule=self.lr_schedule, world_size=self.world.size)

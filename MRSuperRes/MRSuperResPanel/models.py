@@ -48,6 +48,12 @@ class ModelsPanel:
         self.ui.modelInfoLabel.text = "\n".join(facts)
         self.ui.detailSlider.enabled = bool(card.get("detail_partner"))
 
+    def onCompareModelChanged(self, *_):
+        """Compare simulates the chosen in-plane model's own factor (an x2 model is compared at x2)."""
+        card = next((c for c in self.models if c["name"] == self.ui.compareModelComboBox.currentText), None)
+        if card and card.get("scale") in (2, 4, 8) and self.ui.degradationComboBox.currentText != "thick":
+            self.ui.scaleSpinBox.value = card["scale"]
+
     def detailValue(self):
         """The detail slider's value when the chosen model has a GAN partner, else None."""
         card = self.card() or {}

@@ -119,3 +119,25 @@ def test_outputs_record_the_models_name_and_sha256_without_being_told(tmp_path, 
     descrip = nib.load(str(tmp_path / "sr.nii.gz")).header["descrip"].item().decode()
     assert descrip == f"MRSuperRes my-model x4 sha256:{sha256_of(weights)[:12]}"
     assert nrrd.read_header(str(tmp_path / "sr.nrrd"))["content"] == descrip
+
+
+def test_scale_2_takes_the_x2_model_and_evaluate_follows_the_models_scale(gt_file, tmp_path, monkeypatch, capsys):
+    """`--scale 2` without --model takes the shipped mri-x2-fidelity (refused, naming what ships,
+    where there is none); a model given sets evaluate's scale when --scale is not."""
+    from MRSuperResLib import catalog
+    from MRSuperResLib.cli import main
+    from MRSuperResLib.weights import save_model
+
+    path, _ = gt_file
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(catalog, "SHIPPED_DIR", shipped)
+    assert main(["evaluate", str(path), "--scale", "2", "--out", str(tmp_path / "e0")]) == 2
+    assert "no x2 model ships" in capsys.readouterr().err
+    save_model(tiny_model(2), shipped / "mri-x2-fidelity.safetensors", {"training_data": "test", "iterations": 0})
+    assert catalog.default_model_for("in-plane", 2) == "mri-x2-fidelity"
+    assert main(["evaluate", str(path), "--scale", "2", "--precision", "fp32", "--out", str(tmp_path / "e1")]) == 0
+    assert json.loads((tmp_path / "e1" / "metrics.json").read_text())["scale"] == 2
+    assert main(["evaluate", str(path), "--model", str(shipped / "mri-x2-fidelity.safetensors"), "--precision",
+                 "fp32", "--out", str(tmp_path / "e2")]) == 0
+    assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["scale"] == 2

@@ -175,15 +175,23 @@ def test_shipped_model_cards_are_complete_and_honest(path):
         assert card.get(key) not in (None, "", []), key
     trained = {d["sha256"] for d in card["training_data"]}
     assert all(d.get("file") and d.get("source") for d in card["training_data"])     # which package, not a path
-    assert card["validation"]["sha256"] not in trained
-    assert card["validation"]["inference_consistency"] == "anchor"    # figures of the default inference
-    maps = card["validation"]["maps"]                                 # how well its maps find the errors there
-    assert maps["sha256"] == card["validation"]["sha256"] and maps["consistency_step"] == "anchor"
+    validation = card["validation"]
+    # one held-out volume, or (from v2) several subjects with the mean taken over them
+    subjects = validation.get("subjects") or [validation]
+    assert all(v["sha256"] not in trained for v in subjects)
+    assert validation["inference_consistency"] == "anchor"            # figures of the default inference
+    if "subjects" in validation:
+        assert len({v["subject"] for v in subjects}) >= 3 and len({v["contrast"] for v in subjects}) >= 2
+        mean = sum(v["metrics_mean"][path.stem]["psnr"] for v in subjects) / len(subjects)
+        assert card["metrics"]["psnr"] == pytest.approx(mean, abs=1e-3)
+        assert validation["decision"]["ships"]
+    maps = validation["maps"]                                         # how well its maps find the errors there
+    assert maps["sha256"] in {v["sha256"] for v in subjects} and maps["consistency_step"] == "anchor"
     assert {"consistency", "uncertainty"} <= set(maps["ranking"])
     assert all(r["spearman"] > 0 and r["top_caught"] > r["chance"] for r in maps["ranking"].values())
     assert all(c["sha256"] not in trained for c in card.get("independent_check", []))
     assert trained <= {v["sha256"] for v in datasets.VOLUMES.values()}     # only the listed volumes
-    assert model.scale == 4 and sha256_of(path)
+    assert model.scale == card["scale"] and model.scale in (2, 4) and sha256_of(path)
 
 
 @pytest.mark.skipif(not THROUGH_PLANE, reason="no through-plane model shipped yet")
@@ -279,3 +287,22 @@ def test_loss_gradients_measures_each_loss_and_writes_nothing(tmp_path, sample_v
     monkeypatch.setattr(sys, "argv", [*base, "--hr-noise", "1", "--batches", "1"])
     script.main()
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["l1"]
+
+
+def test_ship_decision_needs_a_better_mean_and_no_subject_much_worse(tmp_path, capsys):
+    ship = load_script("ship_model")
+    row = lambda prev, bic: {"gain_over_previous": {"psnr": prev}, "gain_over_bicubic": {"psnr": bic}}
+    assert ship.decide([row(0.3, 1), row(-0.05, 1), row(0.1, 1)], "m", True)["ships"]
+    assert not ship.decide([row(0.6, 1), row(-0.15, 1)], "m", True)["ships"]       # one subject loses 0.15 dB
+    assert not ship.decide([row(-0.02, 1), row(0.01, 1)], "m", True)["ships"]      # the mean does not improve
+    new = ship.decide([row(0, 2.0), row(0, 0.4)], "m", False)                      # a new model: vs bicubic
+    assert new["ships"] and new["against"] == "bicubic"
+    assert not ship.decide([row(0, 2.0), row(0, -0.01)], "m", False)["ships"]
+    for it in (100, 200):
+        (tmp_path / f"{it}.pt").write_bytes(b"")
+    events = [{"event": "checkpoint", "iter": it, "path": str(tmp_path / f"{it}.pt")} for it in (50, 100, 200)]
+    events += [{"event": "validation", "iter": 50, "model": {"psnr": 32.0}},            # 50: no longer kept
+              {"event": "validation", "iter": 100, "model": {"psnr": 30.2}},
+              {"event": "validation", "iter": 200, "model": {"psnr": 30.1}},
+              {"event": "validation", "iter": 250, "model": {"psnr": 31.0}}]          # 250: no checkpoint kept
+    assert ship.best_checkpoint(events) == 100

@@ -173,6 +173,15 @@ def test_bad_input_leaves_the_scene_as_it_was(scene, tmp_path, models):
         assert node_count(scene) == count
 
 
+def test_compare_follows_the_models_scale(scene, tmp_path, models):
+    """Without a scale, the comparison takes the model's own: an x2 model is compared at x2."""
+    gt = small_gt(scene, tmp_path)
+    result = MRSuperResLogic().compare(gt, model=str(models["x2"]), axis=2, precision="fp32")
+    assert result.scale == 2
+    lr, sr = (slicer.util.arrayFromVolume(n).shape for n in (result.lowResolution, result.superResolved))
+    assert lr[0] == sr[0] and (lr[1] * 2, lr[2] * 2) == sr[1:]
+
+
 def test_background_enhance_reports_progress_then_adds_the_node(scene, tmp_path, models):
     gt = small_gt(scene, tmp_path)
     task = MRSuperResLogic().enhance(gt, model=str(models["tiny"]), axis=2, waitForCompletion=False)

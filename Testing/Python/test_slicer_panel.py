@@ -306,6 +306,16 @@ for name in ("onStartTraining", "pollTraining", "refreshModels", "onModelChanged
              "onMapOverlay", "showMapsOf", "onApply", "onJobFinished"):
     assert callable(getattr(w, name)), name
 assert issubclass(m.MRSuperResTest, slm.ScriptedLoadableModuleTest)
+# Compare's factor follows the chosen in-plane model (an x2 model is compared at x2), not a thick one
+ns = types.SimpleNamespace
+ui = ns(compareModelComboBox=ns(currentText="x2"), degradationComboBox=ns(currentText="bilinear"),
+        scaleSpinBox=ns(value=4))
+fake = ns(ui=ui, models=[{"name": "x2", "scale": 2}, {"name": "thick", "scale": 1}])
+w.onCompareModelChanged(fake)
+assert ui.scaleSpinBox.value == 2
+ui.compareModelComboBox.currentText, ui.scaleSpinBox.value = "thick", 5
+w.onCompareModelChanged(fake)
+assert ui.scaleSpinBox.value == 5
 print(sorted(k for k in ("torch", "MRSuperResLib") if k in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -89,3 +89,42 @@ def test_patch_sampler_crops_without_padding_and_refuses_small_volumes():
     assert (hr > 0.05).mean() > 0.05
     with pytest.raises(MRSuperResError, match="patch size"):
         SlicePool.from_arrays([(data, VolumeInfo("v", data.shape, "x"))], [2], min_size=64)
+
+
+def test_x2_network_starts_as_the_x4_one_on_the_box_average():
+    """The x2 model takes the x4 model's trunk; at the start it is the x4 model run on the 2x2
+    box average of its input, so x2 training begins from an MRI model, not from noise."""
+    from MRSuperResLib.rrdbnet import RRDBNet
+    from MRSuperResLib.training_init import transfer_to_scale
+
+    torch.manual_seed(0)
+    x4 = RRDBNet(num_block=2, num_feat=16, num_grow_ch=8).eval()
+    x2 = transfer_to_scale(x4, 2).eval()
+    assert x2.scale == 2 and x2.config["num_block"] == 2
+    assert torch.equal(x2.body[1].rdb3.conv5.weight, x4.body[1].rdb3.conv5.weight)
+    x = torch.rand(1, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.allclose(x2(x), x4(F.avg_pool2d(x, 2)), atol=1e-6)
+    x8 = transfer_to_scale(x4, 8)                      # a new upsampling stage, the rest copied
+    assert torch.equal(x8.conv_first.weight, x4.conv_first.weight) and hasattr(x8, "conv_up3")
+
+
+def test_validation_scores_each_volume_and_averages_over_volumes():
+    """A run is judged on the mean over validation subjects, each counted once."""
+    from MRSuperResLib.rrdbnet import RRDBNet
+    from MRSuperResLib.training import validate
+    from MRSuperResLib.training_data import validation_set
+
+    rng = np.random.default_rng(0)
+    groups = [("a.nii.gz", [rng.random((64, 64)).astype(np.float32) for _ in range(3)]),
+              ("b.nii.gz", [rng.random((48, 48)).astype(np.float32) * 0.5 for _ in range(9)])]
+    val = validation_set(groups, 4)
+    assert [name for name, _, _ in val] == ["a.nii.gz", "b.nii.gz"] and [len(h) for _, _, h in val] == [3, 8]
+    torch.manual_seed(0)
+    result = validate(RRDBNet(num_block=1, num_feat=8, num_grow_ch=4), val, torch.device("cpu"), "fp32")
+    per = result["volumes"]
+    assert set(per) == {"a.nii.gz", "b.nii.gz"}
+    for method in ("model", "bicubic"):
+        assert result[method]["psnr"] == pytest.approx((per["a.nii.gz"][method]["psnr"] +
+                                                        per["b.nii.gz"][method]["psnr"]) / 2)
+    assert per["a.nii.gz"]["bicubic"]["psnr"] != per["b.nii.gz"]["bicubic"]["psnr"]
