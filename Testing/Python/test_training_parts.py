@@ -128,3 +128,14 @@ def test_validation_scores_each_volume_and_averages_over_volumes():
         assert result[method]["psnr"] == pytest.approx((per["a.nii.gz"][method]["psnr"] +
                                                         per["b.nii.gz"][method]["psnr"]) / 2)
     assert per["a.nii.gz"]["bicubic"]["psnr"] != per["b.nii.gz"]["bicubic"]["psnr"]
+
+
+def test_each_training_volume_weighs_the_same_however_many_slices_it_has():
+    big = np.full((40, 40, 9), 0.8, np.float32)                   # 9 slices
+    small = np.full((40, 40, 1), 0.3, np.float32)                 # 1 slice
+    pool = SlicePool.from_arrays([(big, VolumeInfo("big", big.shape, "a")),
+                                  (small, VolumeInfo("small", small.shape, "b"))], [2], min_size=32)
+    rng = np.random.default_rng(0)
+    draws = [pool.sample(rng, 32, 4, ["bilinear"], augment=False)[1].mean() for _ in range(400)]
+    share_small = np.mean(np.isclose(draws, 0.3))
+    assert 0.4 < share_small < 0.6                                 # by slices it would be 1 in 10
