@@ -4,8 +4,8 @@
     python scripts/ship_model.py RUN_DIR --name mri-x4-fidelity --dry-run     # score only, write nothing
     python scripts/ship_model.py --rescore --name mri-x4-fidelity
 
-The run's generator (EMA by default; `--select`: the checkpoint whose validation during
-training had the best mean PSNR over the validation subjects), rounded to fp16 as it ships, is
+The run's generator (EMA by default; `--select`: the network, EMA or raw, of the checkpoint
+whose validation during training had the best mean PSNR over the validation subjects), rounded to fp16 as it ships, is
 scored with the evaluate protocol (axial slices, Rashid et al.'s bilinear degradation at the
 model's scale) on every validation subject (`datasets.VALIDATION`, one volume a subject), next to
 bicubic, bilinear and the model it would replace (the shipped model of that name, if any). It
@@ -46,8 +46,8 @@ def main() -> None:
     parser.add_argument("--val", type=Path, nargs="+", default=None,
                         help="validation volumes, one a subject (default: datasets.VALIDATION from the cache)")
     parser.add_argument("--select", action="store_true",
-                        help="ship the EMA of the checkpoint whose validation during training had the best mean "
-                             "PSNR over the validation subjects")
+                        help="ship the network (EMA or raw generator) of the checkpoint whose validation during "
+                             "training had the best mean PSNR over the validation subjects")
     parser.add_argument("--dry-run", action="store_true", help="score and print the decision; write nothing")
     parser.add_argument("--independent", type=Path, nargs="*", default=None,
                         help="real scans of other subjects to check the model on too (default: those "
@@ -80,14 +80,12 @@ def main() -> None:
     from MRSuperResLib.weights import load_generator, save_model
 
     events = read_events(args.run / "events.jsonl") if (args.run / "events.jsonl").exists() else []
-    checkpoint = best_checkpoint(events) if args.select else args.checkpoint
-    if args.weights == "generator" or checkpoint is not None:
+    checkpoint, weights = best_checkpoint(events) if args.select else (args.checkpoint, args.weights)
+    if weights == "generator" or checkpoint is not None:
         try:
-            model, run_card = checkpoint_generator(args.run, checkpoint, "ema" if args.select else args.weights)
+            model, run_card = checkpoint_generator(args.run, checkpoint, weights)
         except MRSuperResError as exc:
             sys.exit(str(exc))
-        if not (args.run / "model.safetensors").exists():
-            run_card = {}
     else:
         model, run_card = load_generator(args.run / "model.safetensors")
     # the weights ship in fp16: round them first, so every figure in the card is the shipped file's
@@ -118,16 +116,18 @@ def main() -> None:
     print(f"shipped {SHIPPED_DIR / (args.name + '.safetensors')} (sha256 {saved['sha256'][:16]}...)")
 
 
-def best_checkpoint(events: list[dict]) -> int:
-    """The iteration of the kept checkpoint whose validation during training had the best mean PSNR
-    (the EMA, averaged over the validation subjects; each subject counts once)."""
+def best_checkpoint(events: list[dict]) -> tuple[int, str]:
+    """(iteration, "ema" or "generator") of the kept checkpoint network whose validation during
+    training had the best mean PSNR over the validation subjects (each subject counts once). The
+    raw generator competes too: while a run still learns fast, the EMA lags behind it."""
     saved = {e["iter"] for e in events if e["event"] == "checkpoint" and Path(e["path"]).exists()}   # still kept
-    scored = [(e["model"]["psnr"], e["iter"]) for e in events if e["event"] == "validation" and e["iter"] in saved]
+    scored = [(e[who]["psnr"], e["iter"], weights) for e in events if e["event"] == "validation" and e["iter"] in saved
+              for who, weights in (("model", "ema"), ("generator", "generator")) if e.get(who)]
     if not scored:
         sys.exit("--select: the run has no validated checkpoint")
-    psnr, it = max(scored)
-    print(f"selected checkpoint {it}: mean validation PSNR {psnr:.3f} dB over its validation subjects")
-    return it
+    psnr, it, weights = max(scored)
+    print(f"selected checkpoint {it} ({weights}): mean validation PSNR {psnr:.3f} dB over its validation subjects")
+    return it, weights
 
 
 def rescore(args) -> None:

@@ -305,4 +305,6 @@ def test_ship_decision_needs_a_better_mean_and_no_subject_much_worse(tmp_path, c
               {"event": "validation", "iter": 100, "model": {"psnr": 30.2}},
               {"event": "validation", "iter": 200, "model": {"psnr": 30.1}},
               {"event": "validation", "iter": 250, "model": {"psnr": 31.0}}]          # 250: no checkpoint kept
-    assert ship.best_checkpoint(events) == 100
+    assert ship.best_checkpoint(events) == (100, "ema")
+    events.append({"event": "validation", "iter": 200, "model": {"psnr": 30.1}, "generator": {"psnr": 30.5}})
+    assert ship.best_checkpoint(events) == (200, "generator")          # the raw generator, ahead of its EMA
