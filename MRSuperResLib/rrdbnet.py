@@ -6,11 +6,13 @@ LeakyReLU) stages -> conv_hr -> conv_last. x2 and x1 feed the same x4 trunk with
 pixel-unshuffled by 2 or 4 (channels x4 or x16). x8 (the two-stage ESRGAN thesis) adds a third upsampling stage,
 `conv_up3`, after `conv_up2`; it has no unshuffle.
 
-`input_skip` (x1 only, the through-plane models) adds the input to the output, so the network
-learns the correction to its input rather than the image itself: rebuilding every pixel through
-a 4x unshuffle and two nearest-neighbour upsamplings is slow to learn (from scratch on a CPU it
-had not reached cubic interpolation after 1000 iterations). It is a buffer in the state dict, so
-a weights file says whether it has one.
+`input_skip` adds the input to the output (x1, the through-plane models) or its bicubic
+upsampling (x2, x4, x8), so the network learns the correction to it rather than the image
+itself: rebuilding every pixel through an unshuffle and nearest-neighbour upsamplings is slow
+to learn (an x1 network from scratch on a CPU had not reached cubic interpolation after 1000
+iterations; an x2 network from the x4 trunk was still 0.9 dB below bicubic after 1000). It is a
+buffer in the state dict, so a weights file says whether it has one; BasicSR's own RRDBNet has
+no such skip, so such files are for MRSuperRes.
 """
 from __future__ import annotations
 
@@ -69,8 +71,8 @@ class RRDBNet(nn.Module):
         super().__init__()
         if scale not in SCALES:
             raise ValueError(f"RRDBNet scale must be one of {SCALES}, not {scale}")
-        if input_skip and (scale != 1 or num_in_ch != num_out_ch):
-            raise ValueError("input_skip is for x1 networks with as many outputs as inputs")
+        if input_skip and num_in_ch != num_out_ch:
+            raise ValueError("input_skip is for networks with as many outputs as inputs")
         self.scale = scale
         self.config = dict(num_in_ch=num_in_ch, num_out_ch=num_out_ch, scale=scale,
                            num_feat=num_feat, num_block=num_block, num_grow_ch=num_grow_ch)
@@ -103,7 +105,11 @@ class RRDBNet(nn.Module):
         for conv in ups:
             feat = self.lrelu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")))
         out = self.conv_last(self.lrelu(self.conv_hr(feat)))
-        return out + x if "input_skip" in self.config else out
+        if "input_skip" not in self.config:
+            return out
+        if self.scale == 1:
+            return out + x
+        return out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False).to(out.dtype)
 
 
 def init_weights(model: nn.Module, scale: float = 0.1) -> None:

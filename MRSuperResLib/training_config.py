@@ -66,6 +66,9 @@ class TrainConfig:
                                         "or a training checkpoint (.pt)")
     scale: int = option(4, choices=(1, 2, 4, 8), help="upscaling factor (1: a through-plane model for thick-slice "
                         "scans, trained with --degrade thick)")
+    input_skip: bool = option(False, help="learn the correction to the bicubic upsampling of the input (x2-x8; "
+                              "x1 always learns the correction to its input); with --init a model of another "
+                              "scale the output layer starts at zero, so training starts from bicubic exactly")
     blocks: int | None = option(None, minimum=1, shown="23, or the init model's", help="RRDB blocks")
     features: int | None = option(None, minimum=1, shown="64, or the init model's", help="features")
     growth: int | None = option(None, minimum=1, shown="32, or the init model's", help="dense-block growth channels")

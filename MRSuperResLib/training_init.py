@@ -22,11 +22,12 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
         torch.manual_seed(config.seed)
         model = RRDBNet(1, 1, scale=config.scale, num_feat=config.features or 64,
                         num_block=config.blocks or 23, num_grow_ch=config.growth or 32,
-                        input_skip=config.scale == 1)         # x1: learn the correction to the input
-        if config.scale == 1:
+                        input_skip=config.scale == 1 or config.input_skip)   # learn the correction to the input
+        if "input_skip" in model.config:
             with torch.no_grad():                # and start close to the identity
                 model.conv_last.weight.mul_(0.1)
-        return model, "scratch (BasicSR initialisation)" + (", input skip" if config.scale == 1 else ""), None
+        return model, "scratch (BasicSR initialisation)" + (", input skip" if "input_skip" in model.config
+                                                            else ""), None
     spec = REALESRGAN_MODEL if config.init == "realesrgan" else config.init
     if Path(spec).is_dir():
         spec = str(Path(spec) / "model.safetensors")
@@ -36,7 +37,12 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
         if 1 in (model.scale, config.scale):
             raise MRSuperResError(f"--init model '{card.get('name')}' is x{model.scale}, but --scale {config.scale} "
                                   "was asked (x1 through-plane models and in-plane models do not share weights)")
-        model, transferred = transfer_to_scale(model, config.scale), f", body transferred from x{model.scale}"
+        model, transferred = (transfer_to_scale(model, config.scale, config.input_skip),
+                              f", body transferred from x{model.scale}" +
+                              (" with a bicubic input skip" if config.input_skip else ""))
+    elif config.input_skip and "input_skip" not in model.config:
+        raise MRSuperResError("--input-skip starts from a model of another scale or from scratch (the --init "
+                              "model has no input skip)")
     arch = model.config
     for flag, key in (("blocks", "num_block"), ("features", "num_feat"), ("growth", "num_grow_ch")):
         wanted = getattr(config, flag)
@@ -45,19 +51,20 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
     return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'}){transferred}", provenance(card)
 
 
-def transfer_to_scale(source: RRDBNet, scale: int) -> RRDBNet:
+def transfer_to_scale(source: RRDBNet, scale: int, input_skip: bool = False) -> RRDBNet:
     """An in-plane RRDBNet at `scale` that starts from `source`'s weights (another in-plane scale).
 
     Every tensor whose shape matches is copied: the trunk, the upsampling and the output layers.
     conv_first differs where the pixel-unshuffle differs (x2 sees 2x2 sub-pixels as 4 channels);
     its weights are spread evenly over the sub-pixels, so at the start the x2 network is exactly
     the x4 one run on the 2x2 box average of its input. A third upsampling stage (x8) starts
-    from BasicSR's initialisation.
+    from BasicSR's initialisation. With `input_skip` the output layer starts at zero: the network
+    then starts as bicubic upsampling exactly, and learns the correction with the x4 trunk's features.
     """
     from .rrdbnet import init_weights, unshuffle_factor
 
-    arch = {k: v for k, v in source.config.items() if k != "scale"}
-    target = RRDBNet(**arch, scale=scale)
+    arch = {k: v for k, v in source.config.items() if k not in ("scale", "input_skip")}
+    target = RRDBNet(**arch, scale=scale, input_skip=input_skip)
     init_weights(target)
     state = target.state_dict()
     src = source.state_dict()
@@ -69,6 +76,9 @@ def transfer_to_scale(source: RRDBNet, scale: int) -> RRDBNet:
         w = src["conv_first.weight"]
         state["conv_first.weight"] = w.repeat_interleave(int(ratio), dim=1) / ratio
         state["conv_first.bias"] = src["conv_first.bias"].clone()
+    if input_skip:
+        state["conv_last.weight"].zero_()
+        state["conv_last.bias"].zero_()
     target.load_state_dict(state)
     return target
 

@@ -139,3 +139,23 @@ def test_each_training_volume_weighs_the_same_however_many_slices_it_has():
     draws = [pool.sample(rng, 32, 4, ["bilinear"], augment=False)[1].mean() for _ in range(400)]
     share_small = np.mean(np.isclose(draws, 0.3))
     assert 0.4 < share_small < 0.6                                 # by slices it would be 1 in 10
+
+
+def test_an_x2_network_with_an_input_skip_starts_as_bicubic_and_keeps_its_skip_in_the_file(tmp_path):
+    from MRSuperResLib.rrdbnet import RRDBNet
+    from MRSuperResLib.training_init import transfer_to_scale
+    from MRSuperResLib.weights import load_generator, save_model
+
+    torch.manual_seed(0)
+    x4 = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
+    x2 = transfer_to_scale(x4, 2, input_skip=True).eval()
+    x = torch.rand(2, 1, 20, 16)
+    with torch.no_grad():
+        assert torch.equal(x2(x), F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False))
+        x2.conv_last.weight.normal_(0, 0.01)                        # as after some training
+        expected = x2(x)
+    save_model(x2, tmp_path / "x2.safetensors", {"training_data": "test", "iterations": 0})
+    loaded, _ = load_generator(tmp_path / "x2.safetensors")
+    assert loaded.config.get("input_skip") and loaded.scale == 2
+    with torch.no_grad():
+        assert torch.allclose(loaded.eval()(x), expected, atol=1e-6)
