@@ -35,7 +35,8 @@ V2=(--data "$DATA/pycortex-s1.nii.gz" "$DATA/mni152-2009a.nii.gz" "$DATA/pyradio
     --axis all --degrade bilinear,bilinear,bilinear,bicubic,mri --precision bf16 --stage psnr --hr-noise 0.5
     --batch 8 --patch 96 --checkpoint-every 100 --val-every 100 --keep 60 --iters "${ITERS:-6000}")
 # v2 (2026-12-05) ran as two processes side by side, OMP_NUM_THREADS=1 each; each first ran ~100
-# iterations on the T1 volumes only (then stopped, and the run below started from its EMA).
+# iterations on the T1 volumes only (then stopped, and the run below started from its EMA). The
+# fidelity-v2 run was stopped at 777; ship_model.py --select shipped its raw generator at 600.
 resume() { [ -f "$1/config.json" ] && echo --resume || true; }
 case "${1:-}" in
   fidelity)
@@ -68,9 +69,12 @@ case "${1:-}" in
       $(resume "$OUT") ;;
   x2-fidelity)
     # --init an x4 model with --scale 2: the trunk is copied, the first layer spread over the 2x2
-    # sub-pixels (MRSuperResLib/training_init.py), so training starts from the x4 MRI model
+    # sub-pixels (MRSuperResLib/training_init.py); --input-skip: the network learns the correction
+    # to bicubic and starts at bicubic exactly. Without the skip, 1,057 iterations were still
+    # 0.86 dB below bicubic. 2026-12-05: --init was the v2 run folder (its EMA), lr 2e-4 to
+    # iteration 541, then LR=1e-4 to 901; not shipped (ship_model.py: -0.05 dB on Colin27).
     OUT=$RUNS/mri-x2-fidelity
-    .venv/bin/mrsuperres train "${V2[@]}" --scale 2 --out "$OUT" --init "${INIT:-mri-x4-fidelity}" \
-      --lr "${LR:-1e-4}" --ema-decay 0.995 $(resume "$OUT") ;;
+    .venv/bin/mrsuperres train "${V2[@]}" --scale 2 --input-skip --out "$OUT" --init "${INIT:-mri-x4-fidelity}" \
+      --lr "${LR:-2e-4}" --ema-decay 0.995 $(resume "$OUT") ;;
   *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity" >&2; exit 2 ;;
 esac

@@ -308,3 +308,17 @@ def test_ship_decision_needs_a_better_mean_and_no_subject_much_worse(tmp_path, c
     assert ship.best_checkpoint(events) == (100, "ema")
     events.append({"event": "validation", "iter": 200, "model": {"psnr": 30.1}, "generator": {"psnr": 30.5}})
     assert ship.best_checkpoint(events) == (200, "generator")          # the raw generator, ahead of its EMA
+
+
+def test_the_model_table_is_made_from_the_cards(capsys, monkeypatch):
+    """README's and docs' per-subject tables come from the cards, so the figures cannot drift."""
+    table = load_script("model_table")
+    monkeypatch.setattr(sys, "argv", ["model_table"])
+    table.main()
+    out = capsys.readouterr().out
+    card = json.loads((SHIPPED_DIR / "mri-x4-fidelity.json").read_text())
+    for row in card["validation"]["subjects"] + card["independent_check"]:
+        g = row["gain_over_bicubic"]
+        assert f"{g['psnr']:+.2f} / {g['ssim']:+.3f}" in out and row["volume"].split(".")[0] in out
+    readme = (ROOT / "README.md").read_text()
+    assert out.strip() in readme                                  # the README shows today's cards
