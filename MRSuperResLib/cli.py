@@ -324,7 +324,8 @@ def cmd_evaluate(args) -> int:
                                 precision=args.precision, tile=args.tile, blank_threshold=args.blank_threshold,
                                 progress=Progress("evaluate"), engine=args.engine)
     else:
-        result = evaluate(args.hr, model, scale=args.scale if args.scale is not None else (model.scale if model is not None else 4),
+        scale = args.scale if args.scale is not None else (model.scale if model is not None else 4)
+        result = evaluate(args.hr, model, scale=scale,
                           degradation=args.degrade, axis=args.axis, out_dir=args.out, device=args.device,
                           batch_size=args.batch_size, precision=args.precision, tile=args.tile,
                           blank_threshold=args.blank_threshold, progress=Progress("evaluate"),

