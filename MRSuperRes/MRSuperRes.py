@@ -287,9 +287,6 @@ if HAVE_APP:
             elif value:
                 widget.value = type(widget.value)(float(value))     # int for spin boxes, float for sliders
 
-        def modelCombos(self):
-            return [self.ui.modelComboBox, self.ui.compareModelComboBox]
-
         def connectControls(self):
             for name in self.CONTROLS:
                 widget = getattr(self.ui, name)
@@ -356,14 +353,6 @@ if HAVE_APP:
                 self.ui.autoAxisLabel.text = "\n".join([plan.summary()] + [f"Warning: {w}" for w in plan.warnings])
             except Exception as exc:
                 self.ui.autoAxisLabel.text = str(exc)
-
-        def modelFor(self, combo, through_plane):
-            """The combo's model when it fits the direction (x1 across slices, x2-x8 in the plane),
-            else None: the logic then takes the default model for that direction."""
-            card = next((c for c in self.models if c["name"] == combo.currentText), None)
-            if card is None or (card.get("scale") == 1) != through_plane:
-                return None
-            return combo.currentText or None
 
         def onDeviceChanged(self, *_):
             if self.logic is None:                # torch is imported only once the logic exists

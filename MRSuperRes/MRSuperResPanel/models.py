@@ -1,8 +1,8 @@
 """The panel's model list: the combos of models, the card of the chosen one, the detail slider,
 importing a weights file and opening the models folder.
 
-A mixin of MRSuperResWidget (MRSuperRes.py), which owns `ui`, `logic`, `models`, `_updating`,
-`modelCombos` and `ensureLogic`. Imported only inside the Slicer application.
+A mixin of MRSuperResWidget (MRSuperRes.py), which owns `ui`, `logic`, `models`, `_updating`
+and `ensureLogic`. Imported only inside the Slicer application.
 """
 from __future__ import annotations
 
@@ -12,7 +12,23 @@ import slicer
 from MRSuperResSetup.dependencies import default_home_dir
 
 
+def card_named(models: list[dict], name: str):
+    """The card of the listed model `name`, or None."""
+    return next((c for c in models if c["name"] == name), None)
+
+
 class ModelsPanel:
+    def modelCombos(self):
+        return [self.ui.modelComboBox, self.ui.compareModelComboBox]
+
+    def modelFor(self, combo, through_plane):
+        """The combo's model when it fits the direction (x1 across slices, x2-x8 in the plane),
+        else None: the logic then takes the default model for that direction."""
+        card = card_named(self.models, combo.currentText)
+        if card is None or (card.get("scale") == 1) != through_plane:
+            return None
+        return combo.currentText or None
+
     def refreshModels(self):
         """Re-list the models, keeping each combo's choice; writes nothing to the parameter node."""
         self.models = self.logic.listModels()
@@ -34,7 +50,7 @@ class ModelsPanel:
         self.onModelChanged()
 
     def card(self):
-        return next((c for c in self.models if c["name"] == self.ui.modelComboBox.currentText), None)
+        return card_named(self.models, self.ui.modelComboBox.currentText)
 
     def onModelChanged(self, *_):
         card = self.card()
@@ -50,7 +66,7 @@ class ModelsPanel:
 
     def onCompareModelChanged(self, *_):
         """Compare simulates the chosen in-plane model's own factor (an x2 model is compared at x2)."""
-        card = next((c for c in self.models if c["name"] == self.ui.compareModelComboBox.currentText), None)
+        card = card_named(self.models, self.ui.compareModelComboBox.currentText)
         if card and card.get("scale") in (2, 4, 8) and self.ui.degradationComboBox.currentText != "thick":
             self.ui.scaleSpinBox.value = card["scale"]
 

@@ -234,6 +234,7 @@ def test_bad_input_leaves_the_run_folder_as_it_was(tmp_path, volumes, capsys, sa
         (train_args(tmp_path / "no" / "r4", [a]), "does not exist"),
         (train_args(tmp_path / "r5", [a], "--init", x2, "--scale", "1", "--degrade", "thick"),
          "is x2, but --scale 1"),
+        (train_args(tmp_path / "r5b", [a], "--init", x2, "--scale", "2", "--input-skip"), "has no input skip"),
         (train_args(tmp_path / "r6", [a], "--resume"), "no valid checkpoint"),
         (train_args(tmp_path / "r7", [small]), "patch size"),
         (train_args(tmp_path / "r8", [a], "--patch", "36"), "multiple of 8"),
