@@ -154,7 +154,7 @@ if HAVE_APP:
             self.ui.degradationComboBox.addItems(["bilinear", "bicubic", "kspace", "thick"])
             self.ui.directionComboBox.clear()
             self.ui.directionComboBox.addItems(["auto", "in-plane", "through-plane"])
-            self.ui.consistencyComboBox.addItems(["anchor", "exact", "none"])      # consistency.MODES (a test checks)
+            self.ui.consistencyComboBox.addItems(["auto", "anchor", "exact", "none"])      # consistency.MODES (a test checks)
             self.ui.mapOverlayComboBox.addItems(["no overlay", "consistency", "uncertainty", "detail", "error"])
             self.ui.mapOverlayComboBox.connect("currentIndexChanged(int)", self.onMapOverlay)
             self.lastResult = None                   # the newest enhance node or CompareResult with maps

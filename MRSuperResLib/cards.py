@@ -232,9 +232,11 @@ def scored_card(card: dict, *, name: str, validation: dict, table: dict, indepen
 
 
 def shipped_card(run_card: dict, run_config: dict, *, name: str, learning_rate, training_data: list | None,
-                 validation: dict, table: dict, independent: list | None = None, partner: str | None = None) -> dict:
+                 validation: dict, table: dict, independent: list | None = None, partner: str | None = None,
+                 consistency: str | None = None) -> dict:
     """The card of a run's model shipped as `name`: the run's record (`run_card`, and the options
-    `run_config` of its start event), the chain totals, and the scores (see scored_card)."""
+    `run_config` of its start event), the chain totals, and the scores (see scored_card).
+    `consistency`: the step `--consistency auto` applies to this model (consistency.for_model)."""
     stage = run_card.get("stage")
     hr_noise = run_config.get("hr_noise", 0.0)
     card = {
@@ -267,6 +269,8 @@ def shipped_card(run_card: dict, run_config: dict, *, name: str, learning_rate, 
         card["independent_check"] = independent
     if partner:
         card["detail_partner"] = partner
+    if consistency:
+        card["consistency"] = consistency
     return card
 
 

@@ -30,7 +30,8 @@ def thick_options(p: argparse.ArgumentParser) -> None:
 
 
 CONSISTENCY_HELP = ("how the output is held to the input, where each input voxel is taken to measure the mean of "
-                    "the output over its footprint (a box): anchor = its local brightness (over about an input "
+                    "the output over its footprint (a box): auto (default) = the step the model's card names, "
+                    "else anchor; anchor = its local brightness (over about an input "
                     "voxel) is the input's, detail within a voxel is the network's; exact = re-acquired, it equals "
                     "the input (to float precision); none = the network's output as it is "
                     "(docs/consistency.md). In-plane only: through-plane output is never held")

@@ -9,13 +9,15 @@ protocol (bilinear, k-space) would tune the tool to the benchmark. On simulated 
 another kernel the map therefore also shows that kernel's mismatch; docs/consistency.md measures
 it.
 
-One mechanism, three modes (`MODES`), applied to every batch of network output:
+One mechanism, three steps (`STEPS`), applied to every batch of network output:
 - "anchor": the output's local brightness is held to the input's (a smooth gain, see
   `anchor_to_input`); detail within a voxel moves freely, so the box average is close to the
   input but not equal.
 - "exact": the output is projected onto the outputs whose box average equals the input and
   that stay in [0, 1] (`project_exact`): re-acquired, it is the input.
 - "none": the network's output as it is.
+"auto" (the default) is the step the model's card names (`for_model`), else "anchor": a model
+whose network already re-acquires close to a box (the supersampled x2) gains more from "exact".
 The residual (`residual`) is what the map shows: re-acquired output minus input, at input
 resolution; `summarise` gives the per-volume numbers.
 """
@@ -25,8 +27,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-MODES = ("anchor", "exact", "none")
-DEFAULT = "anchor"               # measured on five scans x three degradations: docs/consistency.md
+STEPS = ("anchor", "exact", "none")
+MODES = ("auto", *STEPS)
+DEFAULT = "auto"                 # the model card's step, else FALLBACK
+FALLBACK = "anchor"              # measured on five scans x three degradations: docs/consistency.md
 SIGNAL = 0.02                    # of the input's range: voxels above it count in the per-volume numbers
 THRESHOLD = 0.02                 # of the input's range: a residual above this is counted as a departure
 ANCHOR_SIGMA = 1.0               # LR pixels: the Gaussian over which output and input brightness must agree
@@ -39,6 +43,15 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"consistency must be one of {', '.join(MODES)}, not {mode!r}")
     return mode
+
+
+def for_model(mode: str, model) -> str:
+    """The step to apply: `mode`, or for "auto" the one `model`'s card names (chosen when it was
+    shipped, by measurement: docs/consistency.md), else FALLBACK."""
+    if check_mode(mode) != "auto":
+        return mode
+    named = (getattr(model, "card", None) or {}).get("consistency")
+    return named if named in STEPS else FALLBACK
 
 
 def _scale_of(sr: np.ndarray, lr: np.ndarray) -> int:
@@ -69,7 +82,8 @@ def on_output_grid(lr_map: np.ndarray, scale: int) -> np.ndarray:
 
 def apply(sr: np.ndarray, lr: np.ndarray, mode: str) -> np.ndarray:
     """The post-step `mode` on a batch: (N, h s, w s) output and (N, h, w) input, both in [0, 1]."""
-    check_mode(mode)
+    if mode not in STEPS:
+        raise ValueError(f"consistency step must be one of {', '.join(STEPS)}, not {mode!r} (for_model resolves auto)")
     if mode == "anchor":
         return anchor_to_input(sr, lr)
     if mode == "exact":

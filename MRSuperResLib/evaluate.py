@@ -69,6 +69,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
         record["sha256"] = model_card["sha256"]
     if model is not None and model.scale != scale:
         raise MRSuperResError(f"model '{model_name}' is x{model.scale}, but --scale {scale} was asked")
+    consistency = consistency_step.for_model(consistency, model)
     if not paths:
         raise MRSuperResError("no ground-truth volume given")
     out_dir = check_out_dir(out_dir)

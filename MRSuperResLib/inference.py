@@ -242,13 +242,14 @@ def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, dev
     given, receives the result (so callers can stream into their own buffer). `self_ensemble`
     averages the outputs for the 8 flips and rotations of each slice (8x the time); `spread`, if
     given with it, receives their voxel-wise standard deviation (the uncertainty map).
-    `consistency` holds each output to its input (`consistency.apply`: anchor, exact or none);
+    `consistency` holds each output to its input (`consistency.apply`: anchor, exact or none; auto:
+    the model card's, `consistency.for_model`);
     `residual`, an (N, h, w) array, receives the network's own departure from the input before that
     step (`consistency.residual`: the consistency map, what the step corrects).
     """
-    consistency_step.check_mode(consistency)
     engine = model if isinstance(model, SliceEngine) else SliceEngine(
         model, device=device, precision=precision, compile=compile, notify=notify, engine=engine)
+    consistency = consistency_step.for_model(consistency, engine.model)
     if self_ensemble:
         return _self_ensemble(engine, stack, out, progress, spread, residual,
                               dict(batch_size=batch_size, tile=tile, cancel=cancel, consistency=consistency))
@@ -416,6 +417,7 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
         raise MRSuperResError("--spacing applies to through-plane super-resolution (in-plane uses the model's scale)")
     if model.scale == 1:
         raise MRSuperResError("an x1 model is a through-plane model: use --direction through-plane (or auto)")
+    consistency = consistency_step.for_model(consistency, model)
     data = check_voxels(volume.data, volume.meta.get("path", "volume"))
     ax = geometry.choose_axis(axis, volume.affine, data.shape)
     lo, hi = intensity_range(data)
@@ -482,4 +484,4 @@ def describe_output(facts: dict) -> str:
     how = f"through-plane x{facts['factor']:.3g}" if facts.get("direction") == "through-plane" else f"x{facts['scale']}"
     mode = facts.get("consistency", "none")
     return (f"MRSuperRes {model['name']} {how}{sha}"
-            f"{'' if mode == consistency_step.DEFAULT or facts.get('direction') == 'through-plane' else ' ' + mode}")
+            f"{'' if mode == consistency_step.FALLBACK or facts.get('direction') == 'through-plane' else ' ' + mode}")

@@ -69,6 +69,8 @@ class TrainConfig:
     input_skip: bool = option(False, help="learn the correction to the bicubic upsampling of the input (x2-x8; "
                               "x1 always learns the correction to its input); with --init a model of another "
                               "scale the output layer starts at zero, so training starts from bicubic exactly")
+    supersample: int = option(1, minimum=1, help="build the network for scale x this and box-average its output "
+                              "(x2 with 2: the x4 network, every weight transferred from an x4 --init)")
     blocks: int | None = option(None, minimum=1, shown="23, or the init model's", help="RRDB blocks")
     features: int | None = option(None, minimum=1, shown="64, or the init model's", help="features")
     growth: int | None = option(None, minimum=1, shown="32, or the init model's", help="dense-block growth channels")
@@ -279,6 +281,9 @@ def check_config(c: TrainConfig) -> None:
                               f"(the discriminator halves it three times)")
     if not 0 <= c.ema_decay < 1:
         raise MRSuperResError("--ema-decay must be in [0, 1)")
+    if c.supersample != 1 and (c.scale == 1 or c.scale * c.supersample not in (2, 4, 8)):
+        raise MRSuperResError(f"--supersample {c.supersample} needs an in-plane --scale whose product with it is 2, "
+                              f"4 or 8 (got --scale {c.scale})")
     methods = parse_degradations(c.degrade)
     if (c.scale == 1) != ("thick" in methods) or (c.scale == 1 and methods != ["thick"]):
         raise MRSuperResError("--scale 1 trains a through-plane model and needs --degrade thick, which only it uses"

@@ -22,7 +22,8 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
         torch.manual_seed(config.seed)
         model = RRDBNet(1, 1, scale=config.scale, num_feat=config.features or 64,
                         num_block=config.blocks or 23, num_grow_ch=config.growth or 32,
-                        input_skip=config.scale == 1 or config.input_skip)   # learn the correction to the input
+                        input_skip=config.scale == 1 or config.input_skip,   # learn the correction to the input
+                        supersample=config.supersample)
         if "input_skip" in model.config:
             with torch.no_grad():                # and start close to the identity
                 model.conv_last.weight.mul_(0.1)
@@ -37,9 +38,13 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
         if 1 in (model.scale, config.scale):
             raise MRSuperResError(f"--init model '{card.get('name')}' is x{model.scale}, but --scale {config.scale} "
                                   "was asked (x1 through-plane models and in-plane models do not share weights)")
-        model, transferred = (transfer_to_scale(model, config.scale, config.input_skip),
+        model, transferred = (transfer_to_scale(model, config.scale, config.input_skip, config.supersample),
                               f", body transferred from x{model.scale}" +
-                              (" with a bicubic input skip" if config.input_skip else ""))
+                              (" with a bicubic input skip" if config.input_skip else "") +
+                              (f", supersampled x{config.supersample}" if config.supersample > 1 else ""))
+    elif model.config.get("supersample", 1) != config.supersample:
+        raise MRSuperResError(f"--supersample {config.supersample} differs from the --init model's "
+                              f"{model.config.get('supersample', 1)}")
     elif config.input_skip and "input_skip" not in model.config:
         raise MRSuperResError("--input-skip starts from a model of another scale or from scratch (the --init "
                               "model has no input skip)")
@@ -51,7 +56,7 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
     return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'}){transferred}", provenance(card)
 
 
-def transfer_to_scale(source: RRDBNet, scale: int, input_skip: bool = False) -> RRDBNet:
+def transfer_to_scale(source: RRDBNet, scale: int, input_skip: bool = False, supersample: int = 1) -> RRDBNet:
     """An in-plane RRDBNet at `scale` that starts from `source`'s weights (another in-plane scale).
 
     Every tensor whose shape matches is copied: the trunk, the upsampling and the output layers.
@@ -60,18 +65,20 @@ def transfer_to_scale(source: RRDBNet, scale: int, input_skip: bool = False) -> 
     the x4 one run on the 2x2 box average of its input. A third upsampling stage (x8) starts
     from BasicSR's initialisation. With `input_skip` the output layer starts at zero: the network
     then starts as bicubic upsampling exactly, and learns the correction with the x4 trunk's features.
+    `supersample` k builds the layers for scale x k (rrdbnet): an x2 model supersampled 2 from an
+    x4 one takes every weight as it is and starts as the x4 network, its output box-averaged 2x2.
     """
     from .rrdbnet import init_weights, unshuffle_factor
 
-    arch = {k: v for k, v in source.config.items() if k not in ("scale", "input_skip")}
-    target = RRDBNet(**arch, scale=scale, input_skip=input_skip)
+    arch = {k: v for k, v in source.config.items() if k not in ("scale", "input_skip", "supersample")}
+    target = RRDBNet(**arch, scale=scale, input_skip=input_skip, supersample=supersample)
     init_weights(target)
     state = target.state_dict()
     src = source.state_dict()
     for key, value in src.items():
         if key in state and state[key].shape == value.shape:
             state[key] = value.clone()
-    ratio = unshuffle_factor(scale) ** 2 / unshuffle_factor(source.scale) ** 2
+    ratio = unshuffle_factor(target.inner_scale) ** 2 / unshuffle_factor(source.inner_scale) ** 2
     if ratio >= 1 and ratio.is_integer():          # more sub-pixel channels: repeat, share the weight
         w = src["conv_first.weight"]
         state["conv_first.weight"] = w.repeat_interleave(int(ratio), dim=1) / ratio

@@ -239,6 +239,11 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict:
                 num_feat=first.shape[0], num_block=max(blocks) + 1 if blocks else 0, num_grow_ch=grow)
     if "input_skip" in state:                # a through-plane network that adds its input (rrdbnet)
         arch["input_skip"] = True
+    if "supersample" in state:               # built for scale x k, its output box-averaged k x k (rrdbnet)
+        k = int(state["supersample"].item())
+        if k < 2 or scale % k:
+            raise MRSuperResError(f"a supersample factor of {k} does not fit layers built for x{scale}")
+        arch.update(scale=scale // k, supersample=k)
     return arch
 
 

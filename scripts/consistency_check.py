@@ -73,7 +73,7 @@ def main() -> int:
                 seconds[name] = time.time() - t0
             for name in engines:
                 outputs = {}
-                for mode in consistency.MODES:
+                for mode in consistency.STEPS:
                     t0 = time.time()
                     outputs[mode] = consistency.apply(raws[name], lr, mode)[:, :h, :w]
                     rows.append(dict(model=name, volume=stem(path), degradation=deg, mode=mode,
@@ -85,7 +85,7 @@ def main() -> int:
                 rows.append(dict(model=name, volume=stem(path), degradation=deg, mode="bicubic",
                                  **{k: summary["bicubic"][k]["mean"] for k in ("ssim", "psnr", "vif")}))
                 cmap = consistency.on_output_grid(residuals[name], SCALE)[:, :h, :w]
-                for mode in consistency.MODES:
+                for mode in consistency.STEPS:
                     maps = {"consistency": cmap, "edges (baseline)": edges}
                     if name == GAN and FIDELITY in raws:     # the detail map: |GAN - fidelity| / 2, same step
                         maps["detail"] = np.abs(outputs[mode] - consistency.apply(raws[FIDELITY], lr, mode)[:, :h, :w]) / 2
@@ -98,7 +98,7 @@ def main() -> int:
                                                spread=spread, residual=res8)[:, :h, :w]
                     rows.append(dict(model=name, volume=stem(path), degradation=deg, mode="ensemble-default",
                                      network_seconds=time.time() - t0, single_seconds=seconds[name]))
-                    rankings.setdefault(f"{name}|{deg}|{consistency.DEFAULT}|ensemble", Ranking(SCALE)).add(
+                    rankings.setdefault(f"{name}|{deg}|{consistency.for_model(consistency.DEFAULT, engines[name].model)}|ensemble", Ranking(SCALE)).add(
                         gt, sr8, {"consistency": consistency.on_output_grid(res8, SCALE)[:, :h, :w],
                                   "uncertainty": spread[:, :h, :w], "edges (baseline)": edges})
                 print(f"{name} {stem(path)} {deg}: " + ", ".join(

@@ -16,7 +16,8 @@ decide. The card holds the architecture, init, training data with sha256, degrad
 iterations, batch, device, wall time and the figures per subject and contrast; the first
 subject's evaluation folder (metrics.json, per_slice.csv, figure.png) goes to
 Resources/Screenshots/<name>-validation/. The figures are of the default inference (bf16 on
-this CPU, held to the input), which the card records. `--rescore` scores a shipped model again
+this CPU, held to the input by the step the card names, `--consistency`, else anchor), which
+the card records. `--rescore` scores a shipped model again
 after inference changed and rewrites only its card's figures.
 """
 from __future__ import annotations
@@ -64,6 +65,9 @@ def main() -> None:
                         help="take the weights from the run's checkpoint at this iteration (e.g. a GAN checkpoint "
                              "picked by validation VIF) instead of the run's exported model (EMA) or newest "
                              "checkpoint (generator)")
+    parser.add_argument("--consistency", choices=("anchor", "exact", "none"), default=None,
+                        help="the consistency step the model's card names, which `--consistency auto` (the "
+                             "default) then applies; scored with it (default: none named, so anchor)")
     parser.add_argument("--record-maps", action="store_true",
                         help="score how well the shipped model NAME's consistency and uncertainty maps rank its "
                              "errors on the validation volume (8 self-ensemble passes) and add that to its card")
@@ -95,6 +99,8 @@ def main() -> None:
     # the weights ship in fp16: round them first, so every figure in the card is the shipped file's
     # (on pyradiomics brain2 the rounding alone moved the mean SSIM by 0.004)
     model = model.half().float()
+    if args.consistency:                        # scored, and shipped, with the step its card will name
+        model.card = {**(getattr(model, "card", None) or {}), "consistency": args.consistency}
     if not run_card.get("training_data"):         # a run still going has no card: nothing to check against
         sys.exit(f"{args.run} has no training record (model.json): stop the run (STOP file) before shipping")
     # every held-out volume is checked before any of the (long) evaluations starts
@@ -115,7 +121,7 @@ def main() -> None:
         sys.exit(0 if args.dry_run else 1)
     card = shipped_card(run_card, start["config"], name=args.name, learning_rate=start.get("lr"),
                         training_data=describe_volumes(run_card.get("training_data")), validation=validation,
-                        table=table, independent=checked, partner=args.partner)
+                        table=table, independent=checked, partner=args.partner, consistency=args.consistency)
     saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
     print(f"shipped {SHIPPED_DIR / (args.name + '.safetensors')} (sha256 {saved['sha256'][:16]}...)")
 

@@ -178,11 +178,13 @@ def test_the_default_on_the_bundled_sample_and_its_map_with_the_real_model(real_
     model, _ = load_model("mri-x4-fidelity")
     residual = np.empty(lr.shape, np.float32)
     raw = super_resolve_slices(model, lr, device="cpu", precision="fp32", consistency="none", residual=residual)
-    outputs = {mode: consistency.apply(raw, lr, mode)[:, :h, :w] for mode in consistency.MODES}
+    default = consistency.for_model(consistency.DEFAULT, model)
+    assert default == consistency.FALLBACK == "anchor"                  # the x4 card names no step of its own
+    outputs = {mode: consistency.apply(raw, lr, mode)[:, :h, :w] for mode in consistency.STEPS}
     _, summary = score_slices(gt, outputs, keep)
-    assert summary[consistency.DEFAULT]["ssim"]["mean"] >= summary["none"]["ssim"]["mean"]
+    assert summary[default]["ssim"]["mean"] >= summary["none"]["ssim"]["mean"]
     ranking = Ranking(4)
-    ranking.add(gt, outputs[consistency.DEFAULT], {"consistency": consistency.on_output_grid(residual, 4)[:, :h, :w]})
+    ranking.add(gt, outputs[default], {"consistency": consistency.on_output_grid(residual, 4)[:, :h, :w]})
     assert ranking.scores()["consistency"]["spearman"] > 0.3
 
 
@@ -194,7 +196,7 @@ def test_evaluate_reports_the_maps(tmp_path, save_tiny):
     result = json.loads((out / "metrics.json").read_text())
     assert result["maps"]["consistency"]["patches"] > 100
     assert result["data_consistency"]["network"]["rms"] > 0
-    assert result["model"]["consistency"] == consistency.DEFAULT
+    assert result["model"]["consistency"] == consistency.FALLBACK       # auto, resolved: the card names none
 
 
 def test_a_gan_model_also_gets_the_detail_map(tmp_path):
@@ -226,3 +228,31 @@ def test_a_gan_model_also_gets_the_detail_map(tmp_path):
     result = evaluate([str(SAMPLE)], gan, axis=2, precision="fp32", maps=True, baselines=("bicubic",))
     assert set(result["maps"]) == {"consistency", "uncertainty", "detail"}
     assert result["model"]["self_ensemble"] is True
+
+
+def test_auto_applies_the_step_the_model_card_names(tmp_path):
+    """`auto` (the default everywhere) is the card's step: a card naming exact gets outputs that
+    re-acquire to the input, in enhance and evaluate alike; a card naming no step gets anchor, and a
+    step asked for by name wins over the card's."""
+    from MRSuperResLib.evaluate import evaluate
+    from MRSuperResLib.weights import load_generator, save_model
+
+    assert consistency.DEFAULT == "auto" and consistency.for_model("auto", object()) == consistency.FALLBACK
+    with pytest.raises(ValueError, match="consistency must be one of auto, anchor, exact, none"):
+        consistency.for_model("box", None)
+    path = tmp_path / "exact.safetensors"
+    save_model(tiny_model(), path, {"training_data": "random init (test)", "iterations": 0, "consistency": "exact"})
+    model, card = load_generator(path)
+    assert card["consistency"] == "exact" and consistency.for_model("auto", model) == "exact"
+    assert consistency.for_model("none", model) == "none"                     # an explicit step wins
+    rng = np.random.default_rng(0)
+    lr = rng.random((2, 16, 16)).astype(np.float32) * 0.8 + 0.1
+    out = super_resolve_slices(model, lr, device="cpu", precision="fp32")
+    assert np.abs(consistency.residual(out, lr)).max() < 1e-5
+    volume = Volume(rng.random((16, 16, 3)).astype(np.float32) * 100, np.eye(4), {"path": "v.nii.gz"})
+    _, facts = enhance_volume(volume, model, axis=2, device="cpu", precision="fp32")
+    assert facts["consistency"] == "exact"
+    result = evaluate([str(SAMPLE)], model, axis=2, precision="fp32", device="cpu", baselines=())
+    assert result["model"]["consistency"] == "exact"
+    model.card = {**card, "consistency": "none"}
+    assert consistency.for_model(consistency.DEFAULT, model) == "none"

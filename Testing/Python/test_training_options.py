@@ -87,6 +87,11 @@ def test_the_checks_follow_the_declared_choices_and_limits():
         if f.metadata["minimum"] is not None:
             with pytest.raises(MRSuperResError, match=re.escape(flag(f.name)) + " must be at least 1"):
                 build_config({**base, f.name: 0})
+    for scale in (1, 8):                                     # x1 has no grid to refine; x16 is not built
+        with pytest.raises(MRSuperResError, match=f"--supersample 2 needs an in-plane --scale .* --scale {scale}"):
+            build_config({**base, "scale": scale, "supersample": 2,
+                          **({"degrade": "thick"} if scale == 1 else {})})
+    assert build_config({**base, "scale": 2, "supersample": 2}).supersample == 2
     with pytest.raises(MRSuperResError, match="unknown training option"):
         check_options({"iterations": 10})                    # the panel's old name for iters
     with pytest.raises(MRSuperResError, match="--iters must be an integer"):

@@ -159,3 +159,26 @@ def test_an_x2_network_with_an_input_skip_starts_as_bicubic_and_keeps_its_skip_i
     assert loaded.config.get("input_skip") and loaded.scale == 2
     with torch.no_grad():
         assert torch.allclose(loaded.eval()(x), expected, atol=1e-6)
+
+
+def test_a_supersampled_x2_network_is_the_x4_one_box_averaged_and_its_file_says_so(tmp_path):
+    """--supersample 2 at x2 takes every x4 weight as it is: the output is the x4 network's,
+    averaged 2x2, so x2 training starts where the x4 model is; the factor travels in the file."""
+    from MRSuperResLib.rrdbnet import RRDBNet
+    from MRSuperResLib.training_init import transfer_to_scale
+    from MRSuperResLib.weights import load_generator, save_model
+
+    torch.manual_seed(0)
+    x4 = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
+    x2 = transfer_to_scale(x4, 2, supersample=2).eval()
+    assert x2.scale == 2 and x2.input_multiple == 1 and x2.config["supersample"] == 2
+    x = torch.rand(2, 1, 13, 9)                                     # any size: no pixel-unshuffle
+    with torch.no_grad():
+        assert torch.equal(x2(x), F.avg_pool2d(x4(x), 2))
+    save_model(x2, tmp_path / "x2.safetensors", {"training_data": "test", "iterations": 0})
+    loaded, card = load_generator(tmp_path / "x2.safetensors")
+    assert loaded.scale == 2 and card["architecture"]["supersample"] == 2
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), x2(x))
+    with pytest.raises(ValueError, match="supersample"):
+        RRDBNet(scale=1, supersample=2)
