@@ -6,7 +6,7 @@
 #   bash scripts/train_shipped_models.sh fidelity2    # psnr stage 2: + scan noise on HR (--hr-noise)
 #   bash scripts/train_shipped_models.sh gan          # gan stage from the shipped fidelity model
 #   bash scripts/train_shipped_models.sh fidelity-v2  # v2: every training subject, T1 and T2, from v1
-#   bash scripts/train_shipped_models.sh x2-fidelity  # x2: the x4 model's trunk, trained the same way
+#   bash scripts/train_shipped_models.sh x2-fidelity  # x2: the x4 network supersampled, trained at x2
 #
 # v1 training data: pycortex S1 and MNI152 2009a (all three orientations, flips and 90-degree
 # rotations); Colin27 (ch2, full head) held out for validation. v2: the training subjects of
@@ -68,13 +68,13 @@ case "${1:-}" in
     .venv/bin/mrsuperres train "${V2[@]}" --out "$OUT" --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" \
       $(resume "$OUT") ;;
   x2-fidelity)
-    # --init an x4 model with --scale 2: the trunk is copied, the first layer spread over the 2x2
-    # sub-pixels (MRSuperResLib/training_init.py); --input-skip: the network learns the correction
-    # to bicubic and starts at bicubic exactly. Without the skip, 1,057 iterations were still
-    # 0.86 dB below bicubic. 2026-12-05: --init was the v2 run folder (its EMA), lr 2e-4 to
-    # iteration 541, then LR=1e-4 to 901; not shipped (ship_model.py: -0.05 dB on Colin27).
-    OUT=$RUNS/mri-x2-fidelity
-    .venv/bin/mrsuperres train "${V2[@]}" --scale 2 --input-skip --out "$OUT" --init "${INIT:-mri-x4-fidelity}" \
-      --lr "${LR:-2e-4}" --ema-decay 0.995 $(resume "$OUT") ;;
+    # --supersample 2: the x4 network run at the input's resolution, its output box-averaged 2x2
+    # (MRSuperResLib/rrdbnet.py); from an x4 --init every weight is taken as it is, so training
+    # starts where the x4 model is. Patch 64 (32-voxel inputs: the trunk runs at the input's size).
+    # 2026-12-05: the earlier x2 (BasicSR's pixel-unshuffle x2 from the x4 trunk, --input-skip,
+    # 901 iterations) reached +0.34 dB over bicubic and lost on Colin27 (docs/models.md).
+    OUT=$RUNS/mri-x2-super
+    .venv/bin/mrsuperres train "${V2[@]}" --scale 2 --supersample 2 --patch 64 --out "$OUT" \
+      --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" $(resume "$OUT") ;;
   *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity" >&2; exit 2 ;;
 esac

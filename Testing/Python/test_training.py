@@ -235,6 +235,8 @@ def test_bad_input_leaves_the_run_folder_as_it_was(tmp_path, volumes, capsys, sa
         (train_args(tmp_path / "r5", [a], "--init", x2, "--scale", "1", "--degrade", "thick"),
          "is x2, but --scale 1"),
         (train_args(tmp_path / "r5b", [a], "--init", x2, "--scale", "2", "--input-skip"), "has no input skip"),
+        (train_args(tmp_path / "r5c", [a], "--init", x2, "--scale", "2", "--supersample", "2"),
+         "--supersample 2 differs from the --init model's 1"),
         (train_args(tmp_path / "r6", [a], "--resume"), "no valid checkpoint"),
         (train_args(tmp_path / "r7", [small]), "patch size"),
         (train_args(tmp_path / "r8", [a], "--patch", "36"), "multiple of 8"),
@@ -273,6 +275,22 @@ def test_initialisation_from_runs_checkpoints_and_realesrgan(tmp_path, volumes, 
                  "--stage", "psnr", "--iters", "1", "--batch", "1", "--patch", "32", "--precision", "fp32"]) == 0
     card = json.loads((third / "model.json").read_text())
     assert card["architecture"]["num_block"] == 23 and card["init"].startswith("realesrgan-x4plus-gray")
+
+
+def test_an_x2_run_supersampled_from_an_x4_model_starts_as_it_and_ships_its_factor(tmp_path, volumes, save_tiny):
+    """--scale 2 --supersample 2 --init X4 takes every weight of the x4 model; the run's model file
+    is an x2 model whose card and weights say supersample 2."""
+    from MRSuperResLib.weights import load_generator
+
+    x4 = tiny_model(4)
+    run = tmp_path / "x2"
+    assert main(train_args(run, volumes, "--init", save_tiny(x4, "x4"), "--scale", "2", "--supersample", "2",
+                           "--iters", "1", "--lr", "1e-12")) == 0
+    model, card = load_generator(run / "model.safetensors")
+    assert model.scale == 2 and card["architecture"]["supersample"] == 2 and "supersampled x2" in card["init"]
+    x = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():                     # a learning rate of 1e-12: still the x4 network, averaged 2x2
+        assert torch.allclose(model(x), torch.nn.functional.avg_pool2d(x4(x), 2), atol=1e-4)
 
 
 def test_gan_losses_and_discriminator_skip_targets_given_hr_noise(tmp_path, volumes):
