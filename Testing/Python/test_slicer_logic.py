@@ -82,12 +82,13 @@ def test_enhance_a_real_volume_lands_on_the_core_grid(scene, models):
     assert np.allclose(ijk_to_ras(ens), ijk_to_ras(sr), atol=1e-6)
     assert np.allclose(slicer.util.arrayFromVolume(ens), arr, atol=1e-4 * np.abs(lr).max())
     assert json.loads(ens.GetAttribute("MRSuperRes.facts"))["self_ensemble"] is True
-    # anchoring is on by default (the nearest model's output already has its input's brightness)
+    # auto by default: anchoring, as the model's card names no step (its output already has its
+    # input's brightness)
     assert json.loads(sr.GetAttribute("MRSuperRes.facts"))["consistency"] == "anchor"
     raw = MRSuperResLogic().enhance(node, model=str(models["near"]), axis=2, precision="fp32", consistency="none")
     assert json.loads(raw.GetAttribute("MRSuperRes.facts"))["consistency"] == "none"
     assert np.allclose(slicer.util.arrayFromVolume(raw), arr, atol=1e-4 * np.abs(lr).max())
-    assert MRSuperResLogic().getParameterNode().GetParameter("consistency") == "anchor"
+    assert MRSuperResLogic().getParameterNode().GetParameter("consistency") == "auto"
 
 
 def test_compare_makes_the_volumes_table_layout_and_links_the_views(scene, tmp_path, models):
