@@ -117,6 +117,9 @@ def test_shipped_card_takes_the_run_record_and_the_scores():
     assert card["iterations_total"] == 150 and card["training_runs"] == 2 and card["detail_partner"] == "m-gan"
     assert card["hr_noise_sigma"] == [0.005, 0.03] and card["learning_rate_schedule"] == [[0, 1e-4]]
     assert card["loss_weights"] == {"l1_weight": 1.0} and "independent_check" not in card
+    assert "consistency" not in card                                   # auto then anchors
+    assert cards.shipped_card(run_card, config, name="m", learning_rate=1e-4, training_data=None,
+                              validation={}, table=table, consistency="exact")["consistency"] == "exact"
     rescored = cards.scored_card(card, name="m", validation={"volume": "v2"}, table=table, independent=[{"x": 1}])
     assert rescored["validation"] == {"volume": "v2"} and rescored["independent_check"] == [{"x": 1}]
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SAMPLE, write_nifti
-from MRSuperResLib import datasets, geometry
+from MRSuperResLib import consistency, datasets, geometry
 from MRSuperResLib.cards import chain_totals
 from MRSuperResLib.catalog import SHIPPED_DIR
 from MRSuperResLib.checkpoints import checkpoint_generator
@@ -179,14 +179,15 @@ def test_shipped_model_cards_are_complete_and_honest(path):
     # one held-out volume, or (from v2) several subjects with the mean taken over them
     subjects = validation.get("subjects") or [validation]
     assert all(v["sha256"] not in trained for v in subjects)
-    assert validation["inference_consistency"] == "anchor"            # figures of the default inference
+    step = consistency.for_model(consistency.DEFAULT, model)            # the card's step, else anchor
+    assert validation["inference_consistency"] == step                  # figures of the default inference
     if "subjects" in validation:
         assert len({v["subject"] for v in subjects}) >= 3 and len({v["contrast"] for v in subjects}) >= 2
         mean = sum(v["metrics_mean"][path.stem]["psnr"] for v in subjects) / len(subjects)
         assert card["metrics"]["psnr"] == pytest.approx(mean, abs=1e-3)
         assert validation["decision"]["ships"]
     maps = validation["maps"]                                         # how well its maps find the errors there
-    assert maps["sha256"] in {v["sha256"] for v in subjects} and maps["consistency_step"] == "anchor"
+    assert maps["sha256"] in {v["sha256"] for v in subjects} and maps["consistency_step"] == step
     assert {"consistency", "uncertainty"} <= set(maps["ranking"])
     assert all(r["spearman"] > 0 and r["top_caught"] > r["chance"] for r in maps["ranking"].values())
     assert all(c["sha256"] not in trained for c in card.get("independent_check", []))
@@ -226,6 +227,25 @@ def test_through_plane_model_beats_cubic_on_real_mri_it_was_not_trained_on(tmp_p
     perp = result["orientations"]["perpendicular"]
     assert perp["model"]["psnr"]["mean"] > perp["cubic"]["psnr"]["mean"] + 0.5
     assert perp["model"]["ssim"]["mean"] > perp["cubic"]["ssim"]["mean"]
+
+
+@pytest.mark.skipif(not (SHIPPED_DIR / "mri-x2-fidelity.safetensors").exists(), reason="x2 model not shipped")
+def test_x2_model_beats_bicubic_at_x2_on_real_mri_it_was_not_trained_on(tmp_path, sample_volume):
+    """Every 4th axial slice of the bundled Colin27 slab (a validation subject) reduced x2, with the
+    step the card names (auto)."""
+    from MRSuperResLib.catalog import default_model_for, load_model
+    from MRSuperResLib.evaluate import evaluate
+
+    data, affine = sample_volume
+    slices = write_nifti(tmp_path / "colin27_every_4th_axial.nii.gz", data[:, :, ::4], affine)
+    model, card = load_model(default_model_for("in-plane", 2))
+    assert card["name"] == "mri-x2-fidelity" and model.config.get("supersample") == 2
+    result = evaluate([str(slices)], model, scale=2, degradation="bilinear", axis=2, baselines=("bicubic",),
+                      precision="fp32")
+    assert result["model"]["consistency"] == card["consistency"] == "exact"
+    model, bicubic = result["methods"]["model"], result["methods"]["bicubic"]
+    assert model["psnr"]["mean"] > bicubic["psnr"]["mean"] + 0.5
+    assert model["ssim"]["mean"] > bicubic["ssim"]["mean"]
 
 
 @pytest.mark.skipif(not (SHIPPED_DIR / "mri-x4-fidelity.safetensors").exists(), reason="fidelity model not shipped")
