@@ -41,7 +41,7 @@ def main() -> None:
         for role, row in rows_of(card):
             subjects.setdefault((role, label(row)), {})[name] = row
     if not args.full:
-        print("| subject (contrast) | role | " + " | ".join(f"`{n}`" for n in cards) + " |")
+        print("| subject (contrast) | role | " + " | ".join(f"`{n}` (x{c['scale']})" for n, c in cards.items()) + " |")
         print("|---|---|" + "---|" * len(cards))
         for (role, subject), by_model in subjects.items():
             print(f"| {subject} | {role} | " + " | ".join(gain(by_model[n]) if n in by_model else "-"
