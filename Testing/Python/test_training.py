@@ -287,7 +287,8 @@ def test_an_x2_run_supersampled_from_an_x4_model_starts_as_it_and_ships_its_fact
     assert main(train_args(run, volumes, "--init", save_tiny(x4, "x4"), "--scale", "2", "--supersample", "2",
                            "--iters", "1", "--lr", "1e-12")) == 0
     model, card = load_generator(run / "model.safetensors")
-    assert model.scale == 2 and card["architecture"]["supersample"] == 2 and "supersampled x2" in card["init"]
+    assert model.scale == 2 and card["architecture"]["supersample"] == 2 and \
+        "every weight of the x4 network, supersampled x2" in card["init"]
     x = torch.rand(1, 1, 12, 12)
     with torch.no_grad():                     # a learning rate of 1e-12: still the x4 network, averaged 2x2
         assert torch.allclose(model(x), torch.nn.functional.avg_pool2d(x4(x), 2), atol=1e-4)
