@@ -113,9 +113,8 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--direction", default="auto", choices=("auto", "in-plane", "through-plane"),
                         help="as for mrsuperres enhance (default: auto)")
-    from .consistency import DEFAULT, MODES
-    parser.add_argument("--consistency", default=DEFAULT, choices=MODES,
-                        help=f"as for mrsuperres enhance (default: {DEFAULT})")
+    parser.add_argument("--consistency", default="auto", choices=("auto", "anchor", "exact", "none"),
+                        help="as for mrsuperres enhance (default: auto)")   # consistency.MODES, without torch (a test checks)
     parser.add_argument("--self-ensemble", action="store_true", help="as for mrsuperres enhance")
     parser.add_argument("--overwrite", action="store_true", help="as for mrsuperres enhance: redo inputs up to date")
     parser.add_argument("--shard", default=None, metavar="I/N", help="as for mrsuperres enhance")

@@ -11,6 +11,7 @@ bicubic image) is ranked beside them as the baseline a map has to beat to be mor
 are at edges".
 
     python scripts/consistency_check.py VOLUME... [--step 4] [--out consistency.json]
+    python scripts/consistency_check.py VOLUME... --models mri-x2-fidelity --ensemble-degradation none   # x2
 """
 from __future__ import annotations
 
@@ -34,7 +35,6 @@ from MRSuperResLib.metrics import score_slices  # noqa: E402
 from MRSuperResLib.resample import downsample, upsample  # noqa: E402
 from MRSuperResLib.volumes import read_volume, stem  # noqa: E402
 
-SCALE = 4
 FIDELITY, GAN = "mri-x4-fidelity", "mri-x4-gan"
 
 
@@ -48,13 +48,17 @@ def main() -> int:
     ap.add_argument("volumes", nargs="+")
     ap.add_argument("--models", nargs="+", default=["mri-x4-fidelity", "mri-x4-gan"])
     ap.add_argument("--degradations", nargs="+", default=["bilinear", "bicubic", "kspace"])
-    ap.add_argument("--ensemble-degradation", default="bilinear")
+    ap.add_argument("--ensemble-degradation", default="bilinear", help="none: skip the 8-pass maps")
     ap.add_argument("--step", type=int, default=4, help="score every step-th non-blank slice")
     ap.add_argument("--out", default="consistency.json")
     args = ap.parse_args()
     t_start = time.time()
     rows, rankings = [], {}
     engines = {name: SliceEngine(load_model(name)[0], precision="auto") for name in args.models}
+    scales = {e.scale for e in engines.values()}
+    if len(scales) != 1:
+        sys.exit("--models must share one scale (the volumes are reduced by it)")
+    scale = scales.pop()
     for path in args.volumes:
         vol = read_volume(path)
         ax = geometry.choose_axis("auto", vol.affine, vol.data.shape)
@@ -62,8 +66,8 @@ def main() -> int:
         gt, keep = gt[::args.step], keep[::args.step]
         n, h, w = gt.shape
         for deg in args.degradations:
-            lr = np.clip(downsample(pad_to_multiple(gt, SCALE), SCALE, deg), 0, 1)
-            bicubic = np.clip(upsample(lr, SCALE, "bicubic"), 0, 1)
+            lr = np.clip(downsample(pad_to_multiple(gt, scale), scale, deg), 0, 1)
+            bicubic = np.clip(upsample(lr, scale, "bicubic"), 0, 1)
             edges = edge_map(bicubic)[:, :h, :w]
             raws, residuals, seconds = {}, {}, {}
             for name, engine in engines.items():
@@ -84,12 +88,12 @@ def main() -> int:
                     r.update({k: summary[r["mode"]][k]["mean"] for k in ("ssim", "psnr", "vif")})
                 rows.append(dict(model=name, volume=stem(path), degradation=deg, mode="bicubic",
                                  **{k: summary["bicubic"][k]["mean"] for k in ("ssim", "psnr", "vif")}))
-                cmap = consistency.on_output_grid(residuals[name], SCALE)[:, :h, :w]
+                cmap = consistency.on_output_grid(residuals[name], scale)[:, :h, :w]
                 for mode in consistency.STEPS:
                     maps = {"consistency": cmap, "edges (baseline)": edges}
                     if name == GAN and FIDELITY in raws:     # the detail map: |GAN - fidelity| / 2, same step
                         maps["detail"] = np.abs(outputs[mode] - consistency.apply(raws[FIDELITY], lr, mode)[:, :h, :w]) / 2
-                    rankings.setdefault(f"{name}|{deg}|{mode}|single", Ranking(SCALE)).add(gt, outputs[mode], maps)
+                    rankings.setdefault(f"{name}|{deg}|{mode}|single", Ranking(scale)).add(gt, outputs[mode], maps)
                 if deg == args.ensemble_degradation:
                     spread = np.empty(raws[name].shape, np.float32)
                     res8 = np.empty(lr.shape, np.float32)
@@ -98,15 +102,15 @@ def main() -> int:
                                                spread=spread, residual=res8)[:, :h, :w]
                     rows.append(dict(model=name, volume=stem(path), degradation=deg, mode="ensemble-default",
                                      network_seconds=time.time() - t0, single_seconds=seconds[name]))
-                    rankings.setdefault(f"{name}|{deg}|{consistency.for_model(consistency.DEFAULT, engines[name].model)}|ensemble", Ranking(SCALE)).add(
-                        gt, sr8, {"consistency": consistency.on_output_grid(res8, SCALE)[:, :h, :w],
+                    rankings.setdefault(f"{name}|{deg}|{consistency.for_model(consistency.DEFAULT, engines[name].model)}|ensemble", Ranking(scale)).add(
+                        gt, sr8, {"consistency": consistency.on_output_grid(res8, scale)[:, :h, :w],
                                   "uncertainty": spread[:, :h, :w], "edges (baseline)": edges})
                 print(f"{name} {stem(path)} {deg}: " + ", ".join(
                     f"{r['mode']} {r.get('ssim', float('nan')):.4f}/{r.get('psnr', float('nan')):.2f}"
                     for r in rows if r["model"] == name and r["volume"] == stem(path) and r["degradation"] == deg
                     and "ssim" in r), flush=True)
     result = {"cpu": platform.processor() or platform.machine(), "seconds": time.time() - t_start,
-              "step": args.step, "scale": SCALE, "rows": rows,
+              "step": args.step, "scale": scale, "rows": rows,
               "rankings": {k: r.scores() for k, r in rankings.items()}}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print_tables(result)

@@ -56,7 +56,8 @@ def test_a_folder_with_a_corrupt_volume_gives_the_others_a_summary_and_exit_1(fo
         sr, lr = read_volume(out / f"{name}_sr.nii.gz"), read_volume(folder / f"{name}.nii.gz")
         assert sr.data.shape == (lr.data.shape[0] * 4, lr.data.shape[1] * 4, lr.data.shape[2])
         side = json.loads((out / f"{name}_sr.json").read_text())
-        assert side["input"]["sha256"] and side["model"]["sha256"] and side["options"]["consistency"] == "anchor"
+        assert side["input"]["sha256"] and side["model"]["sha256"] and side["options"]["consistency"] == "auto" \
+            and side["facts"]["consistency"] == "anchor"                       # auto, as applied
         assert {"version", "device", "precision", "seconds"} <= set(side)
     assert not (out / "c_sr.nii.gz").exists() and not list(out.glob("*.tmp*"))
     capsys.readouterr()

@@ -44,3 +44,16 @@ def test_python_code_form_enhances_reports_failures_and_exits(tmp_path, save_tin
 def test_the_extension_installs_the_batch_module():
     cmake = (ROOT / "CMakeLists.txt").read_text()
     assert "MRSuperResLib/slicer_batch.py" in cmake
+
+
+def test_the_batch_scripts_consistency_choices_are_the_librarys():
+    """slicer_batch declares them without importing torch (so a missing torch is one clear line)."""
+    import ast
+
+    from MRSuperResLib import consistency
+
+    tree = ast.parse((ROOT / "MRSuperResLib" / "slicer_batch.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args
+             and isinstance(n.args[0], ast.Constant) and n.args[0].value == "--consistency"]
+    kw = {k.arg: ast.literal_eval(k.value) for k in calls[0].keywords if k.arg in ("default", "choices")}
+    assert kw == {"default": consistency.DEFAULT, "choices": consistency.MODES}
