@@ -67,7 +67,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.copy_(b)
 
 
-def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = None) -> dict | None:
+def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = None, step: str = "auto") -> dict | None:
     """Mean SSIM/PSNR/VIF of the EMA ("model"), the raw generator if given, and bicubic: per
     validation volume under "volumes", and at the top level the mean over volumes (each subject
     counts once, however many slices it has). VIF is what a GAN checkpoint is picked by: the
@@ -75,20 +75,20 @@ def validate(ema: RRDBNet, val, device, precision, generator: RRDBNet | None = N
     texture still carries the reference's information."""
     if not val:
         return None
-    per_volume = {name: _validate_one(ema, lr, hr, device, precision, generator) for name, lr, hr in val}
+    per_volume = {name: _validate_one(ema, lr, hr, device, precision, generator, step) for name, lr, hr in val}
     means = {method: {k: float(np.mean([v[method][k] for v in per_volume.values()])) for k in ("ssim", "psnr", "vif")}
              for method in next(iter(per_volume.values()))}
     return {**means, "volumes": per_volume}
 
 
-def _validate_one(ema: RRDBNet, lr: np.ndarray, hr: np.ndarray, device, precision, generator) -> dict:
+def _validate_one(ema: RRDBNet, lr: np.ndarray, hr: np.ndarray, device, precision, generator, step) -> dict:
     from .inference import super_resolve_slices
     from .metrics import score_slices
     from .resample import upsample
 
     prec = "fp32" if precision == "fp16" else precision
     # torch: the weights change between validations, OpenVINO would convert the network each time
-    mode = consistency.DEFAULT if ema.scale != 1 else "none"   # as inference runs: through-plane never anchored
+    mode = consistency.for_model(step, ema) if ema.scale != 1 else "none"   # as inference runs (never across slices)
     preds = {"model": super_resolve_slices(ema, lr, device=device, precision=prec, engine="torch",
                                            consistency=mode)}
     if generator is not None:
@@ -455,7 +455,8 @@ class Trainer:
     def _validate(self, it: int) -> None:
         if not self.world.main:
             return
-        result = validate(self.ema, self.val, self.device, self.precision, generator=self.generator)
+        result = validate(self.ema, self.val, self.device, self.precision, generator=self.generator,
+                          step=self.config.consistency)
         if result is not None:
             self.last_val = result
             self.log.write("validation", it, **result)

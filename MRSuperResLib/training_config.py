@@ -12,6 +12,7 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from .consistency import DEFAULT as CONSISTENCY_DEFAULT, MODES as CONSISTENCY_MODES
 from .errors import MRSuperResError
 from .training_data import HR_NOISE_SIGMA
 
@@ -71,6 +72,9 @@ class TrainConfig:
                               "scale the output layer starts at zero, so training starts from bicubic exactly")
     supersample: int = option(1, minimum=1, help="build the network for scale x this and box-average its output "
                               "(x2 with 2: the x4 network, every weight transferred from an x4 --init)")
+    consistency: str = option(CONSISTENCY_DEFAULT, choices=CONSISTENCY_MODES,
+                              help="the consistency step validation applies, so checkpoints are chosen as the model "
+                                   "will run (auto: the --init model's card's, else anchor; exact for supersampled x2)")
     blocks: int | None = option(None, minimum=1, shown="23, or the init model's", help="RRDB blocks")
     features: int | None = option(None, minimum=1, shown="64, or the init model's", help="features")
     growth: int | None = option(None, minimum=1, shown="32, or the init model's", help="dense-block growth channels")

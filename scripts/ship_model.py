@@ -29,6 +29,7 @@ from pathlib import Path
 
 from MRSuperResLib import geometry
 from MRSuperResLib.cards import describe_volumes
+from MRSuperResLib.consistency import STEPS
 from MRSuperResLib.datasets import source_of
 from MRSuperResLib.errors import MRSuperResError
 
@@ -65,9 +66,10 @@ def main() -> None:
                         help="take the weights from the run's checkpoint at this iteration (e.g. a GAN checkpoint "
                              "picked by validation VIF) instead of the run's exported model (EMA) or newest "
                              "checkpoint (generator)")
-    parser.add_argument("--consistency", choices=("anchor", "exact", "none"), default=None,
+    parser.add_argument("--consistency", choices=STEPS, default=None,
                         help="the consistency step the model's card names, which `--consistency auto` (the "
-                             "default) then applies; scored with it (default: none named, so anchor)")
+                             "default) then applies; scored with it (default: the step the run validated with, "
+                             "train --consistency, if it named one; else none named, so anchor)")
     parser.add_argument("--record-maps", action="store_true",
                         help="score how well the shipped model NAME's consistency and uncertainty maps rank its "
                              "errors on the validation volume (8 self-ensemble passes) and add that to its card")
@@ -99,8 +101,6 @@ def main() -> None:
     # the weights ship in fp16: round them first, so every figure in the card is the shipped file's
     # (on pyradiomics brain2 the rounding alone moved the mean SSIM by 0.004)
     model = model.half().float()
-    if args.consistency:                        # scored, and shipped, with the step its card will name
-        model.card = {**(getattr(model, "card", None) or {}), "consistency": args.consistency}
     if not run_card.get("training_data"):         # a run still going has no card: nothing to check against
         sys.exit(f"{args.run} has no training record (model.json): stop the run (STOP file) before shipping")
     # every held-out volume is checked before any of the (long) evaluations starts
@@ -108,6 +108,11 @@ def main() -> None:
     start = start_event(events)
     if start is None:
         sys.exit(f"{args.run}/events.jsonl has no start event: not a training run")
+    # scored, and shipped, with the step its card will name: --consistency, else the one the run validated with
+    named = start["config"].get("consistency")
+    step = args.consistency or (named if named in STEPS else None)
+    if step:
+        model.card = {**(getattr(model, "card", None) or {}), "consistency": step}
     previous = SHIPPED_DIR / f"{args.name}.safetensors"
     previous = load_generator(previous)[0] if previous.exists() else None
     if previous is not None and previous.scale != model.scale:
@@ -121,7 +126,7 @@ def main() -> None:
         sys.exit(0 if args.dry_run else 1)
     card = shipped_card(run_card, start["config"], name=args.name, learning_rate=start.get("lr"),
                         training_data=describe_volumes(run_card.get("training_data")), validation=validation,
-                        table=table, independent=checked, partner=args.partner, consistency=args.consistency)
+                        table=table, independent=checked, partner=args.partner, consistency=step)
     saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
     print(f"shipped {SHIPPED_DIR / (args.name + '.safetensors')} (sha256 {saved['sha256'][:16]}...)")
 

@@ -73,11 +73,12 @@ case "${1:-}" in
     # starts where the x4 model is. Patch 64 (32-voxel inputs: the trunk runs at the input's size).
     # 2026-12-05: the earlier x2 (BasicSR's pixel-unshuffle x2 from the x4 trunk, --input-skip,
     # 901 iterations) reached +0.34 dB over bicubic and lost on Colin27 (docs/models.md).
-    # Shipped: stopped at 1050 (56 min, 2 threads); the raw generator of checkpoint 1050 had the best
-    # exact-step gain on the validation subjects: ship_model.py RUN --name mri-x2-fidelity
-    # --checkpoint 1050 --weights generator --consistency exact
+    # Shipped: stopped at 1050 (56 min, 2 threads); that run validated with anchor (--consistency
+    # came later). The raw generator of checkpoint 1050 had the best exact-step gain on every third
+    # slice of the validation subjects: ship_model.py RUN --name mri-x2-fidelity --checkpoint 1050
+    # --weights generator --consistency exact
     OUT=$RUNS/mri-x2-super
-    .venv/bin/mrsuperres train "${V2[@]}" --scale 2 --supersample 2 --patch 64 --out "$OUT" \
+    .venv/bin/mrsuperres train "${V2[@]}" --scale 2 --supersample 2 --patch 64 --consistency exact --out "$OUT" \
       --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" $(resume "$OUT") ;;
   *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity" >&2; exit 2 ;;
 esac

@@ -128,6 +128,13 @@ def test_validation_scores_each_volume_and_averages_over_volumes():
         assert result[method]["psnr"] == pytest.approx((per["a.nii.gz"][method]["psnr"] +
                                                         per["b.nii.gz"][method]["psnr"]) / 2)
     assert per["a.nii.gz"]["bicubic"]["psnr"] != per["b.nii.gz"]["bicubic"]["psnr"]
+    # validation applies the step the model will ship with: --consistency, or auto (the card's)
+    model = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4)
+    by_step = {step: validate(model, val, torch.device("cpu"), "fp32", step=step)["model"]["psnr"]
+               for step in ("none", "exact")}
+    assert by_step["none"] != by_step["exact"]
+    model.card = {"consistency": "exact"}
+    assert validate(model, val, torch.device("cpu"), "fp32")["model"]["psnr"] == by_step["exact"]
 
 
 def test_each_training_volume_weighs_the_same_however_many_slices_it_has():
