@@ -455,8 +455,7 @@ class Trainer:
     def _validate(self, it: int) -> None:
         if not self.world.main:
             return
-        result = validate(self.ema, self.val, self.device, self.precision, generator=self.generator,
-                          step=self.config.consistency)
+        result = validate(self.ema, self.val, self.device, self.precision, self.generator, self.config.consistency)
         if result is not None:
             self.last_val = result
             self.log.write("validation", it, **result)

@@ -39,11 +39,11 @@ def resolve_init(config: TrainConfig) -> tuple[RRDBNet, str, dict | None]:
             raise MRSuperResError(f"--init model '{card.get('name')}' is x{model.scale}, but --scale {config.scale} "
                                   "was asked (x1 through-plane models and in-plane models do not share weights)")
         whole = config.scale * config.supersample == model.scale      # the same layers: every weight taken
-        model, transferred = (transfer_to_scale(model, config.scale, config.input_skip, config.supersample),
-                              (f", every weight of the x{model.scale} network, supersampled x{config.supersample}"
-                               if whole else f", body transferred from x{model.scale}" +
-                               (f", supersampled x{config.supersample}" if config.supersample > 1 else "")) +
-                              (" with a bicubic input skip" if config.input_skip else ""))
+        transferred = ((f", every weight of the x{model.scale} network" if whole else
+                        f", body transferred from x{model.scale}") +
+                       (f", supersampled x{config.supersample}" if config.supersample > 1 else "") +
+                       (" with a bicubic input skip" if config.input_skip else ""))
+        model = transfer_to_scale(model, config.scale, config.input_skip, config.supersample)
     elif model.config.get("supersample", 1) != config.supersample:
         raise MRSuperResError(f"--supersample {config.supersample} differs from the --init model's "
                               f"{model.config.get('supersample', 1)}")

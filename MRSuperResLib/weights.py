@@ -241,7 +241,7 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict:
         arch["input_skip"] = True
     if "supersample" in state:               # built for scale x k, its output box-averaged k x k (rrdbnet)
         k = int(state["supersample"].item())
-        if k < 2 or scale % k:
+        if k < 2 or scale % k or scale // k == 1:           # x1 is through-plane: nothing to supersample
             raise MRSuperResError(f"a supersample factor of {k} does not fit layers built for x{scale}")
         arch.update(scale=scale // k, supersample=k)
     return arch

@@ -189,3 +189,9 @@ def test_a_supersampled_x2_network_is_the_x4_one_box_averaged_and_its_file_says_
         assert torch.equal(loaded.eval()(x), x2(x))
     with pytest.raises(ValueError, match="supersample"):
         RRDBNet(scale=1, supersample=2)
+    from MRSuperResLib.errors import MRSuperResError
+    from MRSuperResLib.weights import build_generator
+
+    bad = {**x4.state_dict(), "supersample": torch.tensor(4.0)}                 # x4 layers / 4: an x1 network
+    with pytest.raises(MRSuperResError, match="supersample factor of 4 does not fit layers built for x4"):
+        build_generator(bad, "bad.safetensors")
