@@ -48,7 +48,7 @@ SCORES = ("psnr", "ssim", "vif")        # the figures a shipped card's `metrics`
 # what a model card passes on to the cards of models fine-tuned from it (their provenance)
 PROVENANCE_KEYS = ("name", "sha256", "init", "stage", "training_data", "degradations", "hr_noise", "hr_noise_sigma",
                    "axis", "patch", "batch", "iterations", "learning_rate_schedule", "ema_decay", "weights",
-                   "device", "precision", "wall_seconds", "metrics", "init_provenance")
+                   "device", "precision", "wall_seconds", "metrics", "consistency", "init_provenance")
 
 
 # ----------------------------------------------------------------------------- files

@@ -10,9 +10,10 @@ scored with the evaluate protocol (axial slices, Rashid et al.'s bilinear degrad
 model's scale) on every validation subject (`datasets.VALIDATION`, one volume a subject), next to
 bicubic, bilinear and the model it would replace (the shipped model of that name, if any). It
 ships only if it beats that model on the mean PSNR over the subjects without losing more than
-0.1 dB on any one (a new model: if it beats bicubic on every subject); otherwise nothing is
-written and the exit status is 1. The independent scans are scored and reported, never used to
-decide. The card holds the architecture, init, training data with sha256, degradations, stage,
+0.1 dB on any one (a new model: if it beats bicubic on every subject), and, for a `gan`-stage
+run, if it also keeps the GAN targets on that mean (SSIM >= bicubic, VIF >= bicubic + 0.05);
+otherwise nothing is written and the exit status is 1. The independent scans are scored and
+reported, never used to decide. The card holds the architecture, init, training data with sha256, degradations, stage,
 iterations, batch, device, wall time and the figures per subject and contrast; the first
 subject's evaluation folder (metrics.json, per_slice.csv, figure.png) goes to
 Resources/Screenshots/<name>-validation/. The figures are of the default inference (bf16 on
@@ -38,6 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # its noise floor (max 0.04 on sdcflows-epi), where bicubic scores ~170 dB and one such slice
 # moves a volume's mean PSNR by over 2 dB
 BLANK = 0.05
+# a GAN model's targets, mean gain over bicubic on the validation subjects: its detail must not cost
+# structure (SSIM) and must carry information (VIF)
+GAN_TARGETS = {"ssim": 0.0, "vif": 0.05}
 
 
 def main() -> None:
@@ -48,7 +52,7 @@ def main() -> None:
                         help="score the shipped model NAME again with today's inference and rewrite its card's "
                              "figures (validation, independent check); weights untouched")
     parser.add_argument("--partner", default=None, help="the other model of its fidelity/GAN pair, which --detail "
-                        "blends with (give it when shipping either one, so both cards name each other)")
+                        "blends with; its shipped card is made to name this model too")
     parser.add_argument("--val", type=Path, nargs="+", default=None,
                         help="validation volumes, one a subject (default: datasets.VALIDATION from the cache)")
     parser.add_argument("--select", action="store_true",
@@ -109,15 +113,15 @@ def main() -> None:
     if start is None:
         sys.exit(f"{args.run}/events.jsonl has no start event: not a training run")
     # scored, and shipped, with the step its card will name: --consistency, else the one the run validated with
-    named = start["config"].get("consistency")
-    step = args.consistency or (named if named in STEPS else None)
+    step = args.consistency or run_step(start["config"], run_card)
     if step:
         model.card = {**(getattr(model, "card", None) or {}), "consistency": step}
     previous = SHIPPED_DIR / f"{args.name}.safetensors"
     previous = load_generator(previous)[0] if previous.exists() else None
     if previous is not None and previous.scale != model.scale:
         sys.exit(f"{args.name} is shipped as an x{previous.scale} model; this run is x{model.scale}")
-    validation, table = validate(model, args.name, val, previous, write_figure=not args.dry_run)
+    validation, table = validate(model, args.name, val, previous, write_figure=not args.dry_run,
+                                 gan=start["config"].get("stage") == "gan")
     checked = score_scans(model, args.name, independent, previous) if independent else None
     print(json.dumps(table, indent=2))
     verdict = validation["decision"]
@@ -129,6 +133,27 @@ def main() -> None:
                         table=table, independent=checked, partner=args.partner, consistency=step)
     saved = save_model(model.half(), SHIPPED_DIR / f"{args.name}.safetensors", card)
     print(f"shipped {SHIPPED_DIR / (args.name + '.safetensors')} (sha256 {saved['sha256'][:16]}...)")
+    if args.partner:
+        name_partner(SHIPPED_DIR / f"{args.partner}.safetensors", args.name)
+
+
+def name_partner(partner_path: Path, name: str) -> None:
+    """The shipped partner's card names this model too, so `--detail` works from either side."""
+    from MRSuperResLib.cards import read_card, write_card
+
+    card = read_card(partner_path)
+    if card is not None and card.get("detail_partner") != name:
+        write_card(partner_path, {**card, "detail_partner": name})
+        print(f"{partner_path.stem}'s card now names {name} as its detail partner")
+
+
+def run_step(config: dict, run_card: dict) -> str | None:
+    """The consistency step a run validated with: its `--consistency`, where that was "auto" the step
+    its --init model's card named (kept in the run card's init_provenance); None where none was named."""
+    named = config.get("consistency")
+    if named == "auto":
+        named = (run_card.get("init_provenance") or {}).get("consistency")
+    return named if named in STEPS else None
 
 
 def best_checkpoint(events: list[dict]) -> tuple[int, str]:
@@ -263,21 +288,31 @@ def score_scans(model, name: str, scans: list[tuple[Path, str]], previous, out_d
     return rows
 
 
-def decide(rows: list[dict], name: str, has_previous: bool) -> dict:
+def decide(rows: list[dict], name: str, has_previous: bool, gan: bool = False) -> dict:
     """Ship only a model that beats the one it replaces on the mean PSNR over the validation subjects
-    and loses no more than 0.1 dB on any one; a new model must beat bicubic on every subject."""
+    and loses no more than 0.1 dB on any one; a new model must beat bicubic on every subject. A GAN
+    must also keep its targets on the mean over the subjects (GAN_TARGETS: SSIM and VIF over bicubic),
+    so that its extra detail is not bought with structure."""
     key = "gain_over_previous" if has_previous else "gain_over_bicubic"
     gains = [r[key]["psnr"] for r in rows]
     mean, worst = sum(gains) / len(gains), min(gains)
     against = f"the shipped {name}" if has_previous else "bicubic"
     ships = mean > 0 and worst >= (-0.1 if has_previous else 0.0)
-    reason = (f"{'ships' if ships else 'does not ship'}: mean PSNR gain over {against} {mean:+.3f} dB, "
+    reason = (f"mean PSNR gain over {against} {mean:+.3f} dB, "
               f"worst subject {worst:+.3f} dB (needs mean > 0 and worst >= {-0.1 if has_previous else 0.0:+.1f})")
-    return {"ships": ships, "against": against, "mean_psnr_gain": round(mean, 4), "worst_psnr_gain": round(worst, 4),
-            "reason": reason}
+    decision = {"against": against, "mean_psnr_gain": round(mean, 4), "worst_psnr_gain": round(worst, 4)}
+    if gan:
+        over = {k: sum(r["gain_over_bicubic"][k] for r in rows) / len(rows) for k in GAN_TARGETS}
+        ships = ships and all(over[k] >= need for k, need in GAN_TARGETS.items())
+        reason += "; over bicubic " + ", ".join(f"{k.upper()} {over[k]:+.4f} (needs >= {need:+.2f})"
+                                                for k, need in GAN_TARGETS.items())
+        decision["gan_gain_over_bicubic"] = {k: round(v, 4) for k, v in over.items()}
+    reason = f"{'ships' if ships else 'does not ship'}: {reason}"
+    return {"ships": ships, **decision, "reason": reason}
 
 
-def validate(model, name: str, scans: list[tuple[Path, str]], previous, write_figure: bool = True):
+def validate(model, name: str, scans: list[tuple[Path, str]], previous, write_figure: bool = True,
+             gan: bool = False):
     """The card's validation record ({protocol, subjects, mean, decision}) and the table of means over
     the subjects ({method: {metric}}); the first subject's figure and CSV go to Resources/Screenshots."""
     out_dir = ROOT / "Resources" / "Screenshots" / f"{name}-validation" if write_figure else None
@@ -292,7 +327,7 @@ def validate(model, name: str, scans: list[tuple[Path, str]], previous, write_fi
               "inference_precision": rows[0]["inference_precision"],
               "inference_consistency": rows[0]["inference_consistency"],
               "subjects": rows, "metrics_mean": table,
-              "decision": decide(rows, name, previous is not None)}
+              "decision": decide(rows, name, previous is not None, gan)}
     return record, table
 
 

@@ -7,6 +7,8 @@
 #   bash scripts/train_shipped_models.sh gan          # gan stage from the shipped fidelity model
 #   bash scripts/train_shipped_models.sh fidelity-v2  # v2: every training subject, T1 and T2, from v1
 #   bash scripts/train_shipped_models.sh x2-fidelity  # x2: the x4 network supersampled, trained at x2
+#   bash scripts/train_shipped_models.sh gan-v2       # v2 gan stage from mri-x4-fidelity v2, on the v2 data
+#   bash scripts/train_shipped_models.sh x2-gan       # gan stage from mri-x2-fidelity, at x2
 #
 # v1 training data: pycortex S1 and MNI152 2009a (all three orientations, flips and 90-degree
 # rotations); Colin27 (ch2, full head) held out for validation. v2: the training subjects of
@@ -80,5 +82,18 @@ case "${1:-}" in
     OUT=$RUNS/mri-x2-super
     .venv/bin/mrsuperres train "${V2[@]}" --scale 2 --supersample 2 --patch 64 --consistency exact --out "$OUT" \
       --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" $(resume "$OUT") ;;
-  *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity" >&2; exit 2 ;;
+  gan-v2|x2-gan)
+    # The v1 gan recipe (loss weights, --hr-noise) on the v2 data and subjects, from the shipped v2
+    # fidelity model, so that --detail blends a model with its own GAN fine-tune. V2's --batch 8 is
+    # overridden by the later --batch 4, as v1's gan stage ran.
+    # 2026-12-05, gan-v2: 2,000 iterations, 47 min on the 2 threads; its final EMA ships (ship_model.py
+    # RUN --name mri-x4-gan --partner mri-x4-fidelity). x2-gan: stopped at 1,591 (67 min, the first 721
+    # on one thread beside other work); its final EMA ships (ship_model.py RUN --name mri-x2-gan
+    # --partner mri-x2-fidelity --consistency exact; later runs find exact in the --init card themselves).
+    if [ "$1" = gan-v2 ]; then OUT=$RUNS/mri-x4-gan-v2; X=(--init mri-x4-fidelity)
+    else OUT=$RUNS/mri-x2-gan; X=(--init mri-x2-fidelity --scale 2 --supersample 2 --patch 64); fi
+    .venv/bin/mrsuperres train "${V2[@]}" --out "$OUT" --stage gan "${X[@]}" --iters "${ITERS:-2000}" \
+      --perceptual-weight 0.005 --gan-weight 0.02 --hr-noise-sigma 0.002,0.03 --batch 4 --lr 1e-4 --keep 30 \
+      $(resume "$OUT") ;;
+  *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity|gan-v2|x2-gan" >&2; exit 2 ;;
 esac

@@ -186,6 +186,9 @@ def test_shipped_model_cards_are_complete_and_honest(path):
         mean = sum(v["metrics_mean"][path.stem]["psnr"] for v in subjects) / len(subjects)
         assert card["metrics"]["psnr"] == pytest.approx(mean, abs=1e-3)
         assert validation["decision"]["ships"]
+        if card["stage"] == "gan":                     # a GAN's targets, recomputed from the per-subject figures
+            for key, need in load_script("ship_model").GAN_TARGETS.items():
+                assert sum(v["gain_over_bicubic"][key] for v in subjects) / len(subjects) >= need, key
     maps = validation["maps"]                                         # how well its maps find the errors there
     assert maps["sha256"] in {v["sha256"] for v in subjects} and maps["consistency_step"] == step
     assert {"consistency", "uncertainty"} <= set(maps["ranking"])
@@ -318,6 +321,28 @@ def test_ship_decision_needs_a_better_mean_and_no_subject_much_worse(tmp_path, c
     new = ship.decide([row(0, 2.0), row(0, 0.4)], "m", False)                      # a new model: vs bicubic
     assert new["ships"] and new["against"] == "bicubic"
     assert not ship.decide([row(0, 2.0), row(0, -0.01)], "m", False)["ships"]
+    # a GAN must also keep its targets on the mean over the subjects: SSIM >= bicubic, VIF >= bicubic + 0.05
+    gan = lambda prev, ssim, vif: {"gain_over_previous": {"psnr": prev},
+                                   "gain_over_bicubic": {"psnr": 1.0, "ssim": ssim, "vif": vif}}
+    kept = ship.decide([gan(0.2, 0.01, 0.04), gan(0.1, -0.005, 0.07)], "g", True, gan=True)
+    assert kept["ships"] and kept["gan_gain_over_bicubic"] == {"ssim": 0.0025, "vif": 0.055}
+    assert not ship.decide([gan(0.2, 0.01, 0.04), gan(0.1, 0.0, 0.05)], "g", True, gan=True)["ships"]   # VIF +0.045
+    lost = ship.decide([gan(0.2, -0.02, 0.1), gan(0.1, 0.01, 0.1)], "g", True, gan=True)                # SSIM -0.005
+    assert not lost["ships"] and "SSIM -0.0050" in lost["reason"]
+    assert ship.decide([gan(0.2, -0.02, 0.1), gan(0.1, 0.01, 0.1)], "g", True)["ships"]   # a fidelity model: PSNR only
+    # the step a run validated with: its own, or for auto its --init card's (kept in the run card)
+    assert ship.run_step({"consistency": "exact"}, {}) == "exact"
+    assert ship.run_step({"consistency": "auto"}, {"init_provenance": {"consistency": "exact"}}) == "exact"
+    assert ship.run_step({"consistency": "auto"}, {"init_provenance": {}}) is None       # none named: anchor
+    assert ship.run_step({}, {}) is None                                                # runs from before the option
+    # shipping with --partner makes the partner's card name the new model (weights untouched)
+    (tmp_path / "fid.safetensors").write_bytes(b"weights")
+    (tmp_path / "fid.json").write_text(json.dumps({"name": "fid", "sha256": "abc"}))
+    ship.name_partner(tmp_path / "fid.safetensors", "fid-gan")
+    assert json.loads((tmp_path / "fid.json").read_text()) == {"name": "fid", "sha256": "abc", "detail_partner": "fid-gan"}
+    assert (tmp_path / "fid.safetensors").read_bytes() == b"weights"
+    ship.name_partner(tmp_path / "none.safetensors", "fid-gan")           # no such partner: nothing written
+    assert not (tmp_path / "none.json").exists()
     for it in (100, 200):
         (tmp_path / f"{it}.pt").write_bytes(b"")
     events = [{"event": "checkpoint", "iter": it, "path": str(tmp_path / f"{it}.pt")} for it in (50, 100, 200)]
@@ -342,3 +367,26 @@ def test_the_model_table_is_made_from_the_cards(capsys, monkeypatch):
         assert f"{g['psnr']:+.2f} / {g['ssim']:+.3f}" in out and row["volume"].split(".")[0] in out
     readme = (ROOT / "README.md").read_text()
     assert out.strip() in readme                                  # the README shows today's cards
+
+
+def test_texture_check_measures_closeness_and_sharpness():
+    """The texture figures for the GAN: zero perceptual distance for the truth itself, more for a
+    blurred copy; a blurred copy's gradient ratio is below 1, a noisy one's above."""
+    from scipy.ndimage import gaussian_filter
+    from MRSuperResLib.vgg import VGGFeatures
+
+    texture = load_script("texture_check")
+    rng = np.random.default_rng(0)
+    truth = gaussian_filter(rng.random((3, 48, 48)), (0, 1.5, 1.5)).astype(np.float32)
+    truth = (truth - truth.min()) / (truth.max() - truth.min())
+    blurred = gaussian_filter(truth, (0, 2, 2)).astype(np.float32)
+    noisy = np.clip(truth + rng.normal(0, 0.05, truth.shape), 0, 1).astype(np.float32)
+    torch.manual_seed(0)
+    vgg = VGGFeatures("vgg16", ["conv1_2", "conv2_2"]).eval()       # random weights: the arithmetic is what is tested
+    layers = {"conv1_2": 0.1, "conv2_2": 1.0}
+    assert texture.perceptual_distance(vgg, layers, truth, truth) == 0
+    assert texture.perceptual_distance(vgg, layers, blurred, truth) > 0
+    mask = truth > 0.05
+    reference = texture.gradient_magnitude(truth, mask)
+    assert texture.gradient_magnitude(blurred, mask) / reference < 0.8
+    assert texture.gradient_magnitude(noisy, mask) / reference > 1.1
