@@ -31,14 +31,10 @@ from pathlib import Path
 from MRSuperResLib import geometry
 from MRSuperResLib.cards import describe_volumes
 from MRSuperResLib.consistency import STEPS
-from MRSuperResLib.datasets import source_of
+from MRSuperResLib.datasets import BLANK, source_of
 from MRSuperResLib.errors import MRSuperResError
 
 ROOT = Path(__file__).resolve().parent.parent
-# slices whose [0, 1] maximum is at most this are dropped as blank: an EPI's end slices hold only
-# its noise floor (max 0.04 on sdcflows-epi), where bicubic scores ~170 dB and one such slice
-# moves a volume's mean PSNR by over 2 dB
-BLANK = 0.05
 # a GAN model's targets, mean gain over bicubic on the validation subjects: its detail must not cost
 # structure (SSIM) and must carry information (VIF)
 GAN_TARGETS = {"ssim": 0.0, "vif": 0.05}

@@ -1,16 +1,17 @@
 """How close each model's texture is to the truth, beyond PSNR/SSIM/VIF.
 
-    python scripts/texture_check.py MODEL [MODEL ...] [--scale 4] [--every 3] [--val VOLUME ...]
+    python scripts/texture_check.py MODEL [MODEL ...] [--every 3] [--val VOLUME ...]
 
 For every validation subject (default: one volume a subject from `datasets.VALIDATION`), axial
-non-blank slices (every `--every`-th), Rashid et al.'s bilinear degradation at the model's scale,
-default inference (as `evaluate` runs it), and bicubic beside the models:
+non-blank slices (one in `--every`; blank as `datasets.BLANK`), Rashid et al.'s bilinear
+degradation at the models' scale (all models given share one), default inference (as
+`evaluate` runs it), and bicubic beside the models:
 
 - perceptual distance: the GAN stage's own perceptual loss (VGG features, the realesrgan preset's
   layers and weights, L1) between output and truth, mean over slices; lower is closer. A GAN
   model is meant to lower it; a fidelity model gets there only by being close in every pixel.
 - gradient ratio: the mean gradient magnitude of the output over the truth's, inside tissue
-  (truth > 0.05). Below 1 the output is smoother than the scan (bicubic ~0.7), above 1 it
+  (truth > 0.05). Below 1 the output is smoother than the scan (bicubic 0.6-0.8 at x4), above 1 it
   invents edges.
 
 MODEL: a shipped or cached model name, a weights file, or RUN:ITER:ema|generator (a training
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from MRSuperResLib import geometry
 from MRSuperResLib.catalog import home_dir, load_model
 from MRSuperResLib.checkpoints import checkpoint_generator
-from MRSuperResLib.datasets import VALIDATION
+from MRSuperResLib.datasets import BLANK, VALIDATION
 from MRSuperResLib.evaluate import pad_to_multiple, prepare_slices
 from MRSuperResLib.inference import super_resolve_slices
 from MRSuperResLib.resample import downsample, upsample
@@ -37,7 +38,6 @@ from MRSuperResLib.vgg import load_vgg
 from MRSuperResLib.volumes import read_volume
 
 TISSUE = 0.05
-BLANK = 0.05          # as ship_model.py scores the validation subjects
 
 
 def load(spec: str):
