@@ -131,6 +131,15 @@ TRAINING, VALIDATION, EVALUATION = role("training"), role("validation"), role("i
 BLANK = 0.05
 
 
+def validation_files() -> list[str]:
+    """One validation volume a subject (the first listed): shipped models are scored on these, so
+    that each subject counts once."""
+    firsts = {}
+    for name, spec in VALIDATION.items():
+        firsts.setdefault(spec["subject"], name)
+    return list(firsts.values())
+
+
 def source_of(sha256: str | None) -> tuple[str, str] | None:
     """(file name, registry package and member) of a known volume, by its sha256."""
     for name, spec in VOLUMES.items():

@@ -7,7 +7,7 @@
 The run's generator (EMA by default; `--select`: the network, EMA or raw, of the checkpoint
 whose validation during training had the best mean PSNR over the validation subjects), rounded to fp16 as it ships, is
 scored with the evaluate protocol (axial slices, Rashid et al.'s bilinear degradation at the
-model's scale) on every validation subject (`datasets.VALIDATION`, one volume a subject), next to
+model's scale) on every validation subject (`datasets.validation_files`, one volume a subject), next to
 bicubic, bilinear and the model it would replace (the shipped model of that name, if any). It
 ships only if it beats that model on the mean PSNR over the subjects without losing more than
 0.1 dB on any one (a new model: if it beats bicubic on every subject), and, for a `gan`-stage
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--partner", default=None, help="the other model of its fidelity/GAN pair, which --detail "
                         "blends with; its shipped card is made to name this model too")
     parser.add_argument("--val", type=Path, nargs="+", default=None,
-                        help="validation volumes, one a subject (default: datasets.VALIDATION from the cache)")
+                        help="validation volumes, one a subject (default: datasets.validation_files() from the cache)")
     parser.add_argument("--select", action="store_true",
                         help="ship the network (EMA or raw generator) of the checkpoint whose validation during "
                              "training had the best mean PSNR over the validation subjects")
@@ -138,7 +138,9 @@ def name_partner(partner_path: Path, name: str) -> None:
     from MRSuperResLib.cards import read_card, write_card
 
     card = read_card(partner_path)
-    if card is not None and card.get("detail_partner") != name:
+    if card is None:
+        print(f"no shipped {partner_path.stem} yet: name {name} as its --partner when shipping it")
+    elif card.get("detail_partner") != name:
         write_card(partner_path, {**card, "detail_partner": name})
         print(f"{partner_path.stem}'s card now names {name} as its detail partner")
 
@@ -221,18 +223,15 @@ def held_out(args, card: dict) -> tuple[list[tuple[Path, str]], list[tuple[Path,
     """The validation volumes and the independent scans as (path, sha256), refusing any of them
     that is among the card's training volumes."""
     from MRSuperResLib.catalog import home_dir
-    from MRSuperResLib.datasets import EVALUATION, VALIDATION
+    from MRSuperResLib.datasets import EVALUATION, validation_files
     from MRSuperResLib.files import sha256_of
 
     trained = {d.get("sha256") for d in card.get("training_data") or []}
     data = home_dir() / "data"
     if args.val is not None:
         val_paths = args.val
-    else:                                             # one volume a subject, as datasets lists them
-        firsts = {}
-        for name, spec in VALIDATION.items():
-            firsts.setdefault(spec["subject"], data / name)
-        val_paths = list(firsts.values())
+    else:
+        val_paths = [data / name for name in validation_files()]
     ind_paths = args.independent if args.independent is not None else [data / "evaluation" / n for n in EVALUATION]
     missing = [str(p) for p in [*val_paths, *ind_paths] if not p.exists()]
     if missing:

@@ -2,7 +2,7 @@
 
     python scripts/texture_check.py MODEL [MODEL ...] [--every 3] [--val VOLUME ...]
 
-For every validation subject (default: one volume a subject from `datasets.VALIDATION`), axial
+For every validation subject (default: `datasets.validation_files()`, one volume a subject), axial
 non-blank slices (one in `--every`; blank as `datasets.BLANK`), Rashid et al.'s bilinear
 degradation at the models' scale (all models given share one), default inference (as
 `evaluate` runs it), and bicubic beside the models:
@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from MRSuperResLib import geometry
 from MRSuperResLib.catalog import home_dir, load_model
 from MRSuperResLib.checkpoints import checkpoint_generator
-from MRSuperResLib.datasets import BLANK, VALIDATION
+from MRSuperResLib.datasets import BLANK, validation_files
+from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.evaluate import pad_to_multiple, prepare_slices
 from MRSuperResLib.inference import super_resolve_slices
 from MRSuperResLib.resample import downsample, upsample
@@ -42,7 +43,7 @@ TISSUE = 0.05
 
 def load(spec: str):
     parts = spec.rsplit(":", 2)
-    if len(parts) == 3 and parts[2] in ("ema", "generator"):
+    if len(parts) == 3 and parts[1].isdigit() and parts[2] in ("ema", "generator"):
         return checkpoint_generator(Path(parts[0]), int(parts[1]), parts[2])[0]
     return load_model(spec, fetch_default=False)[0]
 
@@ -63,6 +64,13 @@ def gradient_magnitude(stack: np.ndarray, mask: np.ndarray) -> float:
 
 
 def main() -> None:
+    try:
+        run()
+    except MRSuperResError as exc:                # bad input: one line, nothing written
+        raise SystemExit(f"texture_check: {exc}") from None
+
+
+def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+")
     parser.add_argument("--every", type=int, default=3, help="score every N-th non-blank axial slice")
@@ -75,10 +83,10 @@ def main() -> None:
     scale = scales.pop()
     vgg, layers, _ = load_vgg(PRESETS["realesrgan"]["layers"], allow_download=False)
     if args.val is None:
-        firsts = {}
-        for name, spec in VALIDATION.items():
-            firsts.setdefault(spec["subject"], home_dir() / "data" / name)
-        args.val = list(firsts.values())
+        args.val = [home_dir() / "data" / name for name in validation_files()]
+    missing = [str(p) for p in args.val if not p.exists()]
+    if missing:
+        raise MRSuperResError(f"not found: {', '.join(missing)} (run scripts/fetch_training_data.py)")
     print(f"x{scale}, bilinear, axial, one non-blank slice in {args.every}: perceptual distance (lower is closer) "
           "/ gradient ratio (truth = 1)")
     for path in args.val:

@@ -21,6 +21,8 @@ def test_the_split_is_by_subject_with_several_validation_subjects_and_contrasts(
     assert all(len(r) == 1 for r in subjects.values()), subjects      # no subject on two sides
     val = datasets.VALIDATION.values()
     assert len({s["subject"] for s in val}) >= 3 and len({s["contrast"] for s in val}) >= 2
+    firsts = datasets.validation_files()                         # what the shipped models are scored on
+    assert len(firsts) == len({s["subject"] for s in val}) == len({datasets.VALIDATION[n]["subject"] for n in firsts})
     assert {s["contrast"] for s in datasets.TRAINING.values()} >= {"T1", "T2"}
     assert datasets.EVALUATION and all(s["role"] == "independent" for s in datasets.EVALUATION.values())
     shas = [s["sha256"] for s in datasets.VOLUMES.values()]

@@ -390,3 +390,16 @@ def test_texture_check_measures_closeness_and_sharpness():
     reference = texture.gradient_magnitude(truth, mask)
     assert texture.gradient_magnitude(blurred, mask) / reference < 0.8
     assert texture.gradient_magnitude(noisy, mask) / reference > 1.1
+
+
+
+def test_texture_check_refuses_bad_input_in_one_line(tmp_path, monkeypatch):
+    texture = load_script("texture_check")
+    for argv, message in ((["no-such-model"], "no-such-model"),
+                          (["mri-x4-fidelity", "--val", str(tmp_path / "gone.nii.gz")], "not found: "),
+                          (["mri-x2-fidelity", "mri-x4-fidelity"], "one scale")):
+        monkeypatch.setattr(sys, "argv", ["texture_check", *argv])
+        with pytest.raises(SystemExit, match=message) as exc:
+            texture.main()
+        assert "\n" not in str(exc.value.code)
+    assert not list(tmp_path.iterdir())
