@@ -104,3 +104,16 @@ def checkpoint_generator(run: Path, checkpoint: int | None = None, weights: str 
     return model, checkpoint_card(card, iterations=state["iter"], wall_seconds=state["wall_seconds"],
                                   weights=f"{what} of {run.name}/{ckpt.name}",
                                   learning_rate_schedule=state.get("lr_schedule"), validation=state.get("validation"))
+
+
+def load_network(spec: str):
+    """A network for the scripts that compare candidates, rounded to fp16 as a model ships: a
+    shipped or cached model name, a weights file, or RUN:ITER:ema|generator (a training checkpoint)."""
+    from .catalog import load_model
+
+    parts = spec.rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2] in ("ema", "generator"):
+        model = checkpoint_generator(Path(parts[0]), int(parts[1]), parts[2])[0]
+    else:
+        model = load_model(spec, fetch_default=False)[0]
+    return model.half().float().eval()

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from MRSuperResLib import geometry
-from MRSuperResLib.catalog import home_dir, load_model
-from MRSuperResLib.checkpoints import checkpoint_generator
+from MRSuperResLib.catalog import home_dir
+from MRSuperResLib.checkpoints import load_network
 from MRSuperResLib.datasets import BLANK, validation_files
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.evaluate import pad_to_multiple, prepare_slices
@@ -39,13 +39,6 @@ from MRSuperResLib.vgg import load_vgg
 from MRSuperResLib.volumes import read_volume
 
 TISSUE = 0.05
-
-
-def load(spec: str):
-    parts = spec.rsplit(":", 2)
-    if len(parts) == 3 and parts[1].isdigit() and parts[2] in ("ema", "generator"):
-        return checkpoint_generator(Path(parts[0]), int(parts[1]), parts[2])[0]
-    return load_model(spec, fetch_default=False)[0]
 
 
 @torch.no_grad()
@@ -76,7 +69,7 @@ def run() -> None:
     parser.add_argument("--every", type=int, default=3, help="score every N-th non-blank axial slice")
     parser.add_argument("--val", type=Path, nargs="+", default=None)
     args = parser.parse_args()
-    models = {spec: load(spec).half().float().eval() for spec in args.models}   # as shipped: fp16 weights
+    models = {spec: load_network(spec) for spec in args.models}
     scales = {m.scale for m in models.values()}
     if len(scales) != 1 or scales == {1}:
         raise SystemExit(f"give in-plane models of one scale (got x{', x'.join(map(str, sorted(scales)))})")
