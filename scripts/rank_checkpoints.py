@@ -67,8 +67,9 @@ def run(argv: list[str] | None) -> None:
     parser.add_argument("--val", type=Path, nargs="+", default=None,
                         help="validation volumes, one a subject (default: datasets.validation_files() from the cache)")
     args = parser.parse_args(argv)
-    if args.last < 1:
-        raise MRSuperResError(f"--last must be at least 1, not {args.last}")
+    for option, value in (("--last", args.last), ("--every", args.every)):
+        if value < 1:
+            raise MRSuperResError(f"{option} must be at least 1, not {value}")
     specs = candidates(args.run, args.iters, args.last)
     paths = args.val or [home_dir() / "data" / name for name in validation_files()]
     missing = [str(p) for p in paths if not p.exists()]

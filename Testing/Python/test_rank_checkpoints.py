@@ -61,7 +61,8 @@ def test_rank_checkpoints_refuses_bad_input_in_one_line(tiny_run, tmp_path):
     for argv, message in (([str(run), "--iters", "3", "--val", str(val)], "no checkpoint at iteration 3"),
                           ([str(tmp_path), "--val", str(val)], "no checkpoints"),
                           ([str(run), "--val", str(tmp_path / "gone.nii.gz")], "not found: "),
-                          ([str(run), "--every", "0", "--val", str(val)], "every must be")):
+                          ([str(run), "--every", "0", "--val", str(val)], "--every must be at least 1"),
+                          ([str(run), "--last", "0", "--val", str(val)], "--last must be at least 1")):
         with pytest.raises(SystemExit, match=message) as exc:
             rank.main(argv)
         assert "\n" not in str(exc.value.code)
