@@ -40,6 +40,18 @@ def prepare_slices(data: np.ndarray, axis: int, blank_threshold: float = 0.0):
     return normalise(stack[keep], (lo, hi), clip=True), keep
 
 
+def score_as_shipped(path: str | os.PathLike, model, name: str = "model", **options) -> dict:
+    """`evaluate` as the shipped models' figures are made (ship_model, rank_checkpoints): one volume,
+    its axial slices, Rashid et al.'s bilinear degradation at the model's own scale, slices whose
+    [0, 1] maximum is at most datasets.BLANK dropped; `options` (baselines, every, maps, out_dir)
+    go to evaluate."""
+    from .datasets import BLANK
+
+    axis = geometry.axial_axis(read_volume(str(path)).affine)
+    return evaluate([str(path)], model, model_name=name, scale=model.scale, degradation="bilinear", axis=axis,
+                    blank_threshold=BLANK, **options)
+
+
 def pad_to_multiple(stack: np.ndarray, multiple: int) -> np.ndarray:
     n, h, w = stack.shape
     return np.pad(stack, ((0, 0), (0, (-h) % multiple), (0, (-w) % multiple)))

@@ -5,9 +5,9 @@
 The validation a run makes while it trains scores a few crops a subject, too few to choose between
 checkpoints a few hundredths of a dB apart. This scores each candidate (the EMA and the raw
 generator of each checkpoint asked for; default: the newest `--last` kept ones) as
-`ship_model.py` does (`evaluate`: axial, Rashid et al.'s bilinear degradation at the model's
-scale, default inference, blank slices as `datasets.BLANK`, fp16 weights) on one non-blank slice
-in `--every` of each validation subject (`datasets.validation_files()`), beside the shipped model
+`ship_model.py` does (`evaluate.score_as_shipped`: axial, Rashid et al.'s bilinear degradation
+at the model's scale, default inference, blank slices as `datasets.BLANK`; fp16 weights) on one
+non-blank slice in `--every` of each validation subject (`datasets.validation_files()`), beside the shipped model
 `--against`. It prints the gains over bicubic per subject and their mean, best first, and the
 `ship_model.py` command for the best. The independent scans are not scored: they choose nothing.
 """
@@ -18,13 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from MRSuperResLib import geometry
 from MRSuperResLib.catalog import home_dir
 from MRSuperResLib.checkpoints import list_checkpoints, load_network
-from MRSuperResLib.datasets import BLANK, validation_files
+from MRSuperResLib.datasets import validation_files
 from MRSuperResLib.errors import MRSuperResError
-from MRSuperResLib.evaluate import evaluate
-from MRSuperResLib.volumes import read_volume
+from MRSuperResLib.evaluate import score_as_shipped
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,12 +45,11 @@ def candidates(run_dir: Path, iters: list[int] | None, last: int) -> list[str]:
     return [f"{run_dir}:{it}:{weights}" for it in chosen for weights in ("ema", "generator")]
 
 
-def gains(model, volumes: list[tuple[Path, int]], every: int) -> list[tuple[float, float]]:
+def gains(model, volumes: list[Path], every: int) -> list[tuple[float, float]]:
     """(PSNR dB, SSIM) gain over bicubic on each volume."""
     out = []
-    for path, axis in volumes:
-        methods = evaluate([str(path)], model, model_name="candidate", scale=model.scale, degradation="bilinear",
-                           axis=axis, baselines=("bicubic",), blank_threshold=BLANK, every=every)["methods"]
+    for path in volumes:
+        methods = score_as_shipped(path, model, "candidate", baselines=("bicubic",), every=every)["methods"]
         out.append(tuple(methods["model"][k]["mean"] - methods["bicubic"][k]["mean"] for k in ("psnr", "ssim")))
     return out
 
@@ -75,7 +72,6 @@ def run(argv: list[str] | None) -> None:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise MRSuperResError(f"not found: {', '.join(missing)} (run scripts/fetch_training_data.py)")
-    volumes = [(p, geometry.axial_axis(read_volume(str(p)).affine)) for p in paths]
     if args.against:
         specs.insert(0, args.against)
     rows = []
@@ -83,12 +79,12 @@ def run(argv: list[str] | None) -> None:
         model = load_network(spec)
         if model.scale == 1:
             raise MRSuperResError(f"{spec} is a through-plane model: rank it with scripts/ship_thick_model.py")
-        per = gains(model, volumes, args.every)
+        per = gains(model, paths, args.every)
         rows.append((float(np.mean([p for p, _ in per])), spec, per))
         print(f"scored {spec}: mean {rows[-1][0]:+.3f} dB", flush=True)
-    names = " | ".join(p.name.split(".")[0] for p, _ in volumes)
+    names = " | ".join(p.name.split(".")[0] for p in paths)
     print(f"\ngain over bicubic, PSNR dB / SSIM; one non-blank axial slice in {args.every}\n")
-    print(f"| candidate | {names} | mean |\n|---|{'---|' * len(volumes)}---|")
+    print(f"| candidate | {names} | mean |\n|---|{'---|' * len(paths)}---|")
     for mean, spec, per in sorted(rows, reverse=True):
         label = spec.replace(f"{args.run}:", "") if spec != args.against else f"{spec} (shipped)"
         cells = " | ".join(f"{p:+.3f} / {s:+.4f}" for p, s in per)

@@ -28,7 +28,6 @@ import json
 import sys
 from pathlib import Path
 
-from MRSuperResLib import geometry
 from MRSuperResLib.cards import describe_volumes
 from MRSuperResLib.consistency import STEPS
 from MRSuperResLib.datasets import BLANK, source_of
@@ -193,15 +192,13 @@ def record_maps(args) -> None:
     written into the shipped card; weights untouched."""
     from MRSuperResLib.cards import card_path, write_card
     from MRSuperResLib.catalog import SHIPPED_DIR
-    from MRSuperResLib.evaluate import evaluate, format_table
+    from MRSuperResLib.evaluate import format_table, score_as_shipped
     from MRSuperResLib.weights import load_generator
 
     path = SHIPPED_DIR / f"{args.name}.safetensors"
     model, card = load_generator(path)
     volume, sha = held_out(args, card)[0][0]
-    axis = geometry.axial_axis(read_affine(volume))
-    result = evaluate([str(volume)], model, model_name=args.name, scale=model.scale, degradation="bilinear",
-                      axis=axis, maps=True, baselines=("bicubic",), blank_threshold=BLANK)
+    result = score_as_shipped(volume, model, args.name, maps=True, baselines=("bicubic",))
     print(format_table(result))
     card["validation"] = {**card["validation"], "maps": {
         "volume": volume.name, "sha256": sha, "self_ensemble": True,
@@ -212,11 +209,6 @@ def record_maps(args) -> None:
                     "mean |SR - GT|, share of the worst 5% caught by the map's top 5% (MRSuperResLib.map_scores)"}}
     write_card(path, card)
     print(f"recorded the maps' figures in {card_path(path)}")
-
-
-def read_affine(path: Path):
-    from MRSuperResLib.volumes import read_volume
-    return read_volume(str(path)).affine
 
 
 def held_out(args, card: dict) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
@@ -253,27 +245,24 @@ def score_scans(model, name: str, scans: list[tuple[Path, str]], previous, out_d
     bilinear and, where given, the model it would replace; gains over bicubic and over it. The
     validation subjects and the independent scans (never used to decide) are both scored so."""
     from MRSuperResLib.datasets import VOLUMES
-    from MRSuperResLib.evaluate import evaluate
+    from MRSuperResLib.evaluate import score_as_shipped
 
     keys = ("ssim", "psnr", "vif")
     rows = []
     for i, (path, sha) in enumerate(scans):
-        axis = geometry.axial_axis(read_affine(path))
-        result = evaluate([str(path)], model, model_name=name, scale=model.scale, degradation="bilinear", axis=axis,
-                          baselines=("bicubic", "bilinear"), out_dir=out_dir if i == 0 else None,
-                          blank_threshold=BLANK)
+        result = score_as_shipped(path, model, name, baselines=("bicubic", "bilinear"),
+                                  out_dir=out_dir if i == 0 else None)
         means = {m: {k: round(v[k]["mean"], 4) for k in keys} for m, v in result["methods"].items()}
         known = source_of(sha)
         spec = VOLUMES.get(known[0], {}) if known else {}
         row = {"volume": path.name, "sha256": sha, "source": (known or ("", None))[1],
-               "subject": spec.get("subject"), "contrast": spec.get("contrast"), "axis": axis,
+               "subject": spec.get("subject"), "contrast": spec.get("contrast"), "axis": result["axis"][0],
                "slices": result["n_slices"], "inference_precision": result["model"]["precision"],
                "inference_consistency": result["model"]["consistency"],
                "metrics_mean": {name: means["model"], "bicubic": means["bicubic"], "bilinear": means["bilinear"]},
                "gain_over_bicubic": {k: round(means["model"][k] - means["bicubic"][k], 4) for k in keys}}
         if previous is not None:
-            before = evaluate([str(path)], previous, model_name="previous", scale=model.scale, degradation="bilinear",
-                              axis=axis, baselines=(), blank_threshold=BLANK)["methods"]["model"]
+            before = score_as_shipped(path, previous, "previous", baselines=())["methods"]["model"]
             row["metrics_mean"]["previous"] = {k: round(before[k]["mean"], 4) for k in keys}
             row["gain_over_previous"] = {k: round(means["model"][k] - before[k]["mean"], 4) for k in keys}
         print(f"{path.name} ({row['contrast'] or '?'}): {name} {means['model']}  bicubic {means['bicubic']}  "
