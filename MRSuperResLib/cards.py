@@ -201,9 +201,11 @@ def training_card(*, name: str, stage: str, preset: str | None, loss_weights: di
 def checkpoint_card(card: dict, *, iterations: int, wall_seconds: float, weights: str, learning_rate_schedule,
                     validation: dict | None) -> dict:
     """A run's card for the generator of one of its checkpoints: that checkpoint's record, and no
-    sha256 (the weights are not the run's exported file)."""
+    sha256 (the weights are not the run's exported file); its description names those weights,
+    not the run's EMA."""
     card = {k: v for k, v in card.items() if k != "sha256"}
-    card.update(iterations=int(iterations), wall_seconds=round(float(wall_seconds), 1), weights=weights,
+    card.update(description=f"MRSuperRes {card.get('stage')}-stage training run ({weights})",
+                iterations=int(iterations), wall_seconds=round(float(wall_seconds), 1), weights=weights,
                 learning_rate_schedule=learning_rate_schedule, metrics={"validation": validation})
     return card
 

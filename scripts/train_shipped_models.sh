@@ -5,7 +5,7 @@
 #   bash scripts/train_shipped_models.sh fidelity     # psnr stage from RealESRGAN_x4plus (1-channel)
 #   bash scripts/train_shipped_models.sh fidelity2    # psnr stage 2: + scan noise on HR (--hr-noise)
 #   bash scripts/train_shipped_models.sh gan          # gan stage from the shipped fidelity model
-#   bash scripts/train_shipped_models.sh fidelity-v2  # v2: every training subject, T1 and T2, from v1
+#   bash scripts/train_shipped_models.sh fidelity-v2  # v2 and v3: every training subject, T1 and T2, from v1
 #   bash scripts/train_shipped_models.sh x2-fidelity  # x2: the x4 network supersampled, trained at x2
 #   bash scripts/train_shipped_models.sh gan-v2       # v2 gan stage from mri-x4-fidelity v2, on the v2 data
 #   bash scripts/train_shipped_models.sh x2-gan       # gan stage from mri-x2-fidelity, at x2
@@ -38,7 +38,11 @@ V2=(--data "$DATA/pycortex-s1.nii.gz" "$DATA/mni152-2009a.nii.gz" "$DATA/pyradio
     --batch 8 --patch 96 --checkpoint-every 100 --val-every 100 --keep 60 --iters "${ITERS:-6000}")
 # v2 (2026-12-05) ran as two processes side by side, OMP_NUM_THREADS=1 each; each first ran ~100
 # iterations on the T1 volumes only (then stopped, and the run below started from its EMA). The
-# fidelity-v2 run was stopped at 777; ship_model.py --select shipped its raw generator at 600.
+# fidelity-v2 run was stopped at 777; ship_model.py --select shipped its raw generator at 600 (v2).
+# v3: the same run resumed, LR=1e-4 to 2481, then LR=2e-5 to 4223 (then to 5000, which gained nothing);
+# scripts/rank_checkpoints.py chose its raw generator at 4000, shipped by ship_model.py RUN --name
+# mri-x4-fidelity --partner mri-x4-gan --checkpoint 4000 --weights generator. gan-v2 and x2-fidelity
+# started from v2 (in the git history); run now, --init mri-x4-fidelity takes v3.
 resume() { [ -f "$1/config.json" ] && echo --resume || true; }
 case "${1:-}" in
   fidelity)

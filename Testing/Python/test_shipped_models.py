@@ -128,6 +128,8 @@ def test_a_fine_tune_of_a_trained_model_carries_its_provenance(tmp_path, sample_
     card = json.loads((second / "model.json").read_text())
     prov = card["init_provenance"]
     assert prov["name"] == "stage1" and prov["iterations"] == 4 and "raw generator" in prov["weights"]
+    exported = json.loads((tmp_path / "stage1.json").read_text())["description"]
+    assert "raw generator" in exported and "EMA" not in exported                      # says what it holds
     assert prov["training_data"][0]["sha256"] == card["training_data"][0]["sha256"]
     assert card["hr_noise"] == 0.5 and card["hr_noise_losses"] == "l1" and card["init"].startswith("stage1 (sha256 ")
     assert card["hr_noise_sigma"] == [0.002, 0.02] and prov.get("hr_noise_sigma") is None
@@ -144,6 +146,7 @@ def test_a_fine_tune_of_a_trained_model_carries_its_provenance(tmp_path, sample_
     state = read_checkpoint(third / "checkpoints" / "ckpt_00000002.pt")
     model, card = checkpoint_generator(third, 2, "ema")
     assert card["iterations"] == 2 and card["weights"].startswith("EMA generator (decay 0.999) of third/ckpt_00000002")
+    assert card["weights"] in card["description"]
     assert all(torch.equal(v, state["ema"][k]) for k, v in model.state_dict().items())
     assert not torch.equal(model.state_dict()["conv_first.weight"], state["generator"]["conv_first.weight"])
     with pytest.raises(MRSuperResError, match="ckpt_00000003.pt"):
@@ -189,6 +192,9 @@ def test_shipped_model_cards_are_complete_and_honest(path):
         if card["stage"] == "gan":                     # a GAN's targets, recomputed from the per-subject figures
             for key, need in load_script("ship_model").GAN_TARGETS.items():
                 assert sum(v["gain_over_bicubic"][key] for v in subjects) / len(subjects) >= need, key
+    if card.get("weights"):                           # a checkpoint's network: the prose says which one
+        kind = "raw generator" if card["weights"].startswith("raw generator") else "EMA generator"
+        assert kind in card["description"]
     maps = validation["maps"]                                         # how well its maps find the errors there
     assert maps["sha256"] in {v["sha256"] for v in subjects} and maps["consistency_step"] == step
     assert {"consistency", "uncertainty"} <= set(maps["ranking"])
