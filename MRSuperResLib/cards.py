@@ -157,6 +157,11 @@ def _volumes(infos) -> list[dict]:
     return [dict(path=i.path, sha256=i.sha256, shape=list(i.shape)) for i in infos]
 
 
+def run_description(stage: str, weights: str = "EMA generator") -> str:
+    """The prose of a training run's card, naming the network it holds (EMA or raw generator)."""
+    return f"MRSuperRes {stage}-stage training run ({weights})"
+
+
 def training_card(*, name: str, stage: str, preset: str | None, loss_weights: dict, gan_loss: str | None,
                   perceptual_network, init: str, init_provenance: dict | None, init_discriminator,
                   training_volumes, validation_volumes, split: str, degradations, hr_noise: float,
@@ -171,7 +176,7 @@ def training_card(*, name: str, stage: str, preset: str | None, loss_weights: di
     gan = stage == "gan"
     return {
         "name": name,
-        "description": f"MRSuperRes {stage}-stage training run (EMA generator)",
+        "description": run_description(stage),
         "stage": stage, "preset": preset if gan else None,
         "loss_weights": loss_weights if gan else {"l1_weight": 1.0},     # psnr: L1 only
         "gan_loss": gan_loss if gan else None,
@@ -204,7 +209,7 @@ def checkpoint_card(card: dict, *, iterations: int, wall_seconds: float, weights
     sha256 (the weights are not the run's exported file); its description names those weights,
     not the run's EMA."""
     card = {k: v for k, v in card.items() if k != "sha256"}
-    card.update(description=f"MRSuperRes {card.get('stage')}-stage training run ({weights})",
+    card.update(description=run_description(card.get("stage"), weights),
                 iterations=int(iterations), wall_seconds=round(float(wall_seconds), 1), weights=weights,
                 learning_rate_schedule=learning_rate_schedule, metrics={"validation": validation})
     return card

@@ -30,7 +30,12 @@ def list_checkpoints(run: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     found = [p for p in folder.iterdir() if _NAME.match(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)), reverse=True)
+    return sorted(found, key=checkpoint_iteration, reverse=True)
+
+
+def checkpoint_iteration(path: Path) -> int:
+    """The iteration a checkpoint file (`ckpt_<iter>.pt`) was saved at."""
+    return int(_NAME.match(Path(path).name).group(1))
 
 
 def save_checkpoint(run: Path, iteration: int, state: dict, keep: int = 3) -> Path:

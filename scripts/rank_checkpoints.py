@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from MRSuperResLib.catalog import home_dir
-from MRSuperResLib.checkpoints import list_checkpoints, load_network
+from MRSuperResLib.checkpoints import checkpoint_iteration, list_checkpoints, load_network
 from MRSuperResLib.datasets import validation_files
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.evaluate import score_as_shipped
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def candidates(run_dir: Path, iters: list[int] | None, last: int) -> list[str]:
     """RUN:ITER:ema and RUN:ITER:generator specs (load_network) of the checkpoints asked for."""
-    kept = sorted(int(p.stem.split("_")[1]) for p in list_checkpoints(run_dir))
+    kept = sorted(checkpoint_iteration(p) for p in list_checkpoints(run_dir))
     if not kept:
         raise MRSuperResError(f"{run_dir}: no checkpoints")
     missing = sorted(set(iters or []) - set(kept))

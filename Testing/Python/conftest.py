@@ -6,6 +6,7 @@ cache MRSuperRes, torch, pip and matplotlib use point into one temporary folder,
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -79,6 +80,14 @@ def save_tiny(tmp_path):
         save_model(model, path, {"training_data": "random init (test)", "iterations": 0})
         return path
     return _save
+
+
+def load_script(name: str):
+    """A script of scripts/ imported as a module, so a test can call its main() or its functions."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:

@@ -2,21 +2,12 @@
 shipping protocol on a subset of slices (evaluate's `every`), on a real tiny run over real MRI."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
-from conftest import ROOT, write_nifti
+from conftest import load_script, write_nifti
 from MRSuperResLib.cli import main
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.evaluate import evaluate
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

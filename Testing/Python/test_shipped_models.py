@@ -6,7 +6,6 @@ models, when present, are loaded from Resources/Models and run on the bundled re
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import sys
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SAMPLE, write_nifti
+from conftest import ROOT, SAMPLE, load_script, write_nifti
 from MRSuperResLib import consistency, datasets, geometry
 from MRSuperResLib.cards import chain_totals
 from MRSuperResLib.catalog import SHIPPED_DIR
@@ -26,13 +25,6 @@ from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.mri_degradation import add_rician
 from MRSuperResLib.training_data import SlicePool, VolumeInfo
 from MRSuperResLib.volumes import read_volume
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
