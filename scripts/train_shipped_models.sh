@@ -10,6 +10,11 @@
 #   bash scripts/train_shipped_models.sh gan-v2       # v2 gan stage from mri-x4-fidelity v2, on the v2 data
 #   bash scripts/train_shipped_models.sh x2-gan       # gan stage from mri-x2-fidelity, at x2
 #
+# Options after the stage go to `mrsuperres train` and override the recipe's, e.g. on a GPU:
+#   bash scripts/train_shipped_models.sh fidelity-v2 --device cuda --batch 16 --patch 128
+# (128 is the largest patch every v2 training subject gives in at least one orientation: the ROBEX
+# atlas is 116 x 150 x 155 voxels.)
+#
 # v1 training data: pycortex S1 and MNI152 2009a (all three orientations, flips and 90-degree
 # rotations); Colin27 (ch2, full head) held out for validation. v2: the training subjects of
 # MRSuperResLib/datasets.py (T1 and T2; each subject weighs the same), validated on the mean over
@@ -44,11 +49,13 @@ V2=(--data "$DATA/pycortex-s1.nii.gz" "$DATA/mni152-2009a.nii.gz" "$DATA/pyradio
 # mri-x4-fidelity --partner mri-x4-gan --checkpoint 4000 --weights generator. gan-v2 and x2-fidelity
 # started from v2 (in the git history); run now, --init mri-x4-fidelity takes v3.
 resume() { [ -f "$1/config.json" ] && echo --resume || true; }
-case "${1:-}" in
+STAGE=${1:-}
+EXTRA=("${@:2}")   # any further options are passed on to train; the last of a repeated option wins
+case "$STAGE" in
   fidelity)
     OUT=$RUNS/mri-x4-fidelity
     .venv/bin/mrsuperres train "${COMMON[@]}" --out "$OUT" --stage psnr --init realesrgan \
-      --iters "${ITERS:-4000}" --batch 8 --patch 96 --lr "${LR:-1e-4}" --checkpoint-every 200 $(resume "$OUT") ;;
+      --iters "${ITERS:-4000}" --batch 8 --patch 96 --lr "${LR:-1e-4}" --checkpoint-every 200 $(resume "$OUT") "${EXTRA[@]}" ;;
   fidelity2)
     # Stage 1 learnt on clean-background volumes and wiped out scan noise, which costs SSIM on real
     # noisy scans; stage 2 starts from its raw generator and adds Rician noise to half the HR patches.
@@ -56,7 +63,7 @@ case "${1:-}" in
     INIT=$RUNS/mri-x4-fidelity-stage1.safetensors
     [ -f "$INIT" ] || .venv/bin/python scripts/export_generator.py "$RUNS/mri-x4-fidelity" "$INIT" --name mri-x4-fidelity-stage1
     .venv/bin/mrsuperres train "${COMMON[@]}" --out "$OUT" --stage psnr --init "$INIT" --hr-noise 0.5 \
-      --iters "${ITERS:-4000}" --batch 8 --patch 96 --lr "${LR:-1e-4}" --checkpoint-every 200 $(resume "$OUT") ;;
+      --iters "${ITERS:-4000}" --batch 8 --patch 96 --lr "${LR:-1e-4}" --checkpoint-every 200 $(resume "$OUT") "${EXTRA[@]}" ;;
   gan)
     # Perceptual 0.005 and adversarial 0.02: at Real-ESRGAN's 1 and 0.1 the perceptual gradient is
     # ~137x L1's (scripts/loss_gradients.py) and the generator fell far below bicubic. --hr-noise 0.5
@@ -68,11 +75,11 @@ case "${1:-}" in
     OUT=$RUNS/mri-x4-gan5
     .venv/bin/mrsuperres train "${COMMON[@]}" --out "$OUT" --stage gan --init mri-x4-fidelity \
       --perceptual-weight 0.005 --gan-weight 0.02 --hr-noise 0.5 --hr-noise-sigma 0.002,0.03 \
-      --iters "${ITERS:-4000}" --batch 4 --patch 96 --checkpoint-every 100 --val-every 100 --keep 30 $(resume "$OUT") ;;
+      --iters "${ITERS:-4000}" --batch 4 --patch 96 --checkpoint-every 100 --val-every 100 --keep 30 $(resume "$OUT") "${EXTRA[@]}" ;;
   fidelity-v2)
     OUT=$RUNS/mri-x4-fidelity-v2
     .venv/bin/mrsuperres train "${V2[@]}" --out "$OUT" --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" \
-      $(resume "$OUT") ;;
+      $(resume "$OUT") "${EXTRA[@]}" ;;
   x2-fidelity)
     # --supersample 2: the x4 network run at the input's resolution, its output box-averaged 2x2
     # (MRSuperResLib/rrdbnet.py); from an x4 --init every weight is taken as it is, so training
@@ -85,7 +92,7 @@ case "${1:-}" in
     # --weights generator --consistency exact
     OUT=$RUNS/mri-x2-super
     .venv/bin/mrsuperres train "${V2[@]}" --scale 2 --supersample 2 --patch 64 --consistency exact --out "$OUT" \
-      --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" $(resume "$OUT") ;;
+      --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" $(resume "$OUT") "${EXTRA[@]}" ;;
   gan-v2|x2-gan)
     # The v1 gan recipe (loss weights, --hr-noise) on the v2 data and subjects, from the shipped v2
     # fidelity model, so that --detail blends a model with its own GAN fine-tune. V2's --batch 8 is
@@ -94,10 +101,10 @@ case "${1:-}" in
     # RUN --name mri-x4-gan --partner mri-x4-fidelity). x2-gan: stopped at 1,591 (67 min, the first 721
     # on one thread beside other work); its final EMA ships (ship_model.py RUN --name mri-x2-gan
     # --partner mri-x2-fidelity --consistency exact; later runs find exact in the --init card themselves).
-    if [ "$1" = gan-v2 ]; then OUT=$RUNS/mri-x4-gan-v2; X=(--init mri-x4-fidelity)
+    if [ "$STAGE" = gan-v2 ]; then OUT=$RUNS/mri-x4-gan-v2; X=(--init mri-x4-fidelity)
     else OUT=$RUNS/mri-x2-gan; X=(--init mri-x2-fidelity --scale 2 --supersample 2 --patch 64); fi
     .venv/bin/mrsuperres train "${V2[@]}" --out "$OUT" --stage gan "${X[@]}" --iters "${ITERS:-2000}" \
       --perceptual-weight 0.005 --gan-weight 0.02 --hr-noise-sigma 0.002,0.03 --batch 4 --lr 1e-4 --keep 30 \
-      $(resume "$OUT") ;;
+      $(resume "$OUT") "${EXTRA[@]}" ;;
   *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity|gan-v2|x2-gan" >&2; exit 2 ;;
 esac
