@@ -10,8 +10,9 @@
 #   bash scripts/train_shipped_models.sh gan-v2       # v2 gan stage from mri-x4-fidelity v2, on the v2 data
 #   bash scripts/train_shipped_models.sh x2-gan       # gan stage from mri-x2-fidelity, at x2
 #
-# Options after the stage go to `mrsuperres train` and override the recipe's, e.g. on a GPU:
-#   bash scripts/train_shipped_models.sh fidelity-v2 --device cuda --batch 16 --patch 128
+# Options after the stage go to `mrsuperres train` and override the recipe's, e.g. on a GPU (a new
+# run folder: a resumed run refuses a changed batch or patch):
+#   RUNS=~/gpu-runs bash scripts/train_shipped_models.sh fidelity-v2 --device cuda --batch 16 --patch 128
 # (128 is the largest patch every v2 training subject gives in at least one orientation: the ROBEX
 # atlas is 116 x 150 x 155 voxels.)
 #
