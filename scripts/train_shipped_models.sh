@@ -49,22 +49,27 @@ V2=(--data "$DATA/pycortex-s1.nii.gz" "$DATA/mni152-2009a.nii.gz" "$DATA/pyradio
 # scripts/rank_checkpoints.py chose its raw generator at 4000, shipped by ship_model.py RUN --name
 # mri-x4-fidelity --partner mri-x4-gan --checkpoint 4000 --weights generator. gan-v2 and x2-fidelity
 # started from v2 (in the git history); run now, --init mri-x4-fidelity takes v3.
-resume() { [ -f "$1/config.json" ] && echo --resume || true; }
 STAGE=${1:-}
-EXTRA=("${@:2}")   # any further options are passed on to train; the last of a repeated option wins
+EXTRA=("${@:2}")
+# Every stage trains through this: --resume when $OUT already holds the run, and the caller's further
+# options last, so that the last of a repeated option wins.
+train() {
+  local again=(); [ -f "$OUT/config.json" ] && again=(--resume)
+  .venv/bin/mrsuperres train "$@" --out "$OUT" "${again[@]}" "${EXTRA[@]}"
+}
 case "$STAGE" in
   fidelity)
     OUT=$RUNS/mri-x4-fidelity
-    .venv/bin/mrsuperres train "${COMMON[@]}" --out "$OUT" --stage psnr --init realesrgan \
-      --iters "${ITERS:-4000}" --batch 8 --patch 96 --lr "${LR:-1e-4}" --checkpoint-every 200 $(resume "$OUT") "${EXTRA[@]}" ;;
+    train "${COMMON[@]}" --stage psnr --init realesrgan \
+      --iters "${ITERS:-4000}" --batch 8 --patch 96 --lr "${LR:-1e-4}" --checkpoint-every 200 ;;
   fidelity2)
     # Stage 1 learnt on clean-background volumes and wiped out scan noise, which costs SSIM on real
     # noisy scans; stage 2 starts from its raw generator and adds Rician noise to half the HR patches.
     OUT=$RUNS/mri-x4-fidelity2
     INIT=$RUNS/mri-x4-fidelity-stage1.safetensors
     [ -f "$INIT" ] || .venv/bin/python scripts/export_generator.py "$RUNS/mri-x4-fidelity" "$INIT" --name mri-x4-fidelity-stage1
-    .venv/bin/mrsuperres train "${COMMON[@]}" --out "$OUT" --stage psnr --init "$INIT" --hr-noise 0.5 \
-      --iters "${ITERS:-4000}" --batch 8 --patch 96 --lr "${LR:-1e-4}" --checkpoint-every 200 $(resume "$OUT") "${EXTRA[@]}" ;;
+    train "${COMMON[@]}" --stage psnr --init "$INIT" --hr-noise 0.5 \
+      --iters "${ITERS:-4000}" --batch 8 --patch 96 --lr "${LR:-1e-4}" --checkpoint-every 200 ;;
   gan)
     # Perceptual 0.005 and adversarial 0.02: at Real-ESRGAN's 1 and 0.1 the perceptual gradient is
     # ~137x L1's (scripts/loss_gradients.py) and the generator fell far below bicubic. --hr-noise 0.5
@@ -74,13 +79,12 @@ case "$STAGE" in
     # model to darken a scan's faint noise floor (the README says how little this changed).
     # Validation (with VIF) every 100 iterations; every checkpoint is kept so one can be picked by it.
     OUT=$RUNS/mri-x4-gan5
-    .venv/bin/mrsuperres train "${COMMON[@]}" --out "$OUT" --stage gan --init mri-x4-fidelity \
+    train "${COMMON[@]}" --stage gan --init mri-x4-fidelity \
       --perceptual-weight 0.005 --gan-weight 0.02 --hr-noise 0.5 --hr-noise-sigma 0.002,0.03 \
-      --iters "${ITERS:-4000}" --batch 4 --patch 96 --checkpoint-every 100 --val-every 100 --keep 30 $(resume "$OUT") "${EXTRA[@]}" ;;
+      --iters "${ITERS:-4000}" --batch 4 --patch 96 --checkpoint-every 100 --val-every 100 --keep 30 ;;
   fidelity-v2)
     OUT=$RUNS/mri-x4-fidelity-v2
-    .venv/bin/mrsuperres train "${V2[@]}" --out "$OUT" --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" \
-      $(resume "$OUT") "${EXTRA[@]}" ;;
+    train "${V2[@]}" --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" ;;
   x2-fidelity)
     # --supersample 2: the x4 network run at the input's resolution, its output box-averaged 2x2
     # (MRSuperResLib/rrdbnet.py); from an x4 --init every weight is taken as it is, so training
@@ -92,8 +96,8 @@ case "$STAGE" in
     # slice of the validation subjects: ship_model.py RUN --name mri-x2-fidelity --checkpoint 1050
     # --weights generator --consistency exact
     OUT=$RUNS/mri-x2-super
-    .venv/bin/mrsuperres train "${V2[@]}" --scale 2 --supersample 2 --patch 64 --consistency exact --out "$OUT" \
-      --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" $(resume "$OUT") "${EXTRA[@]}" ;;
+    train "${V2[@]}" --scale 2 --supersample 2 --patch 64 --consistency exact \
+      --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" ;;
   gan-v2|x2-gan)
     # The v1 gan recipe (loss weights, --hr-noise) on the v2 data and subjects, from the shipped v2
     # fidelity model, so that --detail blends a model with its own GAN fine-tune. V2's --batch 8 is
@@ -104,8 +108,7 @@ case "$STAGE" in
     # --partner mri-x2-fidelity --consistency exact; later runs find exact in the --init card themselves).
     if [ "$STAGE" = gan-v2 ]; then OUT=$RUNS/mri-x4-gan-v2; X=(--init mri-x4-fidelity)
     else OUT=$RUNS/mri-x2-gan; X=(--init mri-x2-fidelity --scale 2 --supersample 2 --patch 64); fi
-    .venv/bin/mrsuperres train "${V2[@]}" --out "$OUT" --stage gan "${X[@]}" --iters "${ITERS:-2000}" \
-      --perceptual-weight 0.005 --gan-weight 0.02 --hr-noise-sigma 0.002,0.03 --batch 4 --lr 1e-4 --keep 30 \
-      $(resume "$OUT") "${EXTRA[@]}" ;;
-  *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity|gan-v2|x2-gan" >&2; exit 2 ;;
+    train "${V2[@]}" --stage gan "${X[@]}" --iters "${ITERS:-2000}" \
+      --perceptual-weight 0.005 --gan-weight 0.02 --hr-noise-sigma 0.002,0.03 --batch 4 --lr 1e-4 --keep 30 ;;
+  *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity|gan-v2|x2-gan [train options]" >&2; exit 2 ;;
 esac
