@@ -2,7 +2,7 @@
 
 This file is the Slicer module: the module description and the panel (widget); the panel's
 model list, map overlay and training sections and the self-test are in MRSuperResPanel/ beside it.
-All work is done by `MRSuperResLogic` (MRSuperResLib/slicer_logic.py), which needs no Qt and is
+All work is done by `MRSuperResLogic` (MRSuperResLib/in_slicer/logic.py), which needs no Qt and is
 also what the Python console and batch scripts use:
 
     import MRSuperRes
@@ -24,8 +24,10 @@ for _candidate in (_HERE, os.path.dirname(_HERE)):          # installed extensio
     if os.path.isdir(os.path.join(_candidate, "MRSuperResLib")) and _candidate not in sys.path:
         sys.path.insert(0, _candidate)
 
-_LOGIC_NAMES = {"MRSuperResLogic": "slicer_logic", "CompareResult": "slicer_nodes", "TrainingJob": "slicer_training",
-                "Job": "jobs", "ThreadJob": "jobs", "headless_scene": "slicer_scene", "load_volume": "slicer_scene"}
+_LOGIC_NAMES = {"MRSuperResLogic": "in_slicer.logic", "CompareResult": "in_slicer.nodes",
+                "TrainingJob": "in_slicer.training_jobs",
+                "Job": "in_slicer.jobs", "ThreadJob": "in_slicer.jobs", "headless_scene": "in_slicer.scene",
+                "load_volume": "in_slicer.scene"}
 
 
 def __getattr__(name):
@@ -37,6 +39,8 @@ def __getattr__(name):
     raise AttributeError(f"module 'MRSuperRes' has no attribute '{name}'")
 
 
+from MRSuperResLib.options import (CONSISTENCY_MODES, DEGRADATIONS, DEVICES, DIRECTIONS,  # noqa: E402 (no torch)
+                                   MAP_NAMES)
 from MRSuperResSetup.dependencies import (default_home_dir, dependency_lines, ensure_dependencies,  # noqa: E402
                                           installed_versions)
 
@@ -149,13 +153,13 @@ if HAVE_APP:
                 combo.addItems(list(self.AXES))
             for combo in (self.ui.deviceComboBox, self.ui.compareDeviceComboBox, self.ui.trainDeviceComboBox):
                 combo.clear()
-                combo.addItems(["auto", "cpu", "cuda"])
+                combo.addItems(list(DEVICES))
             self.ui.degradationComboBox.clear()
-            self.ui.degradationComboBox.addItems(["bilinear", "bicubic", "kspace", "thick"])
+            self.ui.degradationComboBox.addItems([*DEGRADATIONS, "thick"])
             self.ui.directionComboBox.clear()
-            self.ui.directionComboBox.addItems(["auto", "in-plane", "through-plane"])
-            self.ui.consistencyComboBox.addItems(["auto", "anchor", "exact", "none"])      # consistency.MODES (a test checks)
-            self.ui.mapOverlayComboBox.addItems(["no overlay", "consistency", "uncertainty", "detail", "error"])
+            self.ui.directionComboBox.addItems(list(DIRECTIONS))
+            self.ui.consistencyComboBox.addItems(list(CONSISTENCY_MODES))
+            self.ui.mapOverlayComboBox.addItems(["no overlay", *MAP_NAMES, "error"])
             self.ui.mapOverlayComboBox.connect("currentIndexChanged(int)", self.onMapOverlay)
             self.lastResult = None                   # the newest enhance node or CompareResult with maps
             self.ui.initModelComboBox.addItems(["realesrgan", "scratch"])
@@ -211,7 +215,7 @@ if HAVE_APP:
             choices and the defaults of settings the scene's node does not have yet."""
             try:
                 with slicer.util.WaitCursor():
-                    from MRSuperResLib.slicer_logic import MRSuperResLogic
+                    from MRSuperResLib.in_slicer.logic import MRSuperResLogic
                     self.logic = MRSuperResLogic()
                     choices = self.logic.trainingChoices()
                     for combo, option in ((self.ui.stageComboBox, "stage"), (self.ui.presetComboBox, "preset")):
@@ -407,7 +411,7 @@ if HAVE_APP:
                     device=self.ui.deviceComboBox.currentText, detail=None if through else self.detailValue(),
                     selfEnsemble=self.ui.selfEnsembleCheckBox.checked and not through,
                     consistency=self.ui.consistencyComboBox.currentText,
-                    maps=self.ui.mapsCheckBox.checked and not through, waitForCompletion=False)
+                    maps=self.ui.mapsCheckBox.checked and not through, plan=plan, waitForCompletion=False)
             thick = self.ui.degradationComboBox.currentText == "thick"
             return self.logic.compare(
                 self.ui.groundTruthSelector.currentNode(), model=self.modelFor(self.ui.compareModelComboBox, thick),

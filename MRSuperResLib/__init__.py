@@ -1,4 +1,4 @@
-"""MRSuperResLib: 1-channel Real-ESRGAN super-resolution of MRI volumes, without Qt or Slicer.
+"""MRSuperResLib: 1-channel Real-ESRGAN super-resolution of MRI volumes, without Qt.
 
     from MRSuperResLib import read_volume, load_model, enhance_volume, write_volume
     model, card = load_model("mri-x4-fidelity")                # or a path to weights
@@ -6,15 +6,18 @@
     write_volume(hr, "t1_sr.nii.gz")
 
 The names below are imported on first use, so that importing one module of the package (the
-Slicer panel checking its dependencies, a child job) does not load torch with all the rest.
+Slicer panel reading `options`, a child job) does not load torch with all the rest. No public
+name is also a submodule's, so importing any submodule never hides one. The subpackages (scans,
+models, engine, pipeline, training, evaluation, shipping, in_slicer, cli) are mapped in
+docs/architecture.md; only `in_slicer` needs slicer (slicer-core or the application).
 """
 __version__ = "0.1.0"
 
-_HOMES = {"available_models": "catalog", "load_model": "catalog", "resolve_model": "catalog",
-          "Cancelled": "errors", "MRSuperResError": "errors", "evaluate": "evaluate",
-          "enhance_volume": "inference", "super_resolve_slices": "inference", "RRDBNet": "rrdbnet",
-          "Volume": "volumes", "read_volume": "volumes", "write_volume": "volumes",
-          "load_generator": "weights", "save_model": "weights"}
+_HOMES = {"available_models": "models.catalog", "load_model": "models.catalog", "resolve_model": "models.catalog",
+          "Cancelled": "errors", "MRSuperResError": "errors", "evaluate": "evaluation.protocol",
+          "enhance_volume": "pipeline.enhance", "super_resolve_slices": "pipeline.enhance",
+          "RRDBNet": "models.rrdbnet", "Volume": "scans.volumes", "read_volume": "scans.volumes",
+          "write_volume": "scans.volumes", "load_generator": "models.weights", "save_model": "models.weights"}
 __all__ = sorted(_HOMES)
 
 

