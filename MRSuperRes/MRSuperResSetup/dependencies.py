@@ -18,7 +18,7 @@ except ImportError:
 
 
 TORCH_REQUIREMENT = ">=2.4"
-# pyproject.toml's dependencies except torch, with its ranges (Testing/Python/test_slicer_panel.py
+# pyproject.toml's dependencies except torch, with its ranges (Testing/Python/in_slicer/test_slicer_panel.py
 # fails when the two disagree)
 PIP_REQUIREMENTS = ("numpy>=1.24,<3", "scipy>=1.10,<2", "nibabel>=5.0,<6", "pynrrd>=1.0,<2",
                     "scikit-image>=0.21,<0.27", "safetensors>=0.4,<1", "matplotlib>=3.7,<4", "tqdm>=4.60,<5",

@@ -19,7 +19,7 @@ from ..models.cards import model_provenance
 from ..models.catalog import default_model_for, load_model, model_scale
 from ..options import MAP_NAMES
 from ..pipeline.enhance import enhance_volume
-from ..pipeline.plan import choose_direction, make_plan
+from ..pipeline.plan import check_spacing, choose_direction, make_plan
 from ..progress import Progress
 from ..scans.cohort import discover, in_shard, shard_of
 from ..scans import volumes
@@ -97,6 +97,7 @@ def enhance_to_files(volume: Volume, output: Path, args, models: Models, maps_di
         raise MRSuperResError(f"{'--maps' if args.maps else '--self-ensemble'} applies to in-plane "
                               "super-resolution only")
     map_paths = map_files(output, maps_dir) if maps_dir is not None else {}
+    check_spacing(volume, direction, axis, args.spacing)                    # before a model is looked up
     spec = None if model is not None else default_model_for(direction, args.scale)
     scale = model.scale if model is not None else (args.scale or model_scale(spec))
     plan = make_plan(volume, direction, axis, why, scale, args.spacing)   # bad --spacing: refused before loading

@@ -162,8 +162,7 @@ def choose(model, device: torch.device, precision: str = "auto", refresh: bool =
     if engine not in ENGINES:
         raise MRSuperResError(f"unknown engine '{engine}' ({', '.join(ENGINES)})")
     if engine == "openvino":
-        if device.type != "cpu":
-            raise MRSuperResError("the OpenVINO engine runs on the CPU: use --device cpu, or --engine torch")
+        openvino.check_device(device)
         if not openvino.available():
             raise MRSuperResError("the OpenVINO engine is not installed: pip install 'mrsuperres[openvino]'")
     if precision != "auto":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MRSuperResError
 from ..options import home_dir
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}
@@ -24,6 +25,12 @@ HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 def available() -> bool:
     return importlib.util.find_spec("openvino") is not None
+
+
+def check_device(device) -> None:
+    """OpenVINO runs here on the CPU only: anything else is refused in one line."""
+    if device.type != "cpu":
+        raise MRSuperResError("the OpenVINO engine runs on the CPU: use --device cpu, or --engine torch")
 
 
 def allowed_engines() -> list[str]:
@@ -90,7 +97,6 @@ class OpenVINONetwork:
         import openvino as ov
 
         if precision not in HINTS:
-            from ..errors import MRSuperResError
             raise MRSuperResError(f"the OpenVINO engine runs fp32 or bf16, not {precision}")
         config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:

@@ -21,6 +21,7 @@ from ..options import ENGINES
 from .choice import Choice
 from .devices import autocast, resolve_precision, select_device, use_all_cores
 from .limits import ACCURACY_DB, TILE_CONTEXT, TILE_OVERLAP
+from .openvino import check_device
 
 
 def _ramp(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
@@ -50,15 +51,18 @@ class SliceEngine:
     def __init__(self, model: RRDBNet, device: str | torch.device = "auto", precision: str = "fp32",
                  compile: bool = False, notify: Callable[[str], None] | None = None, engine: str = "torch",
                  choice: Choice | None = None, rechoose: Callable | None = None):
-        """`precision` and `engine` as resolved (calibration.make_runner resolves "auto" and passes
-        its `choice`); `rechoose(model, device)` gives the Choice for the CPU after a CUDA
-        out-of-memory (default: fp32 torch)."""
+        """`precision` and `engine` as resolved (calibration.make_runner resolves "auto", measuring,
+        and passes its `choice`): made directly, it runs exactly what it is told. `rechoose(model,
+        device)` gives the Choice for the CPU after a CUDA out-of-memory (make_runner's measures
+        again; without one, fp32 torch)."""
         if choice is None and ("auto" in (precision, engine)):
             raise MRSuperResError("a SliceEngine runs a resolved precision and engine: "
                                   "engine.calibration.make_runner chooses for 'auto'")
         if engine not in ENGINES or engine == "auto":
             raise MRSuperResError(f"unknown engine '{engine}' ({', '.join(ENGINES)})")
         self.device = device if isinstance(device, torch.device) else select_device(device)
+        if (choice.engine if choice else engine) == "openvino":
+            check_device(self.device)
         self.notify = notify or (lambda text: print(f"mrsuperres: {text}", file=sys.stderr))
         if self.device.type == "cpu":
             use_all_cores()

@@ -1,8 +1,8 @@
 """MRSuperResLogic: what the module panel, the Python console and batch scripts call; no Qt.
 
 It runs in the Slicer application and in a plain Python process with slicer-core (see
-slicer_scene.headless_scene). It converts nodes to the library's volumes and back
-(slicer_nodes) and runs the work as a job (jobs.py): in a child process, because Slicer's idle
+in_slicer.scene.headless_scene). It converts nodes to the library's volumes and back
+(in_slicer.nodes) and runs the work as a job (jobs.py): in a child process, because Slicer's idle
 main thread holds the GIL, so that the GUI stays live and the work runs at full speed. Result
 nodes are made on the caller's thread once the job is done, so a failure or a cancel leaves
 the scene as it was.
@@ -113,7 +113,7 @@ class MRSuperResLogic:
 
     # enhance and compare
     def plan(self, volumeNode, direction="auto", axis="auto", spacing=None, scale=4):
-        """What enhance would make of `volumeNode` (through_plane.Plan: direction, factor, output
+        """What enhance would make of `volumeNode` (pipeline.plan.Plan: direction, factor, output
         shape, voxel size, file size, warnings), without running anything: the panel shows it."""
         from ..pipeline.plan import choose_direction, make_plan
 
@@ -130,29 +130,31 @@ class MRSuperResLogic:
         slices to `spacing` mm (default: the in-plane spacing) with the through-plane model.
         `detail` (0..1) blends the model with its GAN partner; `selfEnsemble` averages the
         outputs for the 8 flips/rotations of each slice (8x the time); `consistency` holds the
-        output to the input: "anchor" (default, its local brightness), "exact" (re-acquired it
-        is the input) or "none". `maps`: also the consistency and uncertainty maps, as volumes
+        output to the input: "auto" (default: the step the model's card names, else "anchor"),
+        "anchor" (its local brightness), "exact" (re-acquired it is the input) or "none". `maps`: also the consistency and uncertainty maps, as volumes
         under the result (8 self-ensemble passes; `showMap` overlays one).
         Runs as a child process; waitForCompletion=False returns the job at once (`poll()`,
         `done`/`total`, `secondsLeft`, `cancel()`, `wait()`; its `result` is the node).
         `inProcess=True` computes in this process instead (plain Python only: inside Slicer's
         GUI a thread would crawl, see jobs.py). `plan`: the Plan `plan()` made and showed (the panel
-        passes it, so direction and plan are decided once per Apply); made here when not given.
-        The plan travels to the job, which decides nothing again."""
-        from ..models.catalog import default_model_for, model_scale
+        passes it, so direction and plan are decided once per Apply); its direction, axis and
+        spacing are then the run's (`direction`, `axis` and `spacing` are not read). Made here when
+        not given. The plan travels to the job, which decides nothing again."""
+        from ..models.catalog import default_model_for
         from ..pipeline.enhance import check_direction
         from ..pipeline.plan import choose_direction, make_plan
 
         volume = volume_from_node(volumeNode)
-        scale = None if model is None else model_scale(model)       # a model given decides auto
+        scale = None if model is None else _scale_here(model)       # a model given decides auto
         if plan is None:
             direction, ax, why = choose_direction(volume, direction, _axis(axis), scale)  # refused here, before any job
         else:
             direction, ax, why = plan.direction, plan.axis, plan.why
         model = model or default_model_for(direction)
         check_direction(direction, bool(selfEnsemble), bool(maps))
-        if plan is None or (direction == "in-plane" and plan.factor != (scale or model_scale(model))):
-            plan = make_plan(volume, direction, ax, why, scale or model_scale(model), spacing)
+        scale = scale or _scale_here(model)
+        if plan is None or (direction == "in-plane" and plan.factor != scale):
+            plan = make_plan(volume, direction, ax, why, scale, spacing)
         options = dict(plan=plan.as_facts(), device=device, precision=precision,
                        self_ensemble=bool(selfEnsemble), consistency=consistency or CONSISTENCY_DEFAULT,
                        maps=bool(maps))
@@ -309,3 +311,17 @@ class MRSuperResLogic:
 
 def _axis(axis):
     return axis if axis in ("auto", None) else int(axis)
+
+
+def _scale_here(spec) -> int:
+    """A model's scale, read in this process without fetching anything (Slicer's main thread): the
+    RealESRGAN default not fetched yet is x4, and the job fetches it."""
+    from ..models.catalog import model_scale
+    from ..options import REALESRGAN_MODEL
+
+    try:
+        return model_scale(spec, fetch_default=False)
+    except MRSuperResError:
+        if spec == REALESRGAN_MODEL:
+            return 4
+        raise

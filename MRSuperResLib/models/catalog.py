@@ -140,7 +140,7 @@ def load_model(spec: str | None, fetch_default: bool = True, detail: float | Non
 def detail_ends(model):
     """(fidelity, GAN) generators at the two ends of `model`'s detail setting, or None: for a GAN
     model whose card names its fidelity partner, and for a blend of the two (--detail). The
-    detail map (output_maps.detail_spread) compares their outputs."""
+    detail map (pipeline.in_plane.detail_spread) compares their outputs."""
     card = getattr(model, "card", None) or {}
     if card.get("detail_models"):
         names = card["detail_models"]["fidelity"]["name"], card["detail_models"]["gan"]["name"]

@@ -18,11 +18,11 @@ from ..errors import MRSuperResError
 from ..models.catalog import detail_ends
 from ..models.rrdbnet import RRDBNet
 from ..options import CONSISTENCY_DEFAULT
-from ..scans.volumes import Volume
+from ..scans.volumes import Volume, check_voxels
 from . import consistency as consistency_step
 from .in_plane import enhance_in_plane
-from .plan import Plan, choose_direction, make_plan
-from .through_plane import enhance_through_plane
+from .plan import Plan, check_spacing, choose_direction, make_plan
+from .through_plane import check_model, enhance_through_plane
 
 
 def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", direction: str = "in-plane",
@@ -46,20 +46,23 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
     consistency step corrected; input units, on the output grid), the uncertainty map (standard
     deviation over the 8 self-ensemble passes, which `maps` runs: 8x the time; the output is then
     their mean) and, for a GAN model with its fidelity partner installed, the detail map
-    (in_plane.detail_spread; 2 more passes). `runner`: a SliceEngine already made for `model`;
-    `plan`: the plan already made and shown (its direction and axis are then the run's).
+    (in_plane.detail_spread; 2 more passes). `runner`: a SliceEngine already made for `model`
+    (engine.calibration.make_runner); `plan`: the plan already made and shown (its direction, axis
+    and spacing are then the run's).
     """
     consistency_step.check_mode(consistency)
+    check_voxels(volume.data, volume.meta.get("path", "volume"))    # bad voxels: one line before any timing
     if plan is None:
         if direction == "in-plane":
             from ..scans import geometry
             chosen, ax, why = "in-plane", geometry.choose_axis(axis, volume.affine, volume.data.shape), "asked for"
         else:
             chosen, ax, why = choose_direction(volume, direction, axis)
-        if chosen == "in-plane" and spacing is not None:
-            raise MRSuperResError("--spacing applies to through-plane super-resolution (in-plane uses the model's "
-                                  "scale)")
+        if chosen == "in-plane":
+            check_spacing(volume, chosen, ax, spacing)
         check_direction(chosen, self_ensemble, maps)
+        if chosen == "through-plane":
+            check_model(model)
         if chosen == "in-plane" and model.scale == 1:
             raise MRSuperResError("an x1 model is a through-plane model: use --direction through-plane (or auto)")
         plan = make_plan(volume, chosen, ax, why, model.scale, spacing)

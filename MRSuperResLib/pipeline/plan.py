@@ -118,6 +118,15 @@ def target_factor(volume, axis: int, spacing: float | None) -> float:
     return factor
 
 
+def check_spacing(volume, direction: str, axis: int, spacing: float | None) -> None:
+    """--spacing as the plan will take it, refused in one line (the CLI asks before it looks up a
+    model): only across the slices, positive, and finer than the slice spacing."""
+    if direction == "through-plane":
+        target_factor(volume, axis, spacing)
+    elif spacing is not None:
+        raise MRSuperResError("--spacing applies to --direction through-plane (in-plane uses the model's scale)")
+
+
 def make_plan(volume, direction: str, axis: int, why: str, scale: int = 4, spacing: float | None = None,
               seconds_per_voxel: float | None = None) -> Plan:
     """Output shape, voxel size, file size, time (where the per-voxel cost is known) and warnings."""
@@ -134,8 +143,7 @@ def make_plan(volume, direction: str, axis: int, why: str, scale: int = 4, spaci
             warnings.append(f"the slices are already {sp[axis]:.3g} mm apart: through-plane super-resolution "
                             "adds little at or below 1 mm")
     else:
-        if spacing is not None:
-            raise MRSuperResError("--spacing applies to --direction through-plane (in-plane uses the model's scale)")
+        check_spacing(volume, direction, axis, spacing)
         check_slice_size(*(shape[a] for a in geometry.in_plane_axes(axis)))    # before the plan is shown
         factor = float(scale)
         for a in geometry.in_plane_axes(axis):

@@ -41,9 +41,7 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
     the cubic input undoes most of the deblurring (on held-out Colin27 at 5 mm, +0.4 dB over cubic
     anchored against +1.5 dB not)."""
     model = runner.network
-    if model.scale != 1:
-        raise MRSuperResError(f"through-plane super-resolution needs an x1 through-plane model (such as "
-                              f"{THICK_DEFAULT_MODEL}), not an x{model.scale} one")
+    check_model(model)
     data = check_voxels(volume.data, volume.meta.get("path", "volume"))
     if plan is None:
         direction, ax, why = choose_direction(volume, "through-plane", axis)
@@ -76,3 +74,10 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
                  model=model_provenance(model), plan=plan.as_facts())
     hr.meta["description"] = describe_output(facts)
     return hr, facts
+
+
+def check_model(model) -> None:
+    """Across the slices runs an x1 model: refused in one line before anything is planned or run."""
+    if model.scale != 1:
+        raise MRSuperResError(f"through-plane super-resolution needs an x1 through-plane model (such as "
+                              f"{THICK_DEFAULT_MODEL}), not an x{model.scale} one")

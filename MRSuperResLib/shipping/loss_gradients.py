@@ -55,7 +55,7 @@ def main() -> None:
             sys.exit(f"loss_gradients: --batches needs a positive whole number, not {value!r}")
         batches = int(value)
         del argv[i:i + 2]
-    from ..cli.main import build_parser
+    from ..cli.commands import build_parser
     from ..errors import MRSuperResError
     from ..training.loop import Trainer
     from ..training.config import TrainConfig, build_config

@@ -5,7 +5,7 @@
 The validation a run makes while it trains scores a few crops a subject, too few to choose between
 checkpoints a few hundredths of a dB apart. This scores each candidate (the EMA and the raw
 generator of each checkpoint asked for; default: the newest `--last` kept ones) as
-`ship_model.py` does (`evaluate.score_as_shipped`: axial, Rashid et al.'s bilinear degradation
+`ship_model.py` does (`evaluation.protocol.score_as_shipped`: axial, Rashid et al.'s bilinear degradation
 at the model's scale, default inference, blank slices as `datasets.BLANK`; fp16 weights) on one
 non-blank slice in `--every` of each validation subject (`datasets.validation_files()`), beside the shipped model
 `--against`. It prints the gains over bicubic per subject and their mean, best first, and the

@@ -155,10 +155,18 @@ def every_submodule() -> list[str]:
 def test_no_public_name_is_also_a_submodule():
     for name in MRSuperResLib.__all__:
         assert not (PKG / f"{name}.py").exists() and not (PKG / name).is_dir(), name
-    for init in PKG.glob("*/__init__.py"):               # subpackages export nothing a module could shadow
-        tree = ast.parse(init.read_text())
-        assert all(isinstance(n, ast.Expr) or isinstance(n, ast.ImportFrom) and n.module == "__future__"
-                   for n in tree.body), init
+    for init in PKG.glob("*/__init__.py"):                # nor is a name a subpackage defines
+        defined = {n.name for n in ast.parse(init.read_text()).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        submodules = {p.stem for p in init.parent.glob("*.py")} | {p.parent.name for p in init.parent.glob("*/__init__.py")}
+        assert not defined & submodules, (init, defined & submodules)
+
+
+def test_the_console_script_entry_point_is_the_function():
+    importlib.import_module("MRSuperResLib.cli.commands")          # its submodules loaded first
+    from MRSuperResLib.cli import main
+
+    assert callable(main) and not isinstance(main, types.ModuleType)
+    assert 'mrsuperres = "MRSuperResLib.cli:main"' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_public_names_are_still_what_they_say_after_every_submodule_is_imported():
@@ -191,7 +199,7 @@ def test_importing_the_options_needs_no_torch_or_numpy():
 
 @pytest.mark.parametrize("name", ["DIRECTIONS", "CONSISTENCY_MODES", "PRECISIONS", "ENGINES"])
 def test_the_command_line_offers_each_choice_list_as_declared(name):
-    from MRSuperResLib.cli.main import build_parser
+    from MRSuperResLib.cli.commands import build_parser
 
     flag = {"DIRECTIONS": "--direction", "CONSISTENCY_MODES": "--consistency", "PRECISIONS": "--precision",
             "ENGINES": "--engine"}[name]

@@ -10,7 +10,7 @@ import shlex
 import pytest
 from conftest import ROOT
 
-from MRSuperResLib.cli.main import build_parser
+from MRSuperResLib.cli.commands import build_parser
 
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))

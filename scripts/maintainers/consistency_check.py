@@ -57,8 +57,8 @@ def main() -> int:
     args = ap.parse_args()
     t_start = time.time()
     rows, rankings = [], {}
-    engines = {name: make_runner(load_model(name)[0], precision="auto") for name in args.models}
-    scales = {e.scale for e in engines.values()}
+    runners = {name: make_runner(load_model(name)[0], precision="auto") for name in args.models}
+    scales = {e.scale for e in runners.values()}
     if len(scales) != 1:
         sys.exit("--models must share one scale (the volumes are reduced by it)")
     scale = scales.pop()
@@ -73,12 +73,12 @@ def main() -> int:
             bicubic = np.clip(upsample(lr, scale, "bicubic"), 0, 1)
             edges = edge_map(bicubic)[:, :h, :w]
             raws, residuals, seconds = {}, {}, {}
-            for name, engine in engines.items():
+            for name, runner in runners.items():
                 t0 = time.time()
                 residuals[name] = np.empty(lr.shape, np.float32)
-                raws[name] = super_resolve_slices(engine, lr, consistency="none", residual=residuals[name])
+                raws[name] = super_resolve_slices(runner, lr, consistency="none", residual=residuals[name])
                 seconds[name] = time.time() - t0
-            for name in engines:
+            for name in runners:
                 outputs = {}
                 for mode in consistency.STEPS:
                     t0 = time.time()
@@ -101,11 +101,11 @@ def main() -> int:
                     spread = np.empty(raws[name].shape, np.float32)
                     res8 = np.empty(lr.shape, np.float32)
                     t0 = time.time()
-                    sr8 = super_resolve_slices(engines[name], lr, self_ensemble=True, consistency=consistency.DEFAULT,
+                    sr8 = super_resolve_slices(runners[name], lr, self_ensemble=True, consistency=consistency.DEFAULT,
                                                spread=spread, residual=res8)[:, :h, :w]
                     rows.append(dict(model=name, volume=stem(path), degradation=deg, mode="ensemble-default",
                                      network_seconds=time.time() - t0, single_seconds=seconds[name]))
-                    rankings.setdefault(f"{name}|{deg}|{consistency.for_model(consistency.DEFAULT, engines[name].model)}|ensemble", Ranking(scale)).add(
+                    rankings.setdefault(f"{name}|{deg}|{consistency.for_model(consistency.DEFAULT, runners[name].network)}|ensemble", Ranking(scale)).add(
                         gt, sr8, {"consistency": consistency.on_output_grid(res8, scale)[:, :h, :w],
                                   "uncertainty": spread[:, :h, :w], "edges (baseline)": edges})
                 print(f"{name} {stem(path)} {deg}: " + ", ".join(

@@ -71,12 +71,12 @@ def main() -> int:
 
     outputs = {}
     for precision in ["fp32"] + [p for p in candidates(dev) if p != "fp32"]:
-        engine = make_runner(model, device=dev, precision=precision)
-        super_resolve_slices(engine, stack[:8], consistency="none")                   # warm-up
+        runner = make_runner(model, device=dev, precision=precision)
+        super_resolve_slices(runner, stack[:8], consistency="none")                   # warm-up
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        outputs[precision] = super_resolve_slices(engine, stack, consistency="none")
+        outputs[precision] = super_resolve_slices(runner, stack, consistency="none")
         seconds = time.perf_counter() - t0
         tflops = flops * len(stack) / seconds / 1e12
         agree = psnr(outputs[precision], outputs["fp32"])
@@ -88,10 +88,10 @@ def main() -> int:
     choice = choose(model, dev, refresh=True)
     step("auto choice", True, precision=choice.precision, why=choice.why)
 
-    engine = make_runner(model, device=dev, precision=choice.precision, compile=True)
-    compiled = super_resolve_slices(engine, stack[:8], consistency="none")
+    runner = make_runner(model, device=dev, precision=choice.precision, compile=True)
+    compiled = super_resolve_slices(runner, stack[:8], consistency="none")
     step("compile", psnr(compiled, outputs[choice.precision][:8]) >= ACCURACY_DB,
-         compiled=engine.compiled, psnr_vs_eager=round(psnr(compiled, outputs[choice.precision][:8]), 1))
+         compiled=runner.compiled, psnr_vs_eager=round(psnr(compiled, outputs[choice.precision][:8]), 1))
 
     if dev.type == "cuda":
         def fill(leave_mb: int) -> list:
@@ -109,25 +109,25 @@ def main() -> int:
 
         big = np.repeat(stack[:4], 16, axis=0)                          # 64 slices in one requested batch
         notes = []
-        engine = make_runner(model, device=dev, precision=choice.precision, notify=notes.append)
+        runner = make_runner(model, device=dev, precision=choice.precision, notify=notes.append)
         blocks = fill(400)
         try:
-            out = super_resolve_slices(engine, big, batch_size=64, consistency="none")
+            out = super_resolve_slices(runner, big, batch_size=64, consistency="none")
         finally:
             del blocks
             torch.cuda.empty_cache()
-        step("out-of-memory back-off", engine.device.type == "cuda" and psnr(out[:4], outputs[choice.precision][:4]) >= ACCURACY_DB,
-             notes=len(notes), device=str(engine.device))
+        step("out-of-memory back-off", runner.device.type == "cuda" and psnr(out[:4], outputs[choice.precision][:4]) >= ACCURACY_DB,
+             notes=len(notes), device=str(runner.device))
         notes = []
-        engine = make_runner(model, device=dev, precision=choice.precision, notify=notes.append)
+        runner = make_runner(model, device=dev, precision=choice.precision, notify=notes.append)
         blocks = fill(8)
         try:
-            out = super_resolve_slices(engine, stack[:2], batch_size=2, consistency="none")
+            out = super_resolve_slices(runner, stack[:2], batch_size=2, consistency="none")
         finally:
             del blocks
             torch.cuda.empty_cache()
-        step("CPU fallback", engine.device.type == "cpu" and any("continuing on the CPU" in n for n in notes),
-             device=str(engine.device), message=notes[-1] if notes else None)
+        step("CPU fallback", runner.device.type == "cpu" and any("continuing on the CPU" in n for n in notes),
+             device=str(runner.device), message=notes[-1] if notes else None)
 
     for precision in ["fp32"] + [p for p in candidates(dev) if p != "fp32"]:
         with tempfile.TemporaryDirectory() as run:

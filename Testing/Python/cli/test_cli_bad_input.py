@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SAMPLE, tiny_model, write_nifti
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 
 
 @pytest.fixture

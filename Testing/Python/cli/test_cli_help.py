@@ -9,7 +9,8 @@ import sys
 import pytest
 
 import MRSuperResLib
-from MRSuperResLib.cli.main import build_parser, main
+from MRSuperResLib.cli import main
+from MRSuperResLib.cli.commands import build_parser
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, SAMPLE, tiny_model
 
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.scans.cohort import discover, in_shard, shard_of
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.scans.volumes import read_volume
@@ -90,7 +90,7 @@ def test_a_killed_batch_resumes_with_the_volume_it_did_not_finish(tmp_path, save
             f"        open(sys.argv[1], 'w').close(); time.sleep(60)\n"
             f"    return r\n"
             f"e.enhance_to_files = slow\n"
-            f"from MRSuperResLib.cli.main import main\n"
+            f"from MRSuperResLib.cli.commands import main\n"
             f"main(['enhance', {str(src)!r}, '-o', {str(out)!r}, '--model', {weights!r}, '--precision', 'fp32'])\n")
     flag = tmp_path / "second-written"
     child = subprocess.Popen([sys.executable, "-c", code, str(flag)], cwd=ROOT)

@@ -13,7 +13,7 @@ from conftest import nearest_model, tiny_model
 from MRSuperResLib.engine import calibration, devices, limits, slices as inference
 from MRSuperResLib.pipeline import consistency
 from MRSuperResLib.models.catalog import load_model
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.errors import Cancelled, MRSuperResError
 from MRSuperResLib.engine.devices import resolve_precision
 from MRSuperResLib.engine.calibration import make_runner

@@ -125,7 +125,7 @@ def test_scale_2_takes_the_x2_model_and_evaluate_follows_the_models_scale(gt_fil
     """`--scale 2` without --model takes the shipped mri-x2-fidelity (refused, naming what ships,
     where there is none); a model given sets evaluate's scale when --scale is not."""
     from MRSuperResLib.models import catalog
-    from MRSuperResLib.cli.main import main
+    from MRSuperResLib.cli import main
     from MRSuperResLib.models.weights import save_model
 
     path, _ = gt_file

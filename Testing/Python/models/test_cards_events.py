@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_model, write_nifti
 from MRSuperResLib.models import cards
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.events import EventLog, EventReader, final_event, read_events, start_event
 from MRSuperResLib.files import sha256_of

@@ -249,7 +249,7 @@ def test_detail_interpolates_between_a_fidelity_model_and_its_gan_partner(tmp_pa
     from conftest import tiny_model, write_nifti
 
     from MRSuperResLib.models.catalog import load_model
-    from MRSuperResLib.cli.main import main
+    from MRSuperResLib.cli import main
     from MRSuperResLib.errors import MRSuperResError
     from MRSuperResLib.models.weights import save_model
 

@@ -11,7 +11,7 @@ import torch
 
 from conftest import SAMPLE, nearest_model, tiny_model
 from MRSuperResLib.pipeline import consistency
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.evaluation.slices import pad_to_multiple, prepare_slices
 from MRSuperResLib.pipeline.enhance import enhance_volume, super_resolve_slices

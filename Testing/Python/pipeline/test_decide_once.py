@@ -14,7 +14,7 @@ import pytest
 from conftest import SAMPLE, tiny_model, write_nifti
 
 import MRSuperResLib
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.models.rrdbnet import RRDBNet
 from MRSuperResLib.pipeline import consistency, plan
 from MRSuperResLib.scans import geometry
@@ -129,3 +129,34 @@ def test_the_child_job_receives_the_plan(tmp_path, save_tiny, monkeypatch):
     logic.enhance(node, model=str(x1), plan=shown, waitForCompletion=False)
     assert specs[0]["options"]["plan"] == shown.as_facts()
     assert specs[0]["options"]["plan"]["direction"] == "through-plane"
+
+
+def test_bad_input_is_refused_before_the_engine_is_calibrated(tmp_path, save_tiny, monkeypatch, capsys):
+    """Each refusal is one line before any timing run: calibrating ("auto") never comes first."""
+    from MRSuperResLib import Volume, enhance_volume
+    from MRSuperResLib.engine import calibration
+    from MRSuperResLib.errors import MRSuperResError
+
+    def never(*args, **kwargs):
+        raise AssertionError("calibrated before the input was checked")
+
+    monkeypatch.setattr(calibration, "choose", never)
+    x4, thick = tiny_model(4), read_thick(tmp_path)
+    nan = np.full((16, 16, 3), np.nan, np.float32)
+    for volume, model, kwargs, message in (
+            (Volume(nan, np.eye(4)), x4, {}, "NaN or infinite"),
+            (thick, x4, dict(direction="through-plane"), "needs an x1 through-plane model"),
+            (thick, x4, dict(direction="in-plane", spacing=1.0), "--spacing applies to --direction through-plane"),
+            (Volume(np.ones((4, 4, 4, 2), np.float32), np.eye(4)), x4, {}, "4D image")):
+        with pytest.raises(MRSuperResError, match=message):
+            enhance_volume(volume, model, **kwargs)
+    # the command line says what is wrong with --spacing before it looks for a model of that scale
+    assert main(["enhance", str(thick_volume(tmp_path)), "-o", str(tmp_path / "o.nii.gz"), "--direction", "in-plane",
+                 "--scale", "3", "--spacing", "1"]) == 2
+    assert "--spacing applies to --direction through-plane" in capsys.readouterr().err
+
+
+def read_thick(tmp_path):
+    from MRSuperResLib import read_volume
+
+    return read_volume(thick_volume(tmp_path))

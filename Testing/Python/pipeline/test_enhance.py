@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch.nn import functional as F
 
 from conftest import tiny_model, write_nifti
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.errors import Cancelled
 from MRSuperResLib.pipeline.consistency import anchor_to_input
 from MRSuperResLib.pipeline.enhance import enhance_volume, super_resolve_slices

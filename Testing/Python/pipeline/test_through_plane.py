@@ -9,7 +9,7 @@ import pytest
 from conftest import SAMPLE, oblique_affine, tiny_model, write_nifti
 
 from MRSuperResLib.scans import geometry, slice_profile
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.engine.slices import SliceEngine
 from MRSuperResLib.pipeline.enhance import enhance_volume

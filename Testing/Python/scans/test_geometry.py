@@ -119,7 +119,7 @@ def test_real_anisotropic_lr_volume_lands_on_the_expected_grid(tmp_path, save_ti
     import nibabel as nib
 
     from conftest import ROOT
-    from MRSuperResLib.cli.main import main
+    from MRSuperResLib.cli import main
     from MRSuperResLib.scans.resample import upsample
     src = ROOT / "Testing" / "Data" / "aniso_vox.nii.gz"
     lr_img = nib.load(str(src))
@@ -149,7 +149,7 @@ def test_real_anisotropic_lr_volume_lands_on_the_expected_grid(tmp_path, save_ti
 def test_nifti_qform_and_sform_move_with_the_grid_and_keep_their_codes(tmp_path):
     import nibabel as nib
 
-    from MRSuperResLib.cli.main import main
+    from MRSuperResLib.cli import main
     q = oblique_affine((2.0, 2.0, 4.0), origin=(8.0, -3.0, 5.0))
     s = q.copy()
     s[0, 3] = 5.0                                                     # sform 3 mm away from qform

@@ -6,7 +6,7 @@ import pytest
 
 from MRSuperResLib.shipping import rank_checkpoints
 from conftest import write_nifti
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.evaluation.protocol import evaluate
 

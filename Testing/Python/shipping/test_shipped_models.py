@@ -23,7 +23,7 @@ from MRSuperResLib.scans import geometry
 from MRSuperResLib.models.cards import chain_totals
 from MRSuperResLib.models.catalog import SHIPPED_DIR
 from MRSuperResLib.models.checkpoints import checkpoint_generator
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.training.degradation import add_rician
 from MRSuperResLib.training.data import SlicePool, VolumeInfo

@@ -16,7 +16,7 @@ import torch
 
 from conftest import ROOT, SAMPLE, tiny_model, write_nifti
 from MRSuperResLib.models.checkpoints import list_checkpoints, load_latest
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.events import FINAL_EVENTS, read_events
 
 TINY = ["--blocks", "1", "--features", "16", "--growth", "8", "--d-features", "16", "--batch", "2",
@@ -301,7 +301,7 @@ def test_an_x2_run_supersampled_from_an_x4_model_starts_as_it_and_ships_its_fact
 
 def test_gan_losses_and_discriminator_skip_targets_given_hr_noise(tmp_path, volumes):
     """L1 trains on every sample; perceptual, adversarial and the discriminator only on clean targets."""
-    from MRSuperResLib.cli.main import build_parser
+    from MRSuperResLib.cli.commands import build_parser
     from MRSuperResLib.training.loop import Trainer
     from MRSuperResLib.training.config import TrainConfig, build_config
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SAMPLE, write_nifti
-from MRSuperResLib.cli.main import main
+from MRSuperResLib.cli import main
 from MRSuperResLib.events import FINAL_EVENTS, read_events
 from MRSuperResLib.models.weights import load_generator
 

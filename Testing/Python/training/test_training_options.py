@@ -12,7 +12,8 @@ from dataclasses import fields
 import pytest
 from conftest import ROOT
 
-from MRSuperResLib.cli.main import build_parser, main
+from MRSuperResLib.cli import main
+from MRSuperResLib.cli.commands import build_parser
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.progress import Progress
 from MRSuperResLib.training.config import (TrainConfig, build_config, check_options, choices_of,

@@ -419,10 +419,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def announce_self_supervised(config) -> str:
     """The line `train --self` prints before it starts: what it learns and about how long it
     takes here (three times a timed forward pass per iteration: a backward pass costs about two)."""
@@ -449,3 +445,7 @@ def announce_self_supervised(config) -> str:
     return (f"self-supervised fine-tune of {card.get('name', config.init)} on {config.fine_tune_on}: slices "
             f"{factor:g}x the in-plane spacing apart, {ratio:g} of that thick, {config.iters} iterations, "
             f"about {duration_text(seconds)} here")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
