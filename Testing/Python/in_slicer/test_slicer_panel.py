@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from MRSuperResLib import options
-from conftest import ROOT
+from conftest import ROOT, SAMPLE
 
 sys.path.insert(0, str(ROOT / "MRSuperRes"))
 import MRSuperRes as module  # noqa: E402
@@ -309,7 +309,7 @@ import MRSuperRes as m
 assert m.HAVE_APP
 w = m.MRSuperResWidget
 for name in ("onStartTraining", "pollTraining", "refreshModels", "onModelChanged", "detailValue",
-             "onMapOverlay", "showMapsOf", "onApply", "onJobFinished"):
+             "onMapOverlay", "showMapsOf", "onApply", "onJobFinished", "onDeviceChanged", "showDeviceNote"):
     assert callable(getattr(w, name)), name
 assert issubclass(m.MRSuperResTest, slm.ScriptedLoadableModuleTest)
 # Compare's factor follows the chosen in-plane model (an x2 model is compared at x2), not a thick one
@@ -352,3 +352,26 @@ def test_the_panel_file_is_python_3_9():
                           str(PANEL_FILE.parent / "MRSuperResPanel"), str(library)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_logic_loads_lists_plans_and_learns_the_device_without_torch():
+    """What the panel does when the module is entered (the logic, its model list, training choices,
+    the parameter node, the device note) and when a volume is chosen (the plan): none of it imports
+    torch or initialises CUDA in Slicer's process; the device is asked of a child."""
+    code = (f"import sys\n"
+            f"from MRSuperResLib.in_slicer.scene import headless_scene, load_volume\n"
+            f"headless_scene()\n"
+            f"from MRSuperResLib.in_slicer.logic import MRSuperResLogic\n"
+            f"from MRSuperResLib.in_slicer.device_probe import DeviceProbe\n"
+            f"logic = MRSuperResLogic()\n"
+            f"probe = DeviceProbe()\n"
+            f"assert logic.listModels() and logic.trainingChoices()\n"
+            f"logic.getParameterNode()\n"
+            f"plan = logic.plan(load_volume({str(SAMPLE)!r}, 'sample'))\n"
+            f"print(plan.direction, 'torch' in sys.modules, repr(probe.wait()))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    direction, torch_loaded, note = out.stdout.strip().split(" ", 2)
+    assert direction == "in-plane" and torch_loaded == "False"
+    import torch                                   # this test process may: it is not Slicer's
+    assert ("No CUDA GPU found" in note) == (not torch.cuda.is_available())
