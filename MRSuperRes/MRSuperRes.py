@@ -487,13 +487,16 @@ if HAVE_APP:
                 self.ui.trainingStatusLabel.text = "scene closed: the run stops after saving a checkpoint"
 
         def onApplicationQuit(self):
-            """Slicer is quitting: end every job's process tree now."""
-            for job in list(self.jobs.values()) + self.closedJobs + [self.trainingJob]:
-                if job is not None:
-                    try:
-                        job.terminate()
-                    except Exception:
-                        logging.exception("MRSuperRes: ending a job failed")
+            """Slicer is quitting: every job is asked to stop, a training gets the time to write its
+            checkpoint (it resumes from it), then what is left is ended (jobs.shutdown)."""
+            jobs = [job for job in list(self.jobs.values()) + self.closedJobs + [self.trainingJob] if job is not None]
+            if jobs:
+                try:
+                    from MRSuperResLib.in_slicer.jobs import shutdown
+                    with slicer.util.WaitCursor():
+                        shutdown(jobs)
+                except Exception:
+                    logging.exception("MRSuperRes: ending the jobs failed")
             self.jobs = {kind: None for kind in self.jobs}
             self.closedJobs, self.trainingJob = [], None
             if self.timer:

@@ -9,6 +9,8 @@ volumes as `<name>.npz` beside them; a STOP file in FOLDER cancels between batch
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 from ..errors import Cancelled, MRSuperResError
 from ..evaluation.comparison import Comparison, compare_volume
 from ..events import EventLog
+from ..parent_watch import watch_parent
 from ..models.catalog import load_model
 from ..pipeline.enhance import enhance_volume
 from ..pipeline.plan import Plan
@@ -58,6 +61,7 @@ class Reporter:
 
 def run(folder: Path) -> int:
     spec = json.loads((folder / "job.json").read_text())
+    watch_parent(lambda: _orphaned(folder))
     log = EventLog(folder / "events.jsonl")
     stop = folder / "STOP"
     try:
@@ -81,6 +85,13 @@ def run(folder: Path) -> int:
         return EXIT_INTERNAL
     finally:
         log.close()
+
+
+def _orphaned(folder: Path) -> None:
+    """Slicer is gone: nobody will read the result, so the job folder (the input and any outputs,
+    gigabytes for a large scan) goes, and the process ends at once."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os._exit(EXIT_STOPPED)
 
 
 def compute(kind: str, volume: Volume, model, options: dict) -> tuple[dict, dict]:

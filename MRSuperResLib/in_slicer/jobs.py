@@ -13,6 +13,9 @@ of the outputs (scene nodes) it makes on its own thread in `finish`. Cancel writ
 file, which the child checks between batches; a child that has not ended within `grace`
 seconds, or any child on `terminate()`, is ended with its whole process group (Slicer's
 PythonSlicer launcher starts python-real as its own child; on Windows, the process tree).
+Quitting Slicer (`shutdown`) asks every job to stop and gives each its grace (a training's is
+the time to write its checkpoint) before ending it; a child whose Slicer is killed or crashes
+stops by itself within seconds (parent_watch).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from ..errors import MRSuperResError
 from ..options import PROJECT_DIR
+from ..parent_watch import ENV as PARENT_ENV
 from ..events import EventReader, final_event
 
 STOP_FILE = "STOP"
@@ -58,12 +62,17 @@ def kill_tree(process: subprocess.Popen) -> None:
         pass
 
 
-def child_environment() -> dict:
+def child_environment(watched: bool = False) -> dict:
     """This process's environment with the folder holding MRSuperResLib first on PYTHONPATH, so
-    the child imports the same library (an extension's, a checkout's) as its parent."""
+    the child imports the same library (an extension's, a checkout's) as its parent. `watched`:
+    the child also gets this process's id, and stops by itself once this process is gone
+    (parent_watch)."""
     here = str(PROJECT_DIR)
     rest = [p for p in [os.environ.get("PYTHONPATH")] if p]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([here] + rest))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here] + rest))
+    if watched:
+        env[PARENT_ENV] = str(os.getpid())
+    return env
 
 
 def python_executable() -> str:
@@ -96,13 +105,19 @@ class Job:
         self.log = log or self.folder / "job.log"
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=child_environment(), **popen_options())
+                                            stdin=subprocess.DEVNULL, env=child_environment(watched=True),
+                                            **popen_options())
         self.pid = self.process.pid
 
     # -- progress
     @property
     def secondsLeft(self) -> float | None:
         return self.eta
+
+    @property
+    def grace(self) -> float:
+        """Seconds the child has to stop by itself once asked, before it is ended."""
+        return self._grace
 
     @property
     def progress(self) -> tuple[int, int, float | None]:
@@ -180,7 +195,7 @@ class Job:
                 self._grace = 0.0
 
     def terminate(self) -> None:
-        """End the child and its children now (Slicer is quitting); the job counts as cancelled."""
+        """End the child and its children now (Ctrl-C in the console); the job counts as cancelled."""
         if self.status == "running":
             self._stop_asked = self._stop_asked or time.monotonic()
             kill_tree(self.process)
@@ -203,6 +218,26 @@ class Job:
             from ..errors import Cancelled
             raise Cancelled()
         return self.result
+
+
+def shutdown(jobs, grace: float | None = None, poll_seconds: float = 0.2) -> None:
+    """Slicer is quitting: every job is asked to stop at once (its STOP file: a training writes its
+    checkpoint and model, an enhance stops between batches), then each gets its own grace period
+    (a training's STOP_GRACE; `grace` caps it) before what is left of it is ended. The waits run
+    side by side, so quitting takes at most the longest grace, not their sum."""
+    running = [job for job in jobs if job is not None and job.poll() == "running"]
+    for job in running:
+        job.cancel()
+    start = time.monotonic()
+    deadline = {id(job): start + (job.grace if grace is None else min(grace, job.grace)) for job in running}
+    while running:
+        running = [job for job in running if job.poll() == "running"]
+        late = [job for job in running if time.monotonic() > deadline[id(job)]]
+        for job in late:
+            job.terminate()
+        running = [job for job in running if job not in late]
+        if running:
+            time.sleep(poll_seconds)
 
 
 def message_of(exc: BaseException) -> str:
@@ -240,6 +275,8 @@ class ThreadJob:
             self._value = self._compute(self._progress, self.cancelled)
         except BaseException as exc:
             self._failure = exc
+
+    grace = 0.0                       # a thread cannot be ended: it is asked, and stops between batches
 
     def cancel(self) -> None:
         self.cancelled.set()

@@ -20,7 +20,6 @@ import copy
 import json
 import os
 import random
-import signal
 import sys
 import time
 from dataclasses import asdict
@@ -37,6 +36,8 @@ from ..engine.devices import autocast, device_name, resolve_precision, select_de
 from .distributed import NoLog, setup
 from ..errors import MRSuperResError
 from ..events import EventLog
+from ..parent_watch import watch_parent
+from .stop import StopRequest
 from ..progress import Progress
 from ..models.rrdbnet import RRDBNet
 from .config import (EXIT_DONE, EXIT_STOPPED, PRESETS, STAGE_LR, TrainConfig, check_config,
@@ -103,34 +104,6 @@ def _validate_one(ema: RRDBNet, lr: np.ndarray, hr: np.ndarray, device, precisio
 
 
 # ----------------------------------------------------------------------------- the run
-
-class StopRequest:
-    """SIGTERM/SIGINT or a STOP file in the run folder ask for a graceful stop."""
-
-    def __init__(self, run: Path):
-        self.stop_file = run / "STOP"
-        self.reason = None
-        self._previous = {}
-
-    def install(self) -> None:
-        import threading
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame) -> None:
-        self.reason = "signal"
-
-    def requested(self) -> bool:
-        if self.reason is None and self.stop_file.exists():
-            self.reason = "stop file"
-        return self.reason is not None
-
 
 class Trainer:
     """Holds everything a run needs; `prepare` validates and loads, `run` trains."""
@@ -218,6 +191,7 @@ class Trainer:
             stop.stop_file.unlink(missing_ok=True)     # a STOP left by a stopped run must not stop its resume
         self.world.barrier()
         stop.install()
+        watch_parent(stop.parent_gone)             # started from Slicer: Slicer gone -> checkpoint, then stop
         start_iter = 0
         try:
             self._build_training_state()

@@ -1,0 +1,147 @@
+"""A job's life when Slicer ends: quitting asks every job to stop and gives a training the time to
+write its checkpoint, which the run resumes from; a Slicer that is killed leaves no job running
+(the child notices within seconds, a training checkpoints first) and no job folder behind."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import ROOT, SAMPLE, write_nifti
+
+from MRSuperResLib.events import EventReader
+from MRSuperResLib.parent_watch import parent_alive
+
+TINY = ["--stage", "psnr", "--batch", "2", "--patch", "32", "--blocks", "1", "--features", "8", "--growth", "4",
+        "--log-every", "1", "--device", "cpu", "--precision", "fp32"]
+
+
+def training_volume(tmp_path):
+    img = nib.load(str(SAMPLE))
+    return write_nifti(tmp_path / "train.nii.gz", np.asarray(img.dataobj, np.float32)[:, :, 10:40], img.affine)
+
+
+def events_of(run):
+    path = run / "events.jsonl"
+    return EventReader(path).read_new() if path.exists() else []
+
+
+def wait_for(condition, seconds: float, step: float = 0.25):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+@pytest.mark.slow
+def test_a_training_whose_slicer_is_killed_checkpoints_and_ends_then_resumes(tmp_path):
+    """A stand-in for Slicer starts the training as the panel does (a Job), then is SIGKILLed."""
+    data, run = training_volume(tmp_path), tmp_path / "run"
+    argv = [sys.executable, "-m", "MRSuperResLib", "train", "--data", str(data), "--out", str(run), "--iters",
+            "100000", "--checkpoint-every", "100000", *TINY]
+    slicer_stand_in = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from MRSuperResLib.in_slicer.jobs import Job
+        run = Path({str(run)!r}); run.mkdir(parents=True, exist_ok=True)
+        job = Job({argv!r}, run, log=run / "train.log", stopped_means_cancelled=False)
+        print(job.pid, flush=True)
+        time.sleep(3600)
+        """)
+    parent = subprocess.Popen([sys.executable, "-c", slicer_stand_in], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        assert wait_for(lambda: any(e.get("event") == "progress" for e in events_of(run)), 180), \
+            (run / "train.log").read_text()[-2000:]
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        t0 = time.monotonic()
+        assert wait_for(lambda: not parent_alive(child), 20), "the training outlived its Slicer by 20 s"
+        ended = time.monotonic() - t0
+    finally:
+        if parent_alive(child):
+            os.killpg(child, signal.SIGKILL)
+    last = [e for e in events_of(run) if e.get("event") in ("stopped", "done", "error")][-1]
+    assert last["event"] == "stopped" and "started the run ended" in last["reason"], last
+    assert (run / "model.safetensors").exists() and ended < 20
+    stopped_at = last["iter"]
+    out = subprocess.run([sys.executable, "-m", "MRSuperResLib", "train", "--data", str(data), "--out", str(run),
+                          "--iters", str(stopped_at + 2), "--checkpoint-every", "100000", "--resume", *TINY],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    resumed = [e for e in events_of(run) if e.get("event") == "resumed"]
+    assert resumed and resumed[-1]["iter"] == stopped_at                  # from the checkpoint it wrote
+
+
+@pytest.mark.slow
+def test_an_enhance_whose_slicer_is_killed_ends_and_removes_its_job_folder(tmp_path, save_tiny):
+    from MRSuperResLib.models.rrdbnet import RRDBNet
+
+    model = save_tiny(RRDBNet(1, 1, scale=4, num_feat=32, num_block=4, num_grow_ch=16), "slow4")
+    img = nib.load(str(SAMPLE))
+    data = np.asarray(img.dataobj, np.float32)
+    slicer_stand_in = textwrap.dedent(f"""
+        import sys, time, json
+        import numpy as np
+        from pathlib import Path
+        from MRSuperResLib.in_slicer.jobs import Job, python_executable
+        from MRSuperResLib.in_slicer.job_worker import save_volume
+        from MRSuperResLib.scans.volumes import Volume
+        folder = Path({str(tmp_path / "job")!r}); folder.mkdir()
+        data = np.load({str(tmp_path / "data.npy")!r})
+        save_volume(Volume(data, np.eye(4)), folder / "input.npz")
+        (folder / "job.json").write_text(json.dumps(dict(kind="enhance", model={str(model)!r}, detail=None,
+            options=dict(axis=2, direction="in-plane", precision="fp32", device="cpu"), name="in")))
+        job = Job([python_executable(), "-m", "MRSuperResLib.in_slicer.job_worker", str(folder)], folder)
+        print(job.pid, flush=True)
+        time.sleep(3600)
+        """)
+    np.save(tmp_path / "data.npy", data)
+    parent = subprocess.Popen([sys.executable, "-c", slicer_stand_in], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    folder = tmp_path / "job"
+    try:
+        assert wait_for(lambda: any(e.get("event") == "progress" for e in events_of(folder)), 120)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        assert wait_for(lambda: not parent_alive(child), 20), "the job outlived its Slicer by 20 s"
+    finally:
+        if parent_alive(child):
+            os.killpg(child, signal.SIGKILL)
+    assert not folder.exists()                                            # no gigabytes left in the temp folder
+
+
+@pytest.mark.slow
+def test_quitting_gives_a_training_its_checkpoint_and_it_resumes(tmp_path, monkeypatch):
+    """What the panel does on quit (jobs.shutdown): STOP, the run's grace to checkpoint, then end."""
+    from MRSuperResLib.in_slicer.jobs import shutdown
+    from MRSuperResLib.in_slicer.logic import MRSuperResLogic
+    from MRSuperResLib.in_slicer.scene import headless_scene, load_volume
+
+    monkeypatch.setenv("MRSUPERRES_HOME", str(tmp_path / "home"))
+    headless_scene()
+    node = load_volume(training_volume(tmp_path), "train")
+    options = dict(stage="psnr", batch=2, patch=32, blocks=1, features=8, growth=4, log_every=1, device="cpu",
+                   precision="fp32", checkpoint_every=100000)
+    logic = MRSuperResLogic()
+    job = logic.train([node], tmp_path / "mine", iters=100000, **options)
+    run = tmp_path / "mine" / "run"
+    assert wait_for(lambda: job.poll() == "running" and any(e.get("event") == "progress" for e in job.events), 180)
+    t0 = time.monotonic()
+    shutdown([job])
+    assert job.status == "stopped" and time.monotonic() - t0 < job.grace, job.message
+    stopped = [e for e in events_of(run) if e.get("event") == "stopped"][-1]
+    again = logic.train([node], tmp_path / "mine", iters=stopped["iter"] + 2, resume=True, **options)
+    assert again.wait(timeout=300) == "done", again.message
+    resumed = [e for e in events_of(run) if e.get("event") == "resumed"]
+    assert resumed and resumed[-1]["iter"] == stopped["iter"]
+    assert json.loads((run / "config.json").read_text())["iters"] == 100000    # the first run's record stays
