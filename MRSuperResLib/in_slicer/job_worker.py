@@ -2,9 +2,9 @@
 
 FOLDER holds `job.json` ({"kind": "enhance" or "compare", "model", "detail", "options"}; an
 enhance's options carry the plan the logic made, so the child decides nothing again) and
-`input.npz` (the volume's voxels and IJK-to-RAS matrix, exact). The worker writes
+`input.npy` (save_volume: the voxels in VTK's order, the IJK-to-RAS matrix, exact). The worker writes
 `events.jsonl` (start, progress, then done, stopped or error) and, for `done`, the result
-volumes as `<name>.npz` beside them; a STOP file in FOLDER cancels between batches.
+volumes as `<name>.npy` beside them (maps with their display range); a STOP file in FOLDER cancels between batches.
 """
 from __future__ import annotations
 
@@ -32,16 +32,42 @@ PROGRESS_SECONDS = 0.5            # at most two progress events a second
 
 
 def save_volume(volume: Volume, path: Path) -> Path:
-    """Voxels and matrix, bit-exact and without pickles (a job's private exchange format)."""
-    with open(path, "wb") as f:
-        np.savez(f, data=np.ascontiguousarray(volume.data, dtype=np.float32),
-                 affine=np.asarray(volume.affine, dtype=np.float64))
+    """Voxels as an uncompressed .npy in VTK's memory order (x fastest: the (K, J, I) array a
+    Slicer node holds) and the IJK-to-RAS matrix beside it (.affine.npy): exact, no pickles, and
+    the parent maps the file into a node with one copy instead of reading, transposing and
+    copying it. A map's display range (meta "display_top") goes in .json: it is computed here,
+    in the child, not in Slicer's main thread."""
+    path = Path(path).with_suffix(".npy")
+    np.save(path, np.ascontiguousarray(np.asarray(volume.data, np.float32).transpose(2, 1, 0)))
+    np.save(path.with_suffix(".affine.npy"), np.asarray(volume.affine, np.float64))
+    shown = {k: volume.meta[k] for k in ("display_top", "display_window") if k in volume.meta}
+    if shown:
+        path.with_suffix(".json").write_text(json.dumps(shown))
     return path
 
 
 def load_volume(path: Path, name: str = "") -> Volume:
-    with np.load(path, allow_pickle=False) as z:
-        return Volume(z["data"], z["affine"], {"path": name or Path(path).stem})
+    """What save_volume wrote, its voxels memory-mapped: `data` is the (I, J, K) view of the
+    file's (K, J, I) array, read from disk only when a node is filled from it."""
+    path = Path(path).with_suffix(".npy")
+    meta = {"path": name or path.stem}
+    if path.with_suffix(".json").exists():
+        meta.update(json.loads(path.with_suffix(".json").read_text()))
+    data = np.load(path, mmap_mode="r", allow_pickle=False).transpose(2, 1, 0)
+    return Volume(data, np.load(path.with_suffix(".affine.npy"), allow_pickle=False), meta)
+
+
+def display_window(volume: Volume) -> list[float]:
+    """The window Slicer would choose automatically (its 0.1 and 99.9 percentiles, here of every
+    5th voxel), measured in the child so that the parent sets it instead of computing it."""
+    flat = np.asarray(volume.data).reshape(-1)[::5]
+    low, high = (float(v) for v in np.percentile(flat, [0.1, 99.9]))
+    return [low, high if high > low else low + 1.0]
+
+
+def display_top(volume: Volume) -> float:
+    """The top of a map's display window: the 99.5th percentile of |map| (1 where it is all 0)."""
+    return float(np.percentile(np.abs(volume.data), 99.5)) or 1.0
 
 
 class Reporter:
@@ -67,11 +93,11 @@ def run(folder: Path) -> int:
     try:
         log.write("start", 0, kind=spec["kind"])
         model, card = load_model(spec.get("model"), detail=spec.get("detail"))
-        volume = load_volume(folder / "input.npz", spec.get("name", "input"))
+        volume = load_volume(folder / "input.npy", spec.get("name", "input"))
         options = dict(spec.get("options") or {}, progress=Reporter(log), cancel=stop.exists)
         outputs, facts = compute(spec["kind"], volume, model, options)
         for name, vol in outputs.items():
-            save_volume(vol, folder / f"{name}.npz")
+            save_volume(vol, folder / f"{name}.npy")
         log.write("done", 0, outputs=sorted(outputs), model_name=card.get("name", "model"), facts=facts)
         return EXIT_DONE
     except Cancelled:
@@ -102,12 +128,19 @@ def compute(kind: str, volume: Volume, model, options: dict) -> tuple[dict, dict
         if isinstance(plan, dict):
             options = dict(options, plan=Plan.from_facts(plan))
         hr, facts = enhance_volume(volume, model, **options)
-        return {"output": hr, **{f"map_{m}": v for m, v in hr.maps.items()}}, facts
+        hr.meta["display_window"] = display_window(hr)
+        return {"output": hr, **{f"map_{m}": _ranged(v) for m, v in hr.maps.items()}}, facts
     comp = compare_volume(volume, model, **options)
     outputs = {"low_resolution": comp.low_resolution, **{f"output_{m}": v for m, v in comp.outputs.items()},
-               **{f"map_{m}": v for m, v in comp.maps.items()}}
+               **{f"map_{m}": _ranged(v) for m, v in comp.maps.items()}}
     return outputs, {"axis": comp.axis, "scale": comp.scale, "degradation": comp.degradation,
                      "summary": comp.summary, "per_slice": comp.per_slice}
+
+
+def _ranged(volume: Volume) -> Volume:
+    """A map with its display range, measured here (the child) rather than in Slicer's main thread."""
+    volume.meta["display_top"] = display_top(volume)
+    return volume
 
 
 def comparison_of(outputs: dict, facts: dict):

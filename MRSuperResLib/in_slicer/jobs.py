@@ -19,6 +19,7 @@ stops by itself within seconds (parent_watch).
 """
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import signal
@@ -99,6 +100,7 @@ class Job:
         self.status, self.result, self.error = "running", None, None
         self.done, self.total, self.eta = 0, 0, None
         self._finish, self._on_events, self._cleanup = finish, on_events, [Path(p) for p in cleanup]
+        self._landing = None                  # a finish that makes its nodes in steps, one per poll
         self._grace, self._stop_asked = grace, None
         self._stopped_means_cancelled = stopped_means_cancelled
         self._reader = EventReader(self.folder / "events.jsonl")
@@ -141,6 +143,8 @@ class Job:
     def poll(self) -> str:
         if self.status != "running":
             return self.status
+        if self._landing is not None:
+            return self._land()
         self._read()
         code = self.process.poll()
         if code is None:
@@ -160,11 +164,9 @@ class Job:
             if self._stop_asked is not None and self._stopped_means_cancelled:
                 self.status, self.error = "cancelled", "cancelled"   # asked to cancel: add nothing, even if done
             elif kind == "done" and code == 0:
-                self.result = self._finish(last) if self._finish else last
-                self.status = "done"
+                self._result_of(last, "done")
             elif kind == "stopped" and not self._stopped_means_cancelled:
-                self.result = self._finish(last) if self._finish else last
-                self.status = "stopped"
+                self._result_of(last, "stopped")
             elif self._stop_asked is not None:
                 self.status, self.error = "cancelled", "cancelled"
             else:
@@ -173,8 +175,35 @@ class Job:
         except BaseException as exc:            # making the result failed (e.g. a node): report it
             self.status, self.error = "failed", message_of(exc)
         finally:
-            for folder in self._cleanup:
-                shutil.rmtree(folder, ignore_errors=True)
+            if self._landing is None:
+                self._clean()
+
+    def _result_of(self, last: dict, status: str) -> None:
+        """What `finish` makes of the final event; a finish that is a generator lands in steps, one
+        per poll, the job still "running" until its last step (Slicer's timer never stalls for
+        all of it at once)."""
+        result = self._finish(last) if self._finish else last
+        if inspect.isgenerator(result):
+            self._landing, self._landed = result, status
+            self._land()
+        else:
+            self.result, self.status = result, status
+
+    def _land(self) -> str:
+        try:
+            next(self._landing)
+            return self.status
+        except StopIteration as done:
+            self.result, self.status = done.value, self._landed
+        except BaseException as exc:
+            self.status, self.error = "failed", message_of(exc)
+        self._landing = None
+        self._clean()
+        return self.status
+
+    def _clean(self) -> None:
+        for folder in self._cleanup:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _log_tail(self, code: int) -> str:
         try:
@@ -240,6 +269,15 @@ def shutdown(jobs, grace: float | None = None, poll_seconds: float = 0.2) -> Non
             time.sleep(poll_seconds)
 
 
+def finish_steps(steps):
+    """Run a generator of landing steps to its end, in one go; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
 def message_of(exc: BaseException) -> str:
     """One line for any failure a user may meet."""
     if isinstance(exc, MRSuperResError):
@@ -301,7 +339,8 @@ class ThreadJob:
             self.error = "cancelled" if self.status == "cancelled" else message_of(self._failure)
             return self.status
         try:
-            self.result = self._finish(self._value)
+            result = self._finish(self._value)
+            self.result = finish_steps(result) if inspect.isgenerator(result) else result
             self.status = "done"
         except BaseException as exc:
             self.status, self.error = "failed", message_of(exc)

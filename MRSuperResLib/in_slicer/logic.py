@@ -19,8 +19,8 @@ from ..errors import MRSuperResError
 from ..options import CONSISTENCY_DEFAULT, DIRECTION_DEFAULT
 from .jobs import Job, ThreadJob, python_executable
 from .layout import save_comparison_picture, show_comparison, slice_logic, view_images
-from .nodes import (MAP_OPACITY, CompareResult, add_map_nodes, add_volume_node, comparison_nodes,
-                           remove_nodes, show_map, volume_from_node)
+from .nodes import (MAP_OPACITY, CompareResult, add_map_nodes_steps, add_volume_node_steps, comparison_nodes,
+                    remove_nodes, show_map, volume_from_node)
 from .scene import layout_manager, require_slicer
 from ..files import safe_name
 from .training_jobs import TrainingJob, launch_training
@@ -160,14 +160,17 @@ class MRSuperResLogic:
                        maps=bool(maps))
 
         def finish(model_name, outputs, facts):
+            """The result node and its maps, made in steps: a non-blocking job makes one per poll,
+            so a large result never stalls Slicer's main thread all at once (nodes.LANDING_BYTES)."""
             from .job_worker import maps_of
 
             how = (f"through-plane x{facts['factor']:g}" if facts.get("direction") == "through-plane"
                    else f"x{facts['scale']}")
-            node = add_volume_node(outputs["output"], name or f"{volumeNode.GetName()} {model_name} {how}",
-                                   like=volumeNode)
+            node = yield from add_volume_node_steps(outputs["output"],
+                                                    name or f"{volumeNode.GetName()} {model_name} {how}",
+                                                    like=volumeNode)
             try:
-                add_map_nodes(self.scene, node, maps_of(outputs))
+                yield from add_map_nodes_steps(self.scene, node, maps_of(outputs))
             except BaseException:
                 remove_nodes([node])
                 raise
@@ -238,13 +241,13 @@ class MRSuperResLogic:
 
         folder = Path(tempfile.mkdtemp(prefix="mrsuperres-job-"))
         try:
-            save_volume(volume, folder / "input.npz")
+            save_volume(volume, folder / "input.npy")
             spec = dict(kind=kind, model=None if model is None else str(model), detail=detail, options=options,
                         name=volume.meta.get("path", "input"))
             (folder / "job.json").write_text(json.dumps(spec))
 
             def made(last):
-                outputs = {n: load_volume(folder / f"{n}.npz", n) for n in last["outputs"]}
+                outputs = {n: load_volume(folder / f"{n}.npy", n) for n in last["outputs"]}       # memory-mapped
                 return finish(last.get("model_name", "model"), outputs, last["facts"])
 
             cmd = [python_executable(), "-m", "MRSuperResLib.in_slicer.job_worker", str(folder)]

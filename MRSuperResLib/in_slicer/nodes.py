@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MRSuperResError
+from .jobs import finish_steps
 from .scene import require_slicer
 from ..scans.volumes import Volume
 
@@ -46,21 +47,57 @@ def volume_from_node(node, role: str = "input volume") -> Volume:
     return Volume(np.ascontiguousarray(data, dtype=np.float32), affine, {"path": name})
 
 
+LANDING_BYTES = 1 << 27        # voxels copied into a node per step (128 MB: about 0.3 s on 2 cores)
+
+
 def add_volume_node(volume: Volume, name: str, like=None):
     """A new scalar volume node holding `volume` (geometry exact), display copied from `like`."""
+    return finish_steps(add_volume_node_steps(volume, name, like))
+
+
+def add_volume_node_steps(volume: Volume, name: str, like=None, window: tuple | None = None):
+    """add_volume_node as a generator: each step copies at most LANDING_BYTES of voxels, read
+    straight from `volume.data` (a memory map of a job's output: one copy in all), so that Slicer's
+    main thread, which runs one step per timer tick, never stalls for a whole large volume.
+    `window` (low, high), or the volume's meta "display_window" (measured by the job's child):
+    the display range, set before the voxels arrive, so that Slicer does not compute its
+    automatic window over the whole volume here (1.4 s for 1024 x 1024 x 176). Returns the node
+    (StopIteration.value); a failure removes it."""
+    import vtk
+    from vtk.util.numpy_support import get_vtk_array_type
+
     slicer = require_slicer()
-    node = slicer.util.addVolumeFromArray(np.ascontiguousarray(volume.data.transpose(2, 1, 0)),
-                                          ijkToRAS=np.asarray(volume.affine, dtype=float),
-                                          name=slicer.mrmlScene.GenerateUniqueName(name),
-                                          nodeClassName="vtkMRMLScalarVolumeNode")
-    if node.GetDisplayNode() is None:
-        node.CreateDefaultDisplayNodes()
-    display = node.GetDisplayNode()
-    source = like.GetDisplayNode() if like is not None else None
-    if source is not None and source.GetColorNodeID():
-        display.SetAndObserveColorNodeID(source.GetColorNodeID())
-    elif display.GetColorNodeID() is None:
-        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
+    kji = volume.data.transpose(2, 1, 0)                    # Slicer's (K, J, I) order: a view, nothing read yet
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", slicer.mrmlScene.GenerateUniqueName(name))
+    try:
+        node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(np.asarray(volume.affine, dtype=float)))
+        image = vtk.vtkImageData()
+        image.SetDimensions(kji.shape[::-1])
+        image.AllocateScalars(get_vtk_array_type(kji.dtype), 1)
+        node.SetAndObserveImageData(image)
+        target = slicer.util.arrayFromVolume(node)
+        step = max(1, LANDING_BYTES // max(1, kji[0].nbytes))
+        for k in range(0, kji.shape[0], step):
+            target[k:k + step] = kji[k:k + step]
+            if k + step < kji.shape[0]:
+                yield
+        window = window or volume.meta.get("display_window")
+        if window is not None:
+            fixed = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+            fixed.AutoWindowLevelOff()
+            fixed.SetWindowLevelMinMax(float(window[0]), float(window[1]))
+            node.SetAndObserveDisplayNodeID(fixed.GetID())
+        slicer.util.arrayFromVolumeModified(node)
+        node.CreateDefaultDisplayNodes()                    # none made above: Slicer's automatic window
+        display = node.GetDisplayNode()
+        source = like.GetDisplayNode() if like is not None else None
+        if source is not None and source.GetColorNodeID():
+            display.SetAndObserveColorNodeID(source.GetColorNodeID())
+        elif display.GetColorNodeID() is None:
+            display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeGrey")
+    except BaseException:
+        remove_nodes([node])
+        raise
     return node
 
 
@@ -114,21 +151,24 @@ MAP_OPACITY = 0.5
 def add_map_nodes(scene, parent, maps: dict[str, Volume]) -> dict:
     """{name: node} of `maps` as volumes under `parent` in the subject hierarchy, coloured (signed
     consistency centred on 0), each pointing to its parent and the parent to them."""
+    return finish_steps(add_map_nodes_steps(scene, parent, maps))
+
+
+def add_map_nodes_steps(scene, parent, maps: dict[str, Volume]):
+    """add_map_nodes in landing steps (add_volume_node_steps); returns {name: node}."""
     slicer = require_slicer()
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
     made = {}
     try:
         for name, volume in maps.items():
-            node = add_volume_node(volume, f"{parent.GetName()} {MAP_TITLES.get(name, name)}")
+            yield
+            top = volume.meta.get("display_top") or float(np.percentile(np.abs(volume.data), 99.5)) or 1.0
+            window = (-top, top) if name == "consistency" else (0.0, top)         # signed consistency: 0 centred
+            node = yield from add_volume_node_steps(volume, f"{parent.GetName()} {MAP_TITLES.get(name, name)}",
+                                                    window=window)
             made[name] = node
             display = node.GetDisplayNode()
             display.SetAndObserveColorNodeID(MAP_COLOURS.get(name, "vtkMRMLColorTableNodeIron"))
-            top = float(np.percentile(np.abs(volume.data), 99.5)) or 1.0
-            display.AutoWindowLevelOff()
-            if name == "consistency":
-                display.SetWindowLevel(2 * top, 0.0)
-            else:
-                display.SetWindowLevel(top, top / 2)
             node.SetAttribute("MRSuperRes.mapOf", parent.GetID())
             parent.SetAttribute(f"MRSuperRes.map.{name}", node.GetID())
             # the application makes an item for every node; slicer-core alone does not

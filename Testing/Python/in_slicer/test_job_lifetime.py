@@ -98,7 +98,7 @@ def test_an_enhance_whose_slicer_is_killed_ends_and_removes_its_job_folder(tmp_p
         from MRSuperResLib.scans.volumes import Volume
         folder = Path({str(tmp_path / "job")!r}); folder.mkdir()
         data = np.load({str(tmp_path / "data.npy")!r})
-        save_volume(Volume(data, np.eye(4)), folder / "input.npz")
+        save_volume(Volume(data, np.eye(4)), folder / "input.npy")
         (folder / "job.json").write_text(json.dumps(dict(kind="enhance", model={str(model)!r}, detail=None,
             options=dict(axis=2, direction="in-plane", precision="fp32", device="cpu"), name="in")))
         job = Job([python_executable(), "-m", "MRSuperResLib.in_slicer.job_worker", str(folder)], folder)
