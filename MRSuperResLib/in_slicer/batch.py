@@ -53,8 +53,7 @@ def enhance_all(args) -> int:
 
     if getattr(slicer, "mrmlScene", None) is None:
         headless_scene()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.output)                   # made by the first output written: bad input leaves no folder
     logic = MRSuperResLogic()
     failures = 0
     options = dict(options_of(args), model=args.model)

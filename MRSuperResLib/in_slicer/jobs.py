@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..errors import MRSuperResError
 from ..options import PROJECT_DIR
-from ..parent_watch import ENV as PARENT_ENV
+from ..parent_watch import ENV as PARENT_ENV, parent_alive
 from ..events import EventReader, final_event
 
 STOP_FILE = "STOP"
@@ -74,6 +74,45 @@ def child_environment(watched: bool = False) -> dict:
     if watched:
         env[PARENT_ENV] = str(os.getpid())
     return env
+
+
+JOBS_FOLDER = "MRSuperRes-jobs"
+
+
+def jobs_root() -> Path:
+    """Where job folders live: under Slicer's temporary path in the application (where its users
+    look and its settings point), else the system's temporary folder."""
+    import tempfile
+
+    try:
+        import slicer
+        base = getattr(getattr(slicer, "app", None), "temporaryPath", None)
+    except ImportError:
+        base = None
+    return Path(base or tempfile.gettempdir()) / JOBS_FOLDER
+
+
+def new_job_folder() -> Path:
+    """A fresh job folder named after this process (`<pid>-...`), so that a later Slicer can tell
+    whose it is."""
+    import tempfile
+
+    root = jobs_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+
+
+def sweep_job_folders(root: Path | None = None) -> list[Path]:
+    """Remove the job folders of processes that are gone (a Slicer that crashed or was killed
+    before it could clean up); returns what was removed. Folders of running processes stay."""
+    removed = []
+    root = root or jobs_root()
+    for folder in (root.iterdir() if root.is_dir() else []):
+        owner = folder.name.split("-", 1)[0]
+        if folder.is_dir() and owner.isdigit() and int(owner) != os.getpid() and not parent_alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def python_executable() -> str:

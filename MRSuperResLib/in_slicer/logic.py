@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from ..errors import MRSuperResError
 from ..options import CONSISTENCY_DEFAULT, DIRECTION_DEFAULT
-from .jobs import Job, ThreadJob, python_executable
+from .jobs import Job, ThreadJob, new_job_folder, python_executable, sweep_job_folders
 from .layout import save_comparison_picture, show_comparison, slice_logic, view_images
 from .nodes import (MAP_OPACITY, CompareResult, add_map_nodes_steps, add_volume_node_steps, comparison_nodes,
                     remove_nodes, show_map, volume_from_node)
@@ -35,6 +34,7 @@ class MRSuperResLogic:
         self.slicer = require_slicer()
         self.scene = scene or self.slicer.mrmlScene
         self._models = {}
+        sweep_job_folders()          # left by a Slicer that crashed or was killed: gigabytes, never read
 
     # the panel's state in the scene (saved with it, restored when a scene is loaded)
     PARAMETER_DEFAULTS = {"model": "", "direction": DIRECTION_DEFAULT, "axis": "auto", "device": "auto", "detail": "0",
@@ -239,7 +239,7 @@ class MRSuperResLogic:
     def _child_job(kind, volume, model, detail, options, finish) -> Job:
         from .job_worker import load_volume, save_volume
 
-        folder = Path(tempfile.mkdtemp(prefix="mrsuperres-job-"))
+        folder = new_job_folder()
         try:
             save_volume(volume, folder / "input.npy")
             spec = dict(kind=kind, model=None if model is None else str(model), detail=detail, options=options,

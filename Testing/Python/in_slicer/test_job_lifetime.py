@@ -145,3 +145,33 @@ def test_quitting_gives_a_training_its_checkpoint_and_it_resumes(tmp_path, monke
     resumed = [e for e in events_of(run) if e.get("event") == "resumed"]
     assert resumed and resumed[-1]["iter"] == stopped["iter"]
     assert json.loads((run / "config.json").read_text())["iters"] == 100000    # the first run's record stays
+
+
+def test_job_folders_of_a_slicer_that_is_gone_are_swept_when_the_logic_starts(tmp_path, monkeypatch):
+    """Job folders live under Slicer's temporary path, named after the process that made them; a
+    new logic removes those whose process has ended (a crash, a kill) and keeps the living ones."""
+    import slicer
+    from MRSuperResLib.in_slicer import jobs
+    from MRSuperResLib.in_slicer.logic import MRSuperResLogic
+    from MRSuperResLib.in_slicer.scene import headless_scene
+
+    headless_scene()
+    monkeypatch.setattr(slicer, "app", type("App", (), {"temporaryPath": str(tmp_path / "slicer-tmp")})(),
+                        raising=False)
+    assert jobs.jobs_root() == tmp_path / "slicer-tmp" / jobs.JOBS_FOLDER
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    living = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folders = {}
+        for name, pid in (("gone", gone.pid), ("living", living.pid), ("mine", os.getpid())):
+            folders[name] = jobs.jobs_root() / f"{pid}-abc"
+            folders[name].mkdir(parents=True)
+            (folders[name] / "input.npy").write_bytes(b"x" * 1000)
+        MRSuperResLogic()
+        assert not folders["gone"].exists() and folders["living"].exists() and folders["mine"].exists()
+        made = jobs.new_job_folder()
+        assert made.parent == jobs.jobs_root() and made.name.startswith(f"{os.getpid()}-")
+    finally:
+        living.kill()
+        living.wait()

@@ -60,3 +60,27 @@ def test_the_batch_scripts_choices_are_the_librarys_options():
         assert calls[flag]["default"].id == default and calls[flag]["choices"].id == choices
     code = "import sys, MRSuperResLib.in_slicer.batch as b; b._run(['--help'])\nassert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+
+def test_the_batch_script_exits_when_the_library_cannot_even_be_imported(tmp_path):
+    """Slicer --python-script does not end by itself: a failure before main() still exits 1."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Broken:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'MRSuperResLib.in_slicer.batch':\n"
+        "            raise ImportError('a broken install (test)')\n"
+        "sys.meta_path.insert(0, Broken())\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "slicer_enhance.py"), "--input", "x.nii.gz",
+                          "--output", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "could not start" in out.stderr and "broken install" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_input_leaves_no_output_folder(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "slicer_enhance.py"), "--input",
+                          str(tmp_path / "missing.nii.gz"), "--output", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "missing.nii.gz" in out.stderr
+    assert not (tmp_path / "out").exists()
