@@ -230,8 +230,12 @@ class Job:
 
     def _land(self) -> str:
         try:
-            next(self._landing)
-            return self.status
+            if self._stop_asked is not None and self._stopped_means_cancelled:
+                self._landing.close()           # cancelled while landing: the steps remove what they made
+                self.status, self.error = "cancelled", "cancelled"
+            else:
+                next(self._landing)
+                return self.status
         except StopIteration as done:
             self.result, self.status = done.value, self._landed
         except BaseException as exc:

@@ -67,3 +67,22 @@ def test_a_failing_landing_step_removes_what_it_made_and_the_job_folder(tmp_path
     assert slicer.mrmlScene.GetNumberOfNodes() == count
     made = nodes.add_volume_node(volume, "whole")
     assert np.array_equal(slicer.util.arrayFromVolume(made), volume.data.transpose(2, 1, 0))
+
+
+@pytest.mark.slow
+def test_cancel_while_a_result_lands_leaves_the_scene_as_it_was(tmp_path, save_tiny, monkeypatch):
+    headless_scene()
+    node = load_volume(REAL_LR, "aniso")
+    model = save_tiny(tiny_model(4), "tiny4")
+    monkeypatch.setattr(nodes, "LANDING_BYTES", 1)                         # a step: one slice
+    count = slicer.mrmlScene.GetNumberOfNodes()
+    job = MRSuperResLogic().enhance(node, model=str(model), axis=2, precision="fp32", maps=True,
+                                    waitForCompletion=False)
+    steps = 0
+    while job.poll() == "running":
+        if job.process.poll() is not None and job.events and job.events[-1].get("event") == "done":
+            steps += 1
+            if steps == 5:                      # the output node is half filled
+                job.cancel()
+    assert job.status == "cancelled" and steps == 5
+    assert slicer.mrmlScene.GetNumberOfNodes() == count and not job.folder.exists()
