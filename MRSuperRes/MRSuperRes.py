@@ -82,6 +82,7 @@ if HAVE_APP:
     import logging
 
     from MRSuperResPanel.self_test import MRSuperResTest  # noqa: F401 (the test runner finds it here)
+    from MRSuperResPanel.device import DevicePanel
     from MRSuperResPanel.maps import MapsPanel
     from MRSuperResPanel.models import ModelsPanel
     from MRSuperResPanel.training import TrainingPanel
@@ -103,7 +104,7 @@ if HAVE_APP:
                 "Shakibapour and Ebrahimi, Single MR image super-resolution using generative adversarial "
                 "network; Colin27 sample (Holmes et al. 1998, BSD-3).")
 
-    class MRSuperResWidget(ModelsPanel, MapsPanel, TrainingPanel, ScriptedLoadableModuleWidget,
+    class MRSuperResWidget(ModelsPanel, MapsPanel, TrainingPanel, DevicePanel, ScriptedLoadableModuleWidget,
                            VTKObservationMixin):
         """The panel. It reads controls, calls the logic and shows what comes back. The logic
         (and with it torch) is created only once the dependencies are there: on entering the
@@ -358,26 +359,6 @@ if HAVE_APP:
                 self.ui.autoAxisLabel.text = "\n".join([plan.summary()] + [f"Warning: {w}" for w in plan.warnings])
             except Exception as exc:
                 self.ui.autoAxisLabel.text = str(exc)
-
-        def onDeviceChanged(self, *_):
-            """The note under the device choice, found out by a child process (DeviceProbe): this
-            process never imports torch or initialises CUDA. Asked once, shown when it answers."""
-            if self.logic is None:                # nothing installed yet: the dependency line says what
-                self.ui.deviceNoteLabel.text = ""
-                return
-            if self.deviceProbe is None:
-                from MRSuperResLib.in_slicer.device_probe import DeviceProbe
-                self.deviceProbe = DeviceProbe()
-                qt.QTimer.singleShot(500, self.showDeviceNote)
-            elif self.deviceProbe.note is not None:
-                self.ui.deviceNoteLabel.text = self.deviceProbe.note
-
-        def showDeviceNote(self):
-            note = self.deviceProbe.poll() if self.deviceProbe is not None else ""
-            if note is None:                      # still starting torch in the child: look again
-                qt.QTimer.singleShot(500, self.showDeviceNote)
-                return
-            self.ui.deviceNoteLabel.text = note
 
         # -- enhance and compare: one child-process job per section, polled by the timer
         def section(self, kind):

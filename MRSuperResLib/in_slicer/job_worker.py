@@ -26,6 +26,7 @@ from ..pipeline.enhance import enhance_volume
 from ..pipeline.plan import Plan
 from ..scans.volumes import Volume
 from .jobs import message_of
+from .nodes import display_top
 
 EXIT_DONE, EXIT_INTERNAL, EXIT_ERROR, EXIT_STOPPED = 0, 1, 2, 3
 PROGRESS_SECONDS = 0.5            # at most two progress events a second
@@ -63,11 +64,6 @@ def display_window(volume: Volume) -> list[float]:
     flat = np.asarray(volume.data).reshape(-1)[::5]
     low, high = (float(v) for v in np.percentile(flat, [0.1, 99.9]))
     return [low, high if high > low else low + 1.0]
-
-
-def display_top(volume: Volume) -> float:
-    """The top of a map's display window: the 99.5th percentile of |map| (1 where it is all 0)."""
-    return float(np.percentile(np.abs(volume.data), 99.5)) or 1.0
 
 
 class Reporter:

@@ -148,6 +148,11 @@ MAP_TITLES = {"consistency": "consistency map", "uncertainty": "uncertainty map"
 MAP_OPACITY = 0.5
 
 
+def display_top(volume: Volume) -> float:
+    """The top of a map's display window: the 99.5th percentile of |map| (1 where it is all 0)."""
+    return float(np.percentile(np.abs(volume.data), 99.5)) or 1.0
+
+
 def add_map_nodes(scene, parent, maps: dict[str, Volume]) -> dict:
     """{name: node} of `maps` as volumes under `parent` in the subject hierarchy, coloured (signed
     consistency centred on 0), each pointing to its parent and the parent to them."""
@@ -162,7 +167,7 @@ def add_map_nodes_steps(scene, parent, maps: dict[str, Volume]):
     try:
         for name, volume in maps.items():
             yield
-            top = volume.meta.get("display_top") or float(np.percentile(np.abs(volume.data), 99.5)) or 1.0
+            top = volume.meta.get("display_top") or display_top(volume)
             window = (-top, top) if name == "consistency" else (0.0, top)         # signed consistency: 0 centred
             node = yield from add_volume_node_steps(volume, f"{parent.GetName()} {MAP_TITLES.get(name, name)}",
                                                     window=window)
