@@ -1,8 +1,8 @@
 """MRSuperRes: super-resolution of MRI volumes with a 1-channel Real-ESRGAN generator.
 
 This file is the Slicer module: the module description and the panel (widget); the panel's
-model list, map overlay and training sections and the self-test are in MRSuperResPanel/ beside it.
-All work is done by `MRSuperResLogic` (MRSuperResLib/in_slicer/logic.py), which needs no Qt and is
+Enhance and Compare jobs, model list, map overlay, training section, device note and the
+self-test are in MRSuperResPanel/ beside it. All work is done by `MRSuperResLogic` (MRSuperResLib/in_slicer/logic.py), which needs no Qt and is
 also what the Python console and batch scripts use:
 
     import MRSuperRes
@@ -83,6 +83,7 @@ if HAVE_APP:
 
     from MRSuperResPanel.self_test import MRSuperResTest  # noqa: F401 (the test runner finds it here)
     from MRSuperResPanel.device import DevicePanel
+    from MRSuperResPanel.jobs import JobsPanel
     from MRSuperResPanel.maps import MapsPanel
     from MRSuperResPanel.models import ModelsPanel
     from MRSuperResPanel.training import TrainingPanel
@@ -93,7 +94,7 @@ if HAVE_APP:
             parent.title = "MRSuperRes"
             parent.categories = ["Filtering"]
             parent.dependencies = []
-            parent.contributors = ["MRSuperRes developers"]
+            parent.contributors = ["MRSuperRes project"]   # EXTENSION_CONTRIBUTORS (a test checks)
             parent.helpText = (
                 "Super-resolution of MRI volumes slice by slice with a 1-channel Real-ESRGAN generator; "
                 "ground-truth comparison with metrics in linked views; training and fine-tuning in the "
@@ -104,16 +105,18 @@ if HAVE_APP:
                 "Shakibapour and Ebrahimi, Single MR image super-resolution using generative adversarial "
                 "network; Colin27 sample (Holmes et al. 1998, BSD-3).")
 
-    class MRSuperResWidget(ModelsPanel, MapsPanel, TrainingPanel, DevicePanel, ScriptedLoadableModuleWidget,
-                           VTKObservationMixin):
-        """The panel. It reads controls, calls the logic and shows what comes back. The logic
-        (and with it torch) is created only once the dependencies are there: on entering the
-        panel when they already are, else on the first Apply/Start or 'Install dependencies'."""
+    class MRSuperResWidget(JobsPanel, ModelsPanel, MapsPanel, TrainingPanel, DevicePanel,
+                           ScriptedLoadableModuleWidget, VTKObservationMixin):
+        """The panel. It reads controls, calls the logic and shows what comes back. The logic needs
+        no torch and exists from setup on (slicer.util.getModuleLogic works on a fresh Slicer);
+        what its jobs need is installed on the first Apply/Start or 'Install dependencies'.
+        Job results are handled in the timer's callback, once per job, and never inside a modal
+        dialog: an error dialog opens after the callback has returned."""
 
         AXES = {"auto": "auto", "i (sagittal for RAS volumes)": 0, "j (coronal)": 1, "k (axial)": 2}
-        # per section: the Apply button, its progress bar and its status label
-        SECTIONS = {"enhance": ("enhanceButton", "progressBar", "progressLabel"),
-                    "compare": ("compareButton", "compareProgressBar", "compareStatusLabel")}
+        # buttons that start work; all disabled while the dependencies install (updateButtons)
+        ACTION_BUTTONS = ("enhanceButton", "compareButton", "installDependenciesButton", "importModelButton",
+                          "startTrainingButton", "resumeTrainingButton")
         # combo boxes whose items come from the library (models, training choices)
         LISTED_BY_LOGIC = ("modelComboBox", "compareModelComboBox", "stageComboBox", "presetComboBox")
 
@@ -129,7 +132,10 @@ if HAVE_APP:
             self.models = []
             self.timer = None
             self.deviceProbe = None               # the child that says what the device is
+            self.missing = []                     # what the jobs still need (dependency_lines)
+            self.installing = False               # an install is running (pip may process events)
             self._updating = False
+            self._polling = False                 # inside onTimer: a nested call returns at once
             self.CONTROLS = {**PANEL_CONTROLS,
                              **{name: TRAINING_PARAMETER_PREFIX + opt for name, opt in TRAINING_CONTROLS.items()}}
 
@@ -165,7 +171,7 @@ if HAVE_APP:
             self.ui.mapOverlayComboBox.connect("currentIndexChanged(int)", self.onMapOverlay)
             self.lastResult = None                   # the newest enhance node or CompareResult with maps
             self.ui.initModelComboBox.addItems(["realesrgan", "scratch"])
-            self.ui.stopTrainingButton.enabled = False
+            self.updateButtons()
             self.updateGUIFromParameterNode()
             self.connectControls()
             self.ui.enhanceButton.connect("clicked()", lambda: self.onApply("enhance"))
@@ -186,35 +192,60 @@ if HAVE_APP:
             self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
             self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneImported)
             slicer.app.connect("aboutToQuit()", self.onApplicationQuit)
-            self.showDependencyState()
-            self.onInputChanged()
+            self.startLogic()
 
         def enter(self):
-            """Dependencies already there: start the logic now (no install, no question)."""
-            if self.logic is None and not dependency_lines(installed_versions()):
-                self.startLogic()
+            """Something may have been installed meanwhile (the Python console, another module)."""
+            if self.logic is not None:
+                self.showDependencyState()
 
         # -- dependencies and the logic
         def showDependencyState(self):
-            missing = [] if self.logic is not None else dependency_lines(installed_versions())
-            self.ui.installDependenciesButton.visible = bool(missing)
-            self.ui.dependenciesLabel.visible = bool(missing)
-            self.ui.dependenciesLabel.text = ("Apply installs what MRSuperRes still needs: " + "; ".join(missing)
-                                              if missing else "")
+            self.missing = dependency_lines(installed_versions())
+            self.ui.installDependenciesButton.visible = bool(self.missing)
+            self.ui.dependenciesLabel.visible = bool(self.missing)
+            self.ui.dependenciesLabel.text = ("Apply installs what MRSuperRes still needs: " + "; ".join(self.missing)
+                                              if self.missing else "")
+
+        def updateButtons(self):
+            """Every button's enabled state, from the panel's state, in this one place."""
+            idle = not self.installing
+            for name in self.ACTION_BUTTONS:
+                getattr(self.ui, name).enabled = idle
+            for kind in self.SECTIONS:
+                self.section(kind)[0].enabled = idle and kind not in self.cancelling
+            training = self.trainingJob is not None
+            self.ui.startTrainingButton.enabled = self.ui.resumeTrainingButton.enabled = idle and not training
+            self.ui.stopTrainingButton.enabled = training and not self.trainingStopping
 
         def onInstallDependencies(self):
-            self.ensureLogic()
+            self.ensureDependencies()
 
-        def ensureLogic(self) -> bool:
-            """The logic, after installing what is missing (asks once); False leaves the panel as it was."""
-            if self.logic is None and ensure_dependencies(ask=True):
-                self.startLogic()
+        def ensureDependencies(self) -> bool:
+            """True when the logic and everything its jobs need are there; else installs what is
+            missing (asks once). While it installs (pip processes events on Slicer 5.8/5.10) the
+            action buttons are disabled and any second call returns False at once."""
+            if self.installing or self.logic is None:
+                return False
             self.showDependencyState()
-            return self.logic is not None
+            if not self.missing:
+                return True
+            self.installing = True
+            self.updateButtons()
+            try:
+                ensure_dependencies(ask=True)
+            finally:
+                self.installing = False
+                self.updateButtons()
+                self.showDependencyState()
+            if not self.missing:
+                self.onDeviceChanged()
+            return not self.missing
 
         def startLogic(self):
-            """Import the library (torch), then show what only it knows: the models, the training
-            choices and the defaults of settings the scene's node does not have yet."""
+            """The logic (no torch: Slicer's own packages suffice), then what only it knows: the
+            models, the training choices and the defaults of settings the scene's node lacks."""
+            self.showDependencyState()
             try:
                 with slicer.util.WaitCursor():
                     from MRSuperResLib.in_slicer.logic import MRSuperResLogic
@@ -232,11 +263,11 @@ if HAVE_APP:
                     self.updateGUIFromParameterNode()
                     self.onDeviceChanged()
                     self.onInputChanged()
-            except Exception as exc:
+            except Exception as exc:                 # in setup: no dialog, the panel says it
                 self.logic = None
                 logging.exception("MRSuperRes: starting the logic failed")
-                slicer.util.errorDisplay(f"MRSuperRes could not start: {exc}")
-            self.showDependencyState()
+                self.ui.dependenciesLabel.visible = True
+                self.ui.dependenciesLabel.text = f"MRSuperRes could not start: {exc}"
 
         # -- state: the scene's parameter node (saved with the scene) mirrors every control; the
         # same values persist between Slicer runs in QSettings, which seed only a NEW scene's node
@@ -360,99 +391,6 @@ if HAVE_APP:
             except Exception as exc:
                 self.ui.autoAxisLabel.text = str(exc)
 
-        # -- enhance and compare: one child-process job per section, polled by the timer
-        def section(self, kind):
-            return [getattr(self.ui, name) for name in self.SECTIONS[kind]]
-
-        def onApply(self, kind):
-            """Apply starts this section's job and becomes its Cancel; the other section is untouched."""
-            button, bar, label = self.section(kind)
-            job = self.jobs[kind]
-            if job is not None:
-                job.cancel()                      # asynchronous: the timer sees it end
-                self.cancelling.add(kind)
-                button.enabled = False
-                label.text = "cancelling..."
-                return
-            if not self.ensureLogic():
-                return
-            self.updateParameterNodeFromGUI()
-            self.saveSettings()
-            bar.maximum, bar.value = 100, 0
-            label.text = "starting..."
-            try:
-                self.jobs[kind] = self.launch(kind)
-            except Exception as exc:              # bad input: one message, nothing started
-                label.text = ""
-                slicer.util.errorDisplay(f"{kind.capitalize()} failed: {exc}")
-                return
-            button.text = "Cancel"
-            self.timer.start()
-
-        def launch(self, kind):
-            if kind == "enhance":
-                node, axis = self.ui.inputSelector.currentNode(), self.AXES[self.ui.axisComboBox.currentText]
-                plan = self.logic.plan(node, self.ui.directionComboBox.currentText, axis)
-                through = plan.direction == "through-plane"
-                return self.logic.enhance(
-                    node, model=self.modelFor(self.ui.modelComboBox, through), axis=axis, direction=plan.direction,
-                    device=self.ui.deviceComboBox.currentText, detail=None if through else self.detailValue(),
-                    selfEnsemble=self.ui.selfEnsembleCheckBox.checked and not through,
-                    consistency=self.ui.consistencyComboBox.currentText,
-                    maps=self.ui.mapsCheckBox.checked and not through, plan=plan, waitForCompletion=False)
-            thick = self.ui.degradationComboBox.currentText == "thick"
-            return self.logic.compare(
-                self.ui.groundTruthSelector.currentNode(), model=self.modelFor(self.ui.compareModelComboBox, thick),
-                scale=self.ui.scaleSpinBox.value, degradation=self.ui.degradationComboBox.currentText,
-                axis=self.AXES[self.ui.compareAxisComboBox.currentText],
-                device=self.ui.compareDeviceComboBox.currentText, consistency=self.ui.consistencyComboBox.currentText,
-                maps=self.ui.mapsCheckBox.checked and not thick, waitForCompletion=False)
-
-        def onTimer(self):
-            for kind, job in list(self.jobs.items()):
-                if job is None:
-                    continue
-                _, bar, label = self.section(kind)
-                status = job.poll()
-                if status == "running":
-                    bar.maximum, bar.value = max(1, job.total), job.done
-                    left = job.secondsLeft
-                    if job.total and kind not in self.cancelling:
-                        label.text = f"{job.done}/{job.total} slices" + (f", {left:.0f} s left" if left else "")
-                else:
-                    self.onJobFinished(kind, job, status)
-            for job in list(self.closedJobs):           # polled so that one stuck past its grace is ended
-                if job.poll() != "running":              # (a cancelled job adds nothing to the scene)
-                    self.closedJobs.remove(job)
-            if self.trainingJob is not None:
-                self.pollTraining()
-            if not any(self.jobs.values()) and not self.closedJobs and self.trainingJob is None:
-                self.timer.stop()
-
-        def onJobFinished(self, kind, job, status):
-            self.jobs[kind] = None
-            self.cancelling.discard(kind)
-            button, bar, label = self.section(kind)
-            button.text, button.enabled = "Apply", True
-            bar.maximum, bar.value = 100, 0
-            if status == "failed":
-                label.text = f"failed: {job.error}"
-                slicer.util.errorDisplay(f"{kind.capitalize()} failed: {job.error}")
-            elif status == "cancelled":
-                label.text = "cancelled; nothing was added to the scene"
-            elif kind == "enhance":
-                label.text = f"done: '{job.result.GetName()}' added to the scene"
-                self.showMapsOf(job.result, job.result.GetAttribute("MRSuperRes.map.consistency"))
-            else:
-                m = job.result.metrics
-                label.text = "\n".join(f"{method}: SSIM {v['ssim'][0]:.3f}, PSNR {v['psnr'][0]:.2f} dB, "
-                                       f"VIF {v['vif'][0]:.3f}" for method, v in m.items())
-                try:
-                    self.logic.showComparison(job.result)
-                except Exception as exc:           # no views (--no-main-window): the metrics still show
-                    logging.warning("MRSuperRes: cannot show the comparison: %s", exc)
-                self.showMapsOf(job.result, job.result.maps)
-
         # -- scene close and application quit: never block
         def onSceneStartClose(self, *_):
             self.lastResult = None
@@ -464,7 +402,7 @@ if HAVE_APP:
             if self.trainingJob is not None:
                 self.trainingJob.cancel()          # graceful: checkpoint and model, in the background
                 self.trainingStopping = True
-                self.ui.stopTrainingButton.enabled = False
+                self.updateButtons()
                 self.ui.trainingStatusLabel.text = "scene closed: the run stops after saving a checkpoint"
 
         def onApplicationQuit(self):

@@ -2,7 +2,7 @@
 has, found out by a child process (MRSuperResLib.in_slicer.device_probe), so that Slicer's own
 process never imports torch or initialises CUDA.
 
-A mixin of MRSuperResWidget (MRSuperRes.py), which owns `ui`, `logic` and `deviceProbe`.
+A mixin of MRSuperResWidget (MRSuperRes.py), which owns `ui`, `logic`, `missing` and `deviceProbe`.
 Imported only inside the Slicer application.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import qt
 class DevicePanel:
     def onDeviceChanged(self, *_):
         """Asked once, shown when the child answers."""
-        if self.logic is None:                # nothing installed yet: the dependency line says what
+        if self.logic is None or self.missing:    # torch not there yet: the dependency line says what
             self.ui.deviceNoteLabel.text = ""
             return
         if self.deviceProbe is None:

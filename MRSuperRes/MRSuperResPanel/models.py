@@ -2,7 +2,7 @@
 importing a weights file and opening the models folder.
 
 A mixin of MRSuperResWidget (MRSuperRes.py), which owns `ui`, `logic`, `models`, `_updating`
-and `ensureLogic`. Imported only inside the Slicer application.
+and `ensureDependencies`. Imported only inside the Slicer application.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ class ModelsPanel:
         return float(self.ui.detailSlider.value) if card.get("detail_partner") else None
 
     def onImportModel(self):
-        if not self.ensureLogic():
+        if not self.ensureDependencies():
             return
         path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Import a model",
                                               "", "Weights (*.safetensors *.pth *.param)")

@@ -1,8 +1,8 @@
 """The panel's training section: a child process whose event log fills the tables and the curves.
 
 A mixin of MRSuperResWidget (MRSuperRes.py), which owns `ui`, `logic`, `timer`, `trainingJob`,
-`trainingStopping`, `ensureLogic`, `updateParameterNodeFromGUI`, `saveSettings` and
-`refreshModels`. Imported only inside the Slicer application.
+`trainingStopping`, `ensureDependencies`, `updateButtons`, `showErrorLater`,
+`updateParameterNodeFromGUI`, `saveSettings` and `refreshModels`. Imported only inside the Slicer application.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from MRSuperResSetup.dependencies import default_home_dir, training_output_folde
 
 class TrainingPanel:
     def onStartTraining(self, resume=False):
-        if self.trainingJob is not None or not self.ensureLogic():
+        if self.trainingJob is not None or not self.ensureDependencies():
             return
         self.updateParameterNodeFromGUI()
         self.saveSettings()
@@ -36,7 +36,8 @@ class TrainingPanel:
                 self.ui.trainingVolumesSelector.checkedNodes(), str(folder),
                 validationNodes=[] if own else self.ui.validationVolumesSelector.checkedNodes(),
                 selfSupervised=own, **{**self.logic.trainingOptions(), "resume": resume})
-            self.setTrainingRunning(True)
+            self.trainingStopping = False
+            self.updateButtons()              # Start/Resume off, Stop on
             label.text = "starting..."
             self.timer.start()
             try:
@@ -44,16 +45,11 @@ class TrainingPanel:
             except Exception as exc:           # no layout (--no-main-window)
                 logging.warning("MRSuperRes: cannot show the loss curves: %s", exc)
 
-    def setTrainingRunning(self, running):
-        self.trainingStopping = False
-        self.ui.startTrainingButton.enabled = self.ui.resumeTrainingButton.enabled = not running
-        self.ui.stopTrainingButton.enabled = running
-
     def onStopTraining(self):
         if self.trainingJob is not None:
             self.trainingJob.stop()             # asks for a graceful stop; returns at once
             self.trainingStopping = True
-            self.ui.stopTrainingButton.enabled = False
+            self.updateButtons()
             self.ui.trainingStatusLabel.text = "stopping: saving a checkpoint and the model..."
 
     def pollTraining(self):
@@ -67,11 +63,12 @@ class TrainingPanel:
                 label.text = f"iteration {it}/{iters}" + (f", {eta / 60:.0f} min left" if eta else "")
             return
         self.trainingJob = None
-        self.setTrainingRunning(False)
+        self.trainingStopping = False
+        self.updateButtons()
         bar.maximum, bar.value = 100, 0
         if status == "failed":
-            label.text = "failed"
-            slicer.util.errorDisplay(job.message)
+            label.text = f"failed: {job.message}"
+            self.showErrorLater(job.message)
         elif status == "cancelled":
             label.text = "cancelled before a model was saved"
         else:

@@ -115,6 +115,16 @@ def sweep_job_folders(root: Path | None = None) -> list[Path]:
     return removed
 
 
+def check_child_packages() -> None:
+    """A job's child computes with torch: where it is missing (a fresh Slicer, whose panel and
+    logic need none) say how to get it, in one line, before anything is written."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise MRSuperResError("PyTorch and MRSuperRes's other dependencies are not installed: press 'Install "
+                              "dependencies' in the MRSuperRes module, or run MRSuperRes.ensure_dependencies()")
+
+
 def python_executable() -> str:
     """Slicer's Python for child processes (`PythonSlicer` in the app), else this Python."""
     exe = Path(sys.executable)

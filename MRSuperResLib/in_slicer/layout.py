@@ -115,7 +115,8 @@ def view_images(scene, result: CompareResult) -> dict[str, np.ndarray]:
     return images
 
 def save_comparison_picture(scene, result: CompareResult, path) -> Path:
-    """A labelled PNG of the comparison views with each method's mean SSIM / PSNR / VIF."""
+    """A labelled PNG of the comparison views with each method's mean SSIM / PSNR / VIF; its
+    text chunk names the model (`Description: model=NAME`), so a picture says what made it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -138,7 +139,8 @@ def save_comparison_picture(scene, result: CompareResult, path) -> Path:
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata={"Software": "MRSuperRes",
+                                                 "Description": f"model={result.modelName}"})
     plt.close(fig)
     return path
 

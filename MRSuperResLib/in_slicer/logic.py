@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import MRSuperResError
 from ..options import CONSISTENCY_DEFAULT, DIRECTION_DEFAULT
-from .jobs import Job, ThreadJob, new_job_folder, python_executable, sweep_job_folders
+from .jobs import Job, ThreadJob, check_child_packages, new_job_folder, python_executable, sweep_job_folders
 from .layout import save_comparison_picture, show_comparison, slice_logic, view_images
 from .nodes import (MAP_OPACITY, CompareResult, add_map_nodes_steps, add_volume_node_steps, comparison_nodes,
                     remove_nodes, show_map, volume_from_node)
@@ -239,6 +239,7 @@ class MRSuperResLogic:
     def _child_job(kind, volume, model, detail, options, finish) -> Job:
         from .job_worker import load_volume, save_volume
 
+        check_child_packages()
         folder = new_job_folder()
         try:
             save_volume(volume, folder / "input.npy")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import MRSuperResError
-from .jobs import Job, python_executable
+from .jobs import Job, check_child_packages, python_executable
 from ..files import safe_name
 from .nodes import fill_table, new_node, remove_nodes, volume_from_node
 
@@ -123,6 +123,8 @@ def launch_training(scene, volumeNodes, outputFolder, validationNodes=None, pyth
     from ..training.config import build_config, check_options, write_config_file
     from ..scans.volumes import write_volume
 
+    if python is None:
+        check_child_packages()
     nodes = list(volumeNodes or [])
     if not nodes:
         raise MRSuperResError("no training volume chosen")

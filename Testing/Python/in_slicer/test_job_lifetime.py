@@ -175,3 +175,30 @@ def test_job_folders_of_a_slicer_that_is_gone_are_swept_when_the_logic_starts(tm
     finally:
         living.kill()
         living.wait()
+
+
+def test_without_torch_a_job_is_refused_in_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    """A fresh Slicer's logic (slicer.util.getModuleLogic) exists before the dependencies do; an
+    enhance or a training it is asked for then says how to install them, and no job folder or
+    training folder is made."""
+    import importlib.util
+
+    import slicer
+    from MRSuperResLib.errors import MRSuperResError
+    from MRSuperResLib.in_slicer import jobs
+    from MRSuperResLib.in_slicer.logic import MRSuperResLogic
+    from MRSuperResLib.in_slicer.scene import headless_scene, load_volume
+
+    headless_scene()
+    node = load_volume(SAMPLE, "sample")
+    monkeypatch.setattr(slicer, "app", type("App", (), {"temporaryPath": str(tmp_path / "slicer-tmp")})(),
+                        raising=False)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    logic = MRSuperResLogic()
+    for start in (lambda: logic.enhance(node, waitForCompletion=False),
+                  lambda: logic.train([node], str(tmp_path / "run"))):
+        with pytest.raises(MRSuperResError, match=r"^PyTorch and MRSuperRes's other dependencies are not "
+                                                   r"installed: press 'Install dependencies'"):
+            start()
+    assert not jobs.jobs_root().exists() and not (tmp_path / "run").exists()

@@ -271,6 +271,25 @@ def test_cmake_lists_every_shipped_file():
     assert entry["build_dependencies"] == ["PyTorch"] and entry["scm_url"].endswith(".git")
 
 
+def test_the_extension_catalog_shows_the_projects_name_and_pictures_of_a_shipped_model():
+    """What the Extensions Index shows: the contributors (the same in the module), and screenshots
+    that are files of this repository; the comparison layout's names the shipped model that made
+    it in its PNG text (not the unadapted network, which scores below bicubic on MRI)."""
+    from PIL import Image
+
+    from MRSuperResLib.options import SHIPPED_MODELS_DIR
+
+    top = (ROOT / "CMakeLists.txt").read_text()
+    contributors = re.search(r'set\(EXTENSION_CONTRIBUTORS "([^"]+)"\)', top).group(1)
+    assert f'parent.contributors = ["{contributors}"]' in (ROOT / "MRSuperRes" / "MRSuperRes.py").read_text()
+    urls = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', top).group(1).split()
+    pictures = [ROOT / url.split("/main/", 1)[1] for url in urls]
+    assert pictures and all(p.is_file() and p.suffix == ".png" for p in pictures), pictures
+    shipped = {p.stem for p in SHIPPED_MODELS_DIR.glob("*.safetensors")}
+    layout = Image.open(ROOT / "Resources" / "Screenshots" / "compare_layout.png")
+    assert layout.text.get("Description", "").removeprefix("model=") in shipped, layout.text
+
+
 @pytest.mark.slow
 def test_the_api_on_a_scene_set_up_by_the_caller(tmp_path, models):
     """As a user of slicer-core would: own scene and application logic, vtkSlicerVolumesLogic."""
