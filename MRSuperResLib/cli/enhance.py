@@ -172,7 +172,8 @@ def run_batch(args) -> int:
     models = Models(args)
     options = options_of(args)
     rows, t_batch = [], time.perf_counter()
-    todo = [i for i in items if i.skip is None]
+    checked = {id(item): check_item(item, out_dir, args, options, models) for item in items if item.skip is None}
+    todo = [i for i in items if i.skip is None and checked[id(i)][1] is not True]
     print(f"mrsuperres: {len(items)} input(s) in shard {index} of {count}, {len(todo)} to enhance, "
           f"output in {out_dir}", flush=True)
     if any(i.bids for i in items):
@@ -186,15 +187,17 @@ def run_batch(args) -> int:
             if item.skip is not None:
                 row.update(status="skipped", message=item.skip)
                 continue
-            sha = item.sha256()
-            if not args.overwrite and is_up_to_date(item, output, sha, options, expected_model(models)):
+            sha, fresh = checked[id(item)]
+            if isinstance(fresh, Exception):
+                raise fresh
+            if fresh:
                 row.update(status="up to date", message="output and sidecar match (--overwrite redoes it)")
                 continue
             volume = item.read()
             maps_dir = (Path(args.maps) / item.output.parent) if args.maps else None
-            facts, _, _ = enhance_to_files(volume, output, args, models, maps_dir=maps_dir,
-                                              progress=Progress(f"{n}/{len(items)}"))
-            write_sidecar(output, item, sha, facts, options)
+            facts, _, written = enhance_to_files(volume, output, args, models, maps_dir=maps_dir,
+                                                 progress=Progress(f"{n}/{len(items)}"))
+            write_sidecar(output, item, sha, facts, options, written)
             row.update(status="done")
         except (MRSuperResError, OSError) as exc:
             row.update(status="failed", message=str(exc))
@@ -214,6 +217,17 @@ def run_batch(args) -> int:
           f"{sum(r['status'] == 'skipped' for r in rows)} skipped, {len(failed)} failed; summary in "
           f"{_summary_path(out_dir, index, count)}", flush=True)
     return 1 if failed else 0
+
+
+def check_item(item, out_dir: Path, args, options: dict, models: Models) -> tuple:
+    """(input sha256, True when its output is up to date), found before the batch announces what it
+    will do; (None, the error) for an input that cannot be read, which then fails in its turn."""
+    try:
+        sha = item.sha256()
+        return sha, not args.overwrite and is_up_to_date(item, out_dir / item.output, sha, options,
+                                                         expected_model(models))
+    except (MRSuperResError, OSError) as exc:
+        return None, exc
 
 
 def _has_cuda() -> bool:

@@ -1,16 +1,18 @@
 """What a batch leaves beside each output and in its folder: a JSON sidecar (input and its sha256,
-model and its sha256, every option, version, device, precision, time) written atomically once the
-output is complete, the test a rerun uses to skip an input whose output and sidecar match, and the
-`mrsuperres_summary.tsv` of every input's status (docs/cohorts.md)."""
+model and its sha256, every option, the sha256 of every file written, version, device, precision,
+time) written atomically once the output is complete, the test a rerun uses to skip an input
+whose output and sidecar match (the files re-hashed: a truncated or replaced output is redone),
+and the `mrsuperres_summary.tsv` of every input's status (docs/cohorts.md)."""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 from ..errors import MRSuperResError
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, sha256_of
 from ..scans.volumes import stem as _stem
 
 SUMMARY = "mrsuperres_summary"
@@ -27,7 +29,8 @@ def options_of(args) -> dict:
 
 
 def up_to_date(output: Path, input_sha: str, model: dict, options: dict) -> bool:
-    """The output and its sidecar exist and record this input, model and options."""
+    """The output and its sidecar exist and record this input, model and options, and every file
+    the sidecar lists (the output among them) still has the sha256 it was written with."""
     side = sidecar_path(output)
     if not (output.exists() and side.exists()):
         return False
@@ -37,14 +40,32 @@ def up_to_date(output: Path, input_sha: str, model: dict, options: dict) -> bool
         return False
     return (record.get("input", {}).get("sha256") == input_sha and record.get("options") == options
             and record.get("model", {}).get("sha256") == model.get("sha256")
-            and record.get("model", {}).get("name") == model.get("name"))
+            and record.get("model", {}).get("name") == model.get("name")
+            and files_intact(output, record.get("files")))
 
 
-def write_sidecar(output: Path, item, sha: str, facts: dict, options: dict) -> Path:
-    """`output`'s JSON sidecar, written atomically once the output is complete: what made it."""
+def files_intact(output: Path, files) -> bool:
+    """Each recorded file (relative to the output's folder) exists with its recorded sha256; a
+    sidecar from before checksums were kept lists none, and its output is redone."""
+    if not isinstance(files, dict) or output.name not in files:
+        return False
+    for name, sha in files.items():
+        path = output.parent / name
+        try:
+            if not path.is_file() or sha256_of(path) != sha:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def write_sidecar(output: Path, item, sha: str, facts: dict, options: dict, written: list[Path]) -> Path:
+    """`output`'s JSON sidecar, written atomically once the output is complete: what made it, and
+    the sha256 of each file `written` (the output and its maps)."""
     from .. import __version__
 
-    record = {"input": {"path": item.label, "sha256": sha}, "output": output.name,
+    files = {os.path.relpath(path, output.parent).replace(os.sep, "/"): sha256_of(path) for path in written}
+    record = {"input": {"path": item.label, "sha256": sha}, "output": output.name, "files": files,
               "model": {"name": facts["model"]["name"], "sha256": facts["model"].get("sha256")},
               "options": options, "version": __version__, "device": facts["device"],
               "precision": facts["precision"], "engine": facts["engine"], "seconds": facts["seconds"],

@@ -78,7 +78,7 @@ def enhance_all(args) -> int:
                                       selfEnsemble=args.self_ensemble))
             target.parent.mkdir(parents=True, exist_ok=True)
             write_volume(volume_from_node(made[1], "result"), target)
-            write_sidecar(target, item, sha, json.loads(made[1].GetAttribute("MRSuperRes.facts")), options)
+            write_sidecar(target, item, sha, json.loads(made[1].GetAttribute("MRSuperRes.facts")), options, [target])
             print(f"{item.label} -> {target}")
         except Exception as exc:              # one input's failure: say so, go on with the others
             print(f"mrsuperres: {item.label}: {problem(exc)}", file=sys.stderr)

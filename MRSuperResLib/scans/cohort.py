@@ -140,16 +140,27 @@ def _bids(root: Path) -> list[Item]:
 
 
 def _unique(items: list[Item]) -> list[Item]:
-    """Distinct output names: a repeated one gets _2, _3, ... in input order."""
-    seen: dict[str, int] = {}
+    """Distinct output names, decided before any work: the first input keeps its name, a later
+    one with the same name gets the first _2, _3, ... that no input's own name is and no earlier
+    input took (`a.nrrd` beside `a.nii.gz` and `a_2.nii.gz` becomes a_3_sr). Names compare without
+    case, as on Windows and macOS."""
+    own = {str(item.output).lower() for item in items}
+    taken: set[str] = set()
     for item in items:
         key = str(item.output).lower()
-        if key in seen:
-            seen[key] += 1
-            name = item.output.name[: -len("_sr.nii.gz")] if item.output.name.endswith("_sr.nii.gz") else item.output.stem
-            item.output = item.output.with_name(f"{name}_{seen[key]}_sr.nii.gz")
-        else:
-            seen[key] = 1
+        if key in taken:
+            name = item.output.name
+            tail = "_sr.nii.gz" if name.endswith("_sr.nii.gz") else ".nii.gz" if name.endswith(".nii.gz") else ""
+            base = name[: len(name) - len(tail)] if tail else item.output.stem
+            tail = tail or item.output.suffix
+            n = 2
+            while True:
+                candidate = item.output.with_name(f"{base}_{n}{tail}")
+                if str(candidate).lower() not in taken | own:
+                    break
+                n += 1
+            item.output, key = candidate, str(candidate).lower()
+        taken.add(key)
     return items
 
 
