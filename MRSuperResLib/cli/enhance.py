@@ -100,7 +100,8 @@ def enhance_to_files(volume: Volume, output: Path, args, models: Models, maps_di
     check_spacing(volume, direction, axis, args.spacing)                    # before a model is looked up
     spec = None if model is not None else default_model_for(direction, args.scale)
     scale = model.scale if model is not None else (args.scale or model_scale(spec))
-    plan = make_plan(volume, direction, axis, why, scale, args.spacing)   # bad --spacing: refused before loading
+    dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
+    plan = make_plan(volume, direction, axis, why, scale, args.spacing, dtype=dtype)   # refused before loading
     if model is None:
         model, card = models.get(spec)
     if args.scale and model.scale != args.scale:
@@ -114,7 +115,6 @@ def enhance_to_files(volume: Volume, output: Path, args, models: Models, maps_di
                                progress=progress or Progress("enhance"),
                                self_ensemble=args.self_ensemble, consistency=args.consistency,
                                maps=bool(args.maps), runner=runner, plan=plan)
-    dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
     map_paths = {name: path for name, path in map_paths.items() if name in hr.maps}
     written = write_all({Path(output): (hr, dtype),
                          **{path: (hr.maps[name], "float32") for name, path in map_paths.items()}})

@@ -11,11 +11,13 @@ from ..engine.limits import check_slice_size
 from ..errors import MRSuperResError
 from ..options import CONSISTENCY_FALLBACK, DIRECTIONS
 from ..scans import geometry
+from ..scans.sizes import check_output_size
 from ..scans.slice_profile import factor_of, fine_count
 
 THICK_RATIO = 1.5           # auto: through-plane when the slices are this much coarser than the plane
 FINE_MM = 1.0               # at or below this, a plane is already fine: say so before making it finer
 BIG_FILE_BYTES = 1 << 30
+MAX_SLICE_FACTOR = 32       # through-plane: the finest --spacing is the slice spacing / 32 (7 mm slices -> 0.22 mm)
 
 
 @dataclass
@@ -32,13 +34,14 @@ class Plan:
     output_bytes: int
     seconds: float | None = None
     warnings: list = field(default_factory=list)
+    output_dtype: str = "float32"           # what the file holds (--dtype input keeps the input's type)
 
     def summary(self) -> str:
         sp = " x ".join(f"{s:.3g}" for s in self.output_spacing)
         eta = f", about {duration_text(self.seconds)}" if self.seconds is not None else ""
         return (f"{self.direction} x{self.factor:g} along {geometry.AXIS_NAMES[self.axis]} ({self.why}): "
                 f"{self.input_shape} -> {self.output_shape} voxels of {sp} mm, "
-                f"{self.output_bytes / 2**20:.0f} MB as float32{eta}")
+                f"{self.output_bytes / 2**20:.0f} MB as {self.output_dtype}{eta}")
 
     def as_facts(self) -> dict:
         return asdict(self)
@@ -115,6 +118,9 @@ def target_factor(volume, axis: int, spacing: float | None) -> float:
     if factor <= 1:
         raise MRSuperResError(f"the target spacing {target:.4g} mm is not finer than the slice spacing "
                               f"{sp[axis]:.4g} mm")
+    if factor > MAX_SLICE_FACTOR:
+        raise MRSuperResError(f"the target spacing {target:.4g} mm is {factor:.0f}x finer than the slice spacing "
+                              f"{sp[axis]:.4g} mm: at most {MAX_SLICE_FACTOR}x ({sp[axis] / MAX_SLICE_FACTOR:.3g} mm)")
     return factor
 
 
@@ -128,8 +134,10 @@ def check_spacing(volume, direction: str, axis: int, spacing: float | None) -> N
 
 
 def make_plan(volume, direction: str, axis: int, why: str, scale: int = 4, spacing: float | None = None,
-              seconds_per_voxel: float | None = None) -> Plan:
-    """Output shape, voxel size, file size, time (where the per-voxel cost is known) and warnings."""
+              seconds_per_voxel: float | None = None, dtype: str = "float32") -> Plan:
+    """Output shape, voxel size, file size (as `dtype`), time (where the per-voxel cost is known) and
+    warnings. An output larger than the limit or the memory available is refused here, before
+    anything is allocated (a --spacing of 0.0001 mm would ask for hundreds of gigabytes)."""
     shape, sp = list(volume.data.shape), volume.spacing
     out_shape, out_sp = list(shape), [float(s) for s in sp]
     warnings = []
@@ -155,12 +163,13 @@ def make_plan(volume, direction: str, axis: int, why: str, scale: int = 4, spaci
         if min(shape) >= 2 and sp[axis] >= THICK_RATIO * max(plane):
             warnings.append(f"the {sp[axis]:.3g} mm slices stay as they are: --direction through-plane (the "
                             "through-plane model) makes them finer")
-    out_bytes = 4 * int(np.prod(out_shape))
+    check_output_size(out_shape, f" (--spacing {spacing:g} mm is too fine?)" if spacing is not None else "")
+    out_bytes = np.dtype(dtype).itemsize * int(np.prod(out_shape, dtype=np.int64))
     if out_bytes > BIG_FILE_BYTES:
         warnings.append(f"the output is {out_bytes / 2**30:.1f} GB")
     seconds = network_voxels(direction, out_shape) * seconds_per_voxel if seconds_per_voxel else None
     return Plan(direction, axis, factor, why, shape, [float(s) for s in sp], out_shape, out_sp, out_bytes,
-                seconds, warnings)
+                seconds, warnings, dtype)
 
 
 

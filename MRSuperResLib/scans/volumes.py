@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import MRSuperResError
 from ..files import atomic_path
+from . import sizes
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -126,10 +127,15 @@ def _read_nifti(path: Path):
     """NIfTI-1/2 via nibabel; the qform and sform (and their codes) are kept for writing back."""
     import nibabel as nib
 
-    img = nib.load(str(path))
+    img = nib.load(str(path))                 # the header only: the voxels are read below
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise MRSuperResError(f"{path} is not a NIfTI image")
     dtype = img.get_data_dtype()
+    gz = str(path).lower().endswith(".gz")
+    sizes.check_declared_size(path, img.shape, dtype.itemsize, 0 if gz else int(img.dataobj.offset),
+                              "gzip" if gz else "raw")
+    sizes.check_memory(f"reading {path} ({sizes.shape_text(img.shape)} voxels)",
+                       int(np.prod(img.shape, dtype=np.int64)) * (4 + dtype.itemsize))
     if dtype.names is not None or dtype.kind == "c":
         raise MRSuperResError(f"{path} is an RGB, vector or complex image ({dtype}): need a single-channel volume")
     if img.header.get_intent()[0] in ("vector", "rgb vector", "rgba vector"):
@@ -156,6 +162,7 @@ def _read_nrrd(path: Path):
     """NRRD via pynrrd; no `space` field means ITK's (and Slicer's) convention, LPS."""
     import nrrd
 
+    check_nrrd_header(path, nrrd.read_header(str(path)))
     raw, header = nrrd.read(str(path), index_order="F")
     kinds = [str(k).lower() for k in header.get("kinds", [])]
     if kinds and len(kinds) == raw.ndim:      # drop size-1 non-spatial axes (e.g. a 1-element list axis)
@@ -190,6 +197,36 @@ def _read_nrrd(path: Path):
     if thick is not None and len(thick) == 3:
         meta["thicknesses"] = [float(t) if t is not None else float("nan") for t in thick]
     return data, affine, meta
+
+
+def check_nrrd_header(path: Path, header: dict) -> None:
+    """Before pynrrd reads the voxels: a detached data file must lie in the header's folder (a
+    .nhdr cannot make MRSuperRes read /etc/passwd as an image), and the file must be able to hold
+    what the header declares."""
+    import nrrd.reader
+
+    data_file = header.get("data file") or header.get("datafile")
+    target = None
+    if data_file:
+        if str(data_file).startswith("LIST") or "%" in str(data_file):
+            raise MRSuperResError(f"{path}: NRRD data split over several files is not supported")
+        folder = path.resolve().parent
+        target = (folder / str(data_file)).resolve()
+        if folder not in target.parents:
+            raise MRSuperResError(f"{path}: its data file {data_file} lies outside the header's folder; "
+                                  "keep the .nhdr beside its data")
+        if not target.is_file():
+            raise MRSuperResError(f"{path}: its data file {target} does not exist")
+    try:
+        itemsize = nrrd.reader._determine_datatype(header).itemsize
+        shape = [int(n) for n in header["sizes"]]
+    except Exception:                         # noqa: BLE001 (pynrrd then refuses it in its own words)
+        return
+    encoding = str(header.get("encoding", "raw")).lower()
+    sizes.check_declared_size(path, shape, itemsize, int(header.get("byte skip", 0) or 0) if target else 0,
+                              {"gz": "gzip"}.get(encoding, encoding), target)
+    sizes.check_memory(f"reading {path} ({sizes.shape_text(shape)} voxels)",
+                       int(np.prod(shape, dtype=np.int64)) * (4 + itemsize))
 
 
 def _scalar_shape(shape: tuple, path: Path) -> tuple:
