@@ -8,7 +8,9 @@ the fastest that agrees to ACCURACY_DB wins, with the batch (one slice per pass,
 that ran it fastest. The choice is cached in the user's cache folder,
 keyed by the machine (CPU model, usable cores, torch version, device) and the architecture; a
 cache that is unreadable, of another version or of another machine is measured again, never
-trusted. `mrsuperres bench --calibrate` measures again on purpose.
+trusted, and so is an entry that breaks the schema (`entry_problem`): a well-formed but wrong
+entry otherwise failed or misreported every run. `mrsuperres bench --calibrate` measures again on
+purpose.
 """
 from __future__ import annotations
 
@@ -16,13 +18,14 @@ import json
 import platform
 import sys
 import time
+from dataclasses import fields
 
 import numpy as np
 import torch
 
 from ..errors import MRSuperResError
 from ..files import atomic_write_bytes
-from ..options import ENGINES, SAMPLE_VOLUME, home_dir
+from ..options import ENGINES, PRECISIONS, SAMPLE_VOLUME, home_dir
 from .choice import Choice, label_of, split
 from .devices import cpu_has_fast_bf16, resolve_precision, select_device, usable_cores
 from .limits import ACCURACY_DB
@@ -101,6 +104,37 @@ def write_cache(key: dict, choice: Choice) -> None:
         atomic_write_bytes(cache_path(), json.dumps({"version": CACHE_VERSION, "entries": entries}, indent=1).encode())
     except OSError:
         pass
+
+
+def entry_problem(choice, options: list[str]) -> str | None:
+    """What is wrong with a cached choice, or None: the fields and types of a Choice, values from
+    options.py's lists, and a way to run among `options` (this device's paths, narrowed to the
+    precision and engine asked for), so a cached entry never runs what the device cannot (fp16 on a
+    CPU, bf16 without units, OpenVINO off the CPU) nor what the user did not ask for."""
+    if not isinstance(choice, dict):
+        return "not a record"
+    unknown = sorted(set(choice) - {f.name for f in fields(Choice)})
+    if unknown:
+        return f"unknown field '{unknown[0]}'"
+    precision, engine = choice.get("precision"), choice.get("engine", "torch")
+    if precision not in PRECISIONS or precision == "auto":
+        return f"precision {precision!r} is none of {', '.join(p for p in PRECISIONS if p != 'auto')}"
+    if engine not in ENGINES or engine == "auto":
+        return f"engine {engine!r} is none of {', '.join(e for e in ENGINES if e != 'auto')}"
+    if label_of(engine, precision) not in options:
+        return f"{label_of(engine, precision)} is not among the ways to run here"
+    if not isinstance(choice.get("why"), str):
+        return "no reason recorded"
+    batch = choice.get("batch_pixels")
+    if batch is not None and (type(batch) is not int or batch < 1):
+        return f"batch_pixels {batch!r} is not a positive whole number"
+    measured = choice.get("measured", {})
+    number = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+    if not isinstance(measured, dict) or not all(
+            isinstance(m, dict) and number(m.get("seconds_per_slice")) and number(m.get("psnr_vs_fp32"))
+            for m in measured.values()):
+        return "unreadable measurements"
+    return None
 
 
 def measure(model, device: torch.device, labels: list[str], strict: bool = False) -> dict:
@@ -184,11 +218,16 @@ def choose(model, device: torch.device, precision: str = "auto", refresh: bool =
             reason = "the only precision here"
         return Choice(split(label)[1], reason, engine=split(label)[0])
     key = machine_key(device, model, options)
-    if not refresh:
-        for entry in read_cache():
-            if entry["key"] == key:
+    problem = None
+    for entry in [] if refresh else read_cache():
+        if entry["key"] == key:
+            problem = entry_problem(entry["choice"], options)
+            if problem is None:
                 return Choice(**{**entry["choice"], "cached": True})
-    if notify:
+    if notify and problem:
+        notify(f"the cached calibration for this machine is invalid ({problem}); timing "
+               f"{', '.join(options)} again to choose the fastest")
+    elif notify:
         notify(f"timing {', '.join(options)} on this machine to choose the fastest (once per model "
                "architecture; `mrsuperres bench --calibrate` repeats it)")
     measured = measure(model, device, options, strict=engine != "auto")
@@ -208,8 +247,16 @@ def make_runner(model, device="auto", precision: str = "auto", engine: str = "au
     dev = device if isinstance(device, torch.device) else select_device(device)
     say = notify or (lambda text: print(f"mrsuperres: {text}", file=sys.stderr))
     choice = choose(model, dev, precision, refresh=refresh, notify=say, engine=engine)
-    return SliceEngine(model, device=dev, compile=compile, notify=say, choice=choice,
-                       rechoose=lambda net, cpu: choose(net, cpu, "auto", notify=say))
+
+    def rechoose(net, cpu):
+        """After a CUDA out-of-memory: on the CPU as asked where it can run there (fp16 cannot)."""
+        try:
+            asked = precision if (precision or "auto") == "auto" else resolve_precision(precision, cpu)
+        except MRSuperResError:
+            asked = "auto"
+        return choose(net, cpu, asked, notify=say, engine=engine)
+
+    return SliceEngine(model, device=dev, compile=compile, notify=say, choice=choice, rechoose=rechoose)
 
 
 def seconds_per_output_voxel(runner: SliceEngine) -> float:
