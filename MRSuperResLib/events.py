@@ -1,6 +1,7 @@
 """The training event log, `RUN/events.jsonl`: what the Slicer panel and scripts read.
 
-One JSON object per line, appended and flushed as it happens. Every event has `event` (its
+One JSON object per line, appended and flushed as it happens (a line that a killed writer left
+half is ended before the next writer appends, and readers skip it). Every event has `event` (its
 type), `iter` (iterations completed when it was written) and `time` (Unix seconds). Types:
 
 | event | extra fields |
@@ -45,6 +46,8 @@ class EventLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._file = open(self.path, "a", encoding="utf-8")
+        if _ends_mid_line(self.path):      # a writer killed mid-line: its fragment stays a line of its own,
+            self._file.write("\n")         # which readers skip, rather than swallowing the next event
 
     def write(self, event: str, iteration: int, **fields) -> dict:
         record = {"event": event, "iter": int(iteration), "time": round(time.time(), 3), **_clean(fields)}
@@ -54,6 +57,15 @@ class EventLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """Whether the file's last line has no newline (an empty file has no line)."""
+    with open(path, "rb") as f:
+        if f.seek(0, 2) == 0:
+            return False
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"
 
 
 class EventReader:

@@ -70,15 +70,22 @@ def read_checkpoint(path: Path) -> dict:
 
 
 def load_latest(run: Path, warn=None) -> tuple[dict, Path] | None:
-    """The newest checkpoint that loads and is complete; corrupt ones are reported and skipped."""
+    """The newest checkpoint that loads and is complete. Each corrupt one skipped is passed to
+    `warn` as one line naming it and the checkpoint used instead, so a fallback is never silent."""
+    skipped = []
+    found = None
     for path in list_checkpoints(run):
         try:
-            return read_checkpoint(path), path
+            found = read_checkpoint(path), path
+            break
         except Exception as exc:  # truncated zip, bad pickle, wrong content
-            if warn:
-                warn(f"checkpoint {path.name} is unreadable ({type(exc).__name__}: "
-                     f"{' '.join(str(exc).split())[:120]}); falling back to the previous one")
-    return None
+            detail = " ".join(str(exc).split()).split(". ")[0][:120]       # torch's first sentence says it
+            skipped.append((path, f"{type(exc).__name__}: {detail}"))
+    instead = (f"using {found[1].name} (iteration {checkpoint_iteration(found[1])}) instead" if found
+               else "no older valid checkpoint")
+    for path, why in skipped if warn else ():
+        warn(f"checkpoint {path} is unreadable ({why}); {instead}")
+    return found
 
 
 def checkpoint_generator(run: Path, checkpoint: int | None = None, weights: str = "generator"):

@@ -269,9 +269,21 @@ def to_single_channel(state: dict[str, torch.Tensor], arch: dict) -> dict[str, t
     return state
 
 
+def check_finite(state: dict[str, torch.Tensor], source: str = "") -> None:
+    """Refuse weights holding NaN or inf, naming the tensors: such a network gives NaN everywhere,
+    so every path that builds one (import, enhance, evaluate, --init) stops here, writing nothing."""
+    bad = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        names = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise MRSuperResError(f"{source or 'the weights'}: {len(bad)} of {len(state)} weight tensors "
+                              f"{'holds' if len(bad) == 1 else 'hold'} NaN or infinite values ({names}); "
+                              "refusing broken weights")
+
+
 def build_generator(state: dict[str, torch.Tensor], source: str = "") -> RRDBNet:
-    """A 1-channel RRDBNet holding `state` after a strict key and shape check."""
+    """A 1-channel RRDBNet holding `state` after a finiteness, key and shape check."""
     arch = infer_architecture(state)
+    check_finite(state, source)
     state = {k: v.float() for k, v in to_single_channel(state, arch).items()}
     model = RRDBNet(**{**arch, "num_in_ch": 1, "num_out_ch": 1})
     try:
@@ -330,6 +342,7 @@ def load_generator(path: str | os.PathLike, verify_card: bool = True) -> tuple[R
 
 def import_model(source: str | os.PathLike, dest: str | os.PathLike, name: str) -> dict:
     """Convert weights of any accepted kind into `dest` (.safetensors) as model `name`; its card
-    records the source file and its sha256. Returns the saved card."""
+    records the source file and its sha256. Returns the saved card. Weights that are not finite
+    are refused on loading (check_finite), so nothing is written for them."""
     model, card = load_generator(Path(source))
     return save_model(model, dest, imported_card(card, name, source))

@@ -199,6 +199,8 @@ class Trainer:
                 start_iter = self._restore(self.resume_state)
                 for message in self.deferred_warnings:
                     self.log.write("warning", start_iter, message=message)
+                    if main:                      # the user hears it too, not only the event log
+                        print(f"mrsuperres: warning: {message}", file=sys.stderr, flush=True)
                 self.log.write("resumed", start_iter, checkpoint=str(self.resume_path), **self._describe())
             else:
                 if main:
