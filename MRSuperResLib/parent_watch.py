@@ -9,38 +9,13 @@ watched. Works through launchers (PythonSlicer starts python-real): the id is Sl
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 
+from .files import process_alive
+
 ENV = "MRSUPERRES_PARENT_PID"
 CHECK_SECONDS = 2.0
-
-
-def parent_alive(pid: int) -> bool:
-    """Whether process `pid` still runs (a zombie, killed but not yet reaped, counts as gone)."""
-    if sys.platform == "win32":
-        import ctypes
-
-        kernel32 = ctypes.windll.kernel32
-        handle = kernel32.OpenProcess(0x00100000, False, pid)          # SYNCHRONIZE
-        if not handle:
-            return False
-        try:
-            return kernel32.WaitForSingleObject(handle, 0) == 0x102    # WAIT_TIMEOUT: not signalled, running
-        finally:
-            kernel32.CloseHandle(handle)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:                            # Linux: 'Z' after a kill, until reaped
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def watch_parent(on_gone, environ=os.environ) -> threading.Thread | None:
@@ -52,7 +27,7 @@ def watch_parent(on_gone, environ=os.environ) -> threading.Thread | None:
     pid = int(value)
 
     def watch() -> None:
-        while parent_alive(pid):
+        while process_alive(pid):
             time.sleep(CHECK_SECONDS)
         on_gone()
 

@@ -1,21 +1,26 @@
 """The `mrsuperres` command line: enhance, evaluate, degrade, models, import-weights, fetch.
 
 Every user-facing problem ends as one line `mrsuperres: error: ...` on stderr and exit code 2
-(1 for an unexpected internal error, 130 for Ctrl-C); no traceback unless --debug.
+(a full disk or a name too long included: the environment, not a bug), 1 for an unexpected
+internal error, 130 for Ctrl-C and 143 for SIGTERM (what schedulers and `kill` send), which both
+remove the file being written and say so; no traceback unless --debug.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+import warnings
 from pathlib import Path
 
-from ..errors import MRSuperResError
+from ..errors import (EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERNAL, EXIT_TERMINATED, MRSuperResError, Terminated,
+                      environment_problem)
 from ..options import (AXES, CONSISTENCY_DEFAULT, CONSISTENCY_MODES, DEGRADATIONS, DIRECTION_DEFAULT,
                        DIRECTIONS, ENGINES, MRI_DEFAULT_MODEL, PRECISIONS, SLICE_PROFILES)
 from ..progress import Progress
 
-EXIT_ERROR, EXIT_INTERNAL, EXIT_CANCELLED = 2, 1, 130
 DEGRADE_HELP = ("how the low resolution is simulated: bilinear (Rashid et al.: bilinear, no antialiasing), "
                 "bicubic (with antialiasing), kspace (central 1/scale of k-space: MRI's own blur and ringing), "
                 "or thick (--thickness mm slices along the slice axis, for through-plane models)")
@@ -139,11 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the outputs for the 8 flips and rotations of each slice: 8x the time, "
                         "higher PSNR/SSIM (docs/models.md)")
     consistency_options(p)
-    p.add_argument("--maps", default=None, metavar="DIR",
-                   help="also write the consistency map (re-acquired output minus input: where the output is not "
-                        "backed by the scan) and the uncertainty map (spread over the 8 self-ensemble passes, "
-                        "which this runs: 8x the time, and the output is their mean) into DIR, on the output's grid; "
-                        "for a GAN model also the detail map (|GAN - fidelity| / 2: 2 more passes)")
+    p.add_argument("--maps", nargs="?", const=True, default=None, metavar="DIR",
+                   help="in-plane only: also write the consistency map (re-acquired output minus input: where the "
+                        "output is not backed by the scan) and the uncertainty map (spread over the 8 self-ensemble "
+                        "passes, which this runs: 8x the time, and the output is their mean) on the output's grid, "
+                        "beside the output or into DIR; for a GAN model also the detail map (|GAN - fidelity| / 2: "
+                        "2 more passes)")
     p.add_argument("--direction", default=DIRECTION_DEFAULT, choices=DIRECTIONS,
                    help="in-plane: each slice made --scale times finer; through-plane: the slice axis of a "
                         "thick-slice scan brought to --spacing (x1 through-plane model); auto: through-plane when "
@@ -163,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-ensemble", action="store_true", help="as for enhance: mean over 8 flips/rotations")
     consistency_options(p)
     p.add_argument("--maps", action="store_true",
-                   help="also score the uncertainty map (runs the 8 self-ensemble passes) and, for a GAN model, the "
+                   help="in-plane only: also score the uncertainty map (runs the 8 self-ensemble passes) and, for a GAN model, the "
                         "detail map against the error; the consistency map is always scored")
     p.add_argument("--scale", type=int, default=None,
                    help="resolution factor to simulate (default: the model's scale; 4 with --model none or "
@@ -291,21 +297,38 @@ def positive_int(text: str) -> int:
 
 
 def cmd_enhance(args) -> int:
-    from ..scans.cohort import is_batch
-    from .enhance import run_batch
-    from .enhance import Models, enhance_to_files
+    from ..scans.cohort import VOLUME_SUFFIXES, is_batch
+    from .enhance import Models, enhance_to_files, maps_folder, run_batch
     from ..scans.volumes import check_writable, read_volume
 
     if args.scale is not None and args.scale < 1:
         raise MRSuperResError(f"--scale must be positive, not {args.scale}")
+    output = Path(args.output)
     if is_batch(args.input, args.shard):
-        return run_batch(args)
-    source = args.input[0]
-    check_writable(args.output)
-    refuse_overwriting_input(source, args.output)
-    enhance_to_files(read_volume(source), Path(args.output), args, Models(args),
-                     maps_dir=Path(args.maps) if args.maps else None)
+        if not output.name.lower().endswith(VOLUME_SUFFIXES):
+            return run_batch(args)
+        volume = one_volume_named_by(args.input, args.shard, output)     # a DICOM series into one file
+    else:
+        volume = None
+    check_writable(output, create_folder=True)          # a missing folder is made, as a batch makes -o
+    if volume is None:
+        refuse_overwriting_input(args.input[0], args.output)
+        volume = read_volume(args.input[0])
+    enhance_to_files(volume, output, args, Models(args), maps_dir=maps_folder(args.maps, output.parent))
     return 0
+
+
+def one_volume_named_by(inputs: list[str], shard: str | None, output: Path):
+    """-o names a volume file (.nii.gz, .nrrd): the inputs must be one volume (a single DICOM file
+    or series folder), never a folder quietly made with that name."""
+    from ..scans.cohort import discover
+
+    items = [] if shard is not None else [i for i in discover(inputs) if i.skip is None]
+    if len(items) != 1:
+        raise MRSuperResError(f"-o {output} names a file, but the inputs hold {len(items)} volumes"
+                              f"{' (with --shard)' if shard is not None else ''}: give a folder to write them into")
+    return items[0].read()
+
 
 
 def cmd_evaluate(args) -> int:
@@ -398,25 +421,47 @@ COMMANDS = {"enhance": cmd_enhance, "evaluate": cmd_evaluate, "degrade": cmd_deg
             "bench": cmd_bench, "import-weights": cmd_import, "fetch": cmd_fetch, "train": cmd_train}
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None   # train installs its own
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            if not getattr(args, "debug", False):
+                # libraries' warnings (numpy's overflow on a float64 volume, TensorFlow/absl where a
+                # dependency imports it) are not the user's to read: every problem is said in our lines
+                warnings.simplefilter("ignore")
+                os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            return COMMANDS[args.command](args)
     except MRSuperResError as exc:
         print(f"mrsuperres: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("mrsuperres: cancelled; nothing was written", file=sys.stderr)
         return EXIT_CANCELLED
+    except Terminated:
+        print("mrsuperres: terminated (SIGTERM); the file being written was removed, finished outputs stay",
+              file=sys.stderr)
+        return EXIT_TERMINATED
     except MemoryError:
         print("mrsuperres: error: out of memory (try a smaller --batch-size)", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # a bug: still one line unless --debug
         if getattr(args, "debug", False):
             raise
+        if environment_problem(exc):                                      # the machine, not a bug
+            print(f"mrsuperres: error: {environment_problem(exc)}", file=sys.stderr)
+            return EXIT_ERROR
         print(f"mrsuperres: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
               file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def announce_self_supervised(config) -> str:

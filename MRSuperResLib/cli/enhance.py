@@ -7,6 +7,7 @@ goes on past a failing volume (docs/cohorts.md).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -54,6 +55,13 @@ class Models:
         return self._loaded[key]
 
 
+def maps_folder(maps, beside: Path) -> Path | None:
+    """Where enhance writes the maps: `--maps` alone, beside the output; `--maps DIR`, into DIR."""
+    if not maps:
+        return None
+    return beside if maps is True else Path(maps)
+
+
 def map_files(output: Path, folder: Path) -> dict[str, Path]:
     """{map: path} in `folder`, named after the output and in its format; refused before any work."""
     check_out_dir(folder, "--maps")
@@ -68,10 +76,11 @@ def map_files(output: Path, folder: Path) -> dict[str, Path]:
 def write_all(files: dict) -> list[Path]:
     """{path: (volume, dtype)} written one by one (each atomically); if any fails, the ones
     already written by this call are removed again, so a run leaves all its files or none."""
-    written = []
+    written, made = [], []
     try:
         for path, (volume, dtype) in files.items():
             if not path.parent.exists():
+                made.append(next(p for p in reversed([path.parent, *path.parent.parents]) if not p.exists()))
                 try:
                     path.parent.mkdir(parents=True)
                 except OSError as exc:
@@ -81,6 +90,10 @@ def write_all(files: dict) -> list[Path]:
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
+        for folder in made:                     # folders made for these files, where empty again
+            for root, _, _ in os.walk(folder, topdown=False):
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)
         raise
     return written
 
@@ -194,7 +207,8 @@ def run_batch(args) -> int:
                 row.update(status="up to date", message="output and sidecar match (--overwrite redoes it)")
                 continue
             volume = item.read()
-            maps_dir = (Path(args.maps) / item.output.parent) if args.maps else None
+            maps_root = maps_folder(args.maps, out_dir)           # --maps alone: beside the outputs
+            maps_dir = maps_root / item.output.parent if maps_root is not None else None
             facts, _, written = enhance_to_files(volume, output, args, models, maps_dir=maps_dir,
                                                  progress=Progress(f"{n}/{len(items)}"))
             write_sidecar(output, item, sha, facts, options, written)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import Cancelled, MRSuperResError
+from ..errors import EXIT_DONE, EXIT_ERROR, EXIT_INTERNAL, EXIT_STOPPED, Cancelled, MRSuperResError
 from ..evaluation.comparison import Comparison, compare_volume
 from ..events import EventLog
 from ..parent_watch import watch_parent
@@ -28,7 +28,6 @@ from ..scans.volumes import Volume
 from .jobs import message_of
 from .nodes import display_top
 
-EXIT_DONE, EXIT_INTERNAL, EXIT_ERROR, EXIT_STOPPED = 0, 1, 2, 3
 PROGRESS_SECONDS = 0.5            # at most two progress events a second
 
 

@@ -28,9 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import MRSuperResError
+from ..errors import MRSuperResError, environment_problem
 from ..options import PROJECT_DIR
-from ..parent_watch import ENV as PARENT_ENV, parent_alive
+from ..files import process_alive
+from ..parent_watch import ENV as PARENT_ENV
 from ..events import EventReader, final_event
 
 STOP_FILE = "STOP"
@@ -109,7 +110,7 @@ def sweep_job_folders(root: Path | None = None) -> list[Path]:
     root = root or jobs_root()
     for folder in (root.iterdir() if root.is_dir() else []):
         owner = folder.name.split("-", 1)[0]
-        if folder.is_dir() and owner.isdigit() and int(owner) != os.getpid() and not parent_alive(int(owner)):
+        if folder.is_dir() and owner.isdigit() and int(owner) != os.getpid() and not process_alive(int(owner)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
@@ -337,7 +338,7 @@ def message_of(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         return "out of memory: choose the CPU, a smaller volume, or close other programs"
-    return f"{type(exc).__name__}: {exc}"
+    return environment_problem(exc) or f"{type(exc).__name__}: {exc}"
 
 
 class ThreadJob:

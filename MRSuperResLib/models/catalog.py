@@ -90,8 +90,10 @@ def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
         return path
     if name == REALESRGAN_MODEL and fetch_default:
         return fetch_realesrgan()
-    known = ", ".join(card.get("name", p.stem) for p, card in available_models()) or "none yet"
-    raise MRSuperResError(f"unknown model '{name}' (available: {known}; or give a path to a weights file)")
+    known = [card.get("name", p.stem) for p, card in available_models()]
+    if REALESRGAN_MODEL not in known:
+        known.append(f"{REALESRGAN_MODEL} (fetched on first use)")
+    raise MRSuperResError(f"unknown model '{name}' (available: {', '.join(known)}; or give a path to a weights file)")
 
 
 def model_scale(spec: str | None, fetch_default: bool = True) -> int:

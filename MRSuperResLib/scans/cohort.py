@@ -98,8 +98,10 @@ def _folder(folder: Path, exclude: Path | None = None) -> list[Item]:
     skip = exclude.resolve() if exclude is not None else None
     inside = [p for p in sorted(folder.rglob("*"))
               if skip is None or (p.resolve() != skip and skip not in p.resolve().parents)]
-    items = [Item(str(p), p.parent.relative_to(folder) / (_stem(p) + "_sr.nii.gz"), path=p)
-             for p in inside if is_volume_file(p)]
+    items = [Item(str(p), p.parent.relative_to(folder) / (_stem(p) + "_sr.nii.gz"), path=p,
+                  error=None if p.exists() else f"{p} is a broken symbolic link (its target {os.readlink(p)} "
+                                                "is missing)")
+             for p in inside if is_volume_file(p) or (p.is_symlink() and p.name.lower().endswith(VOLUME_SUFFIXES))]
     for sub in [folder, *(d for d in inside if d.is_dir())]:
         items += _dicom(sub, into=sub.relative_to(folder))
     return items

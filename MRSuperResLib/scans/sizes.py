@@ -4,7 +4,6 @@ header then gets one line naming the file and the figures, instead of gigabytes 
 "not enough memory" that blames the machine."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..errors import MRSuperResError

@@ -293,8 +293,10 @@ def denormalise(x01: np.ndarray, lo: float, hi: float, *, in_place: bool = False
 
 # ----------------------------------------------------------------------------- writing
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """Fail early, before any computation, when `path` cannot be written."""
+def check_writable(path: str | os.PathLike, create_folder: bool = False) -> Path:
+    """Fail early, before any computation, when `path` cannot be written; `create_folder`: a
+    missing folder will be made (when the output is written), so its nearest existing one must be
+    writable."""
     path = Path(path)
     if path.is_dir():
         raise MRSuperResError(f"output path is a folder: {path}")
@@ -302,6 +304,9 @@ def check_writable(path: str | os.PathLike) -> Path:
     if path.name.lower().endswith(".nhdr"):
         raise MRSuperResError(f"writing detached NRRD (.nhdr) is not supported: use .nrrd for {path}")
     parent = path.parent if str(path.parent) else Path(".")
+    if create_folder and not parent.exists():
+        check_out_dir(parent, "-o")
+        return path
     if not parent.is_dir():
         raise MRSuperResError(f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):

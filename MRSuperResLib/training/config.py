@@ -30,7 +30,6 @@ STAGE_LR = {"psnr": 2e-4, "gan": 1e-4}
 # options that may change between a run and its --resume
 RESUME_MAY_CHANGE = {"iters", "device", "precision", "checkpoint_every", "log_every", "val_every", "resume",
                      "config", "keep", "lr"}     # a lower --lr on resume is how a fine-tune is finished
-EXIT_DONE, EXIT_ERROR, EXIT_STOPPED = 0, 2, 3
 
 
 def option(default=None, help: str = "", *, factory=None, choices=None, minimum=None, shown=None,

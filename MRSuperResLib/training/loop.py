@@ -34,14 +34,13 @@ from ..pipeline import consistency
 from ..engine.calibration import choose
 from ..engine.devices import autocast, device_name, resolve_precision, select_device
 from .distributed import NoLog, setup
-from ..errors import MRSuperResError
+from ..errors import EXIT_DONE, EXIT_STOPPED, MRSuperResError
 from ..events import EventLog
 from ..parent_watch import watch_parent
 from .stop import StopRequest
 from ..progress import Progress
 from ..models.rrdbnet import RRDBNet
-from .config import (EXIT_DONE, EXIT_STOPPED, PRESETS, STAGE_LR, TrainConfig, check_config,
-                              resume_differences)
+from .config import PRESETS, STAGE_LR, TrainConfig, check_config, resume_differences
 from .init_networks import resolve_init, resolve_init_d
 
 

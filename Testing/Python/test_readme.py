@@ -89,6 +89,20 @@ def test_every_mrsuperres_command_parses():
             assert flag in subparsers[argv[1]]._option_string_actions, argv
 
 
+def test_what_the_quick_start_writes_in_the_checkout_is_ignored_by_git():
+    """The quick start's outputs never show up as untracked files."""
+    import subprocess
+
+    quick = README.read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    outputs = [argv[argv.index("-o") + 1] for argv in shell_commands(quick) if "-o" in argv]
+    assert outputs, "the quick start writes nothing?"
+    written = outputs
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(["git", "check-ignore", "--no-index", *written], cwd=ROOT, capture_output=True, text=True)
+    assert sorted(done.stdout.split()) == sorted(written), done.stdout
+
+
 def test_every_project_file_a_command_names_exists():
     named = set()
     for argv in shell_commands(README.read_text(encoding="utf-8")) + inline_commands(README.read_text(encoding="utf-8")):

@@ -1,6 +1,8 @@
 """Bad input: one clear line, a non-zero exit, no traceback, and no output file left behind."""
 from __future__ import annotations
 
+import os
+
 import subprocess
 import sys
 
@@ -113,8 +115,10 @@ def test_bad_outputs_models_and_devices(tmp_path, capsys, model_file, save_tiny)
     good = files["good.nii.gz"]
     out = tmp_path / "out"
     out.mkdir()
-    assert_refused(capsys, out, "folder does not exist", "enhance", good, "-o", out / "no" / "x.nii.gz",
-                   "--model", model_file)
+    (tmp_path / "locked").mkdir(mode=0o500)
+    if not os.access(tmp_path / "locked", os.W_OK):                  # (root may write anywhere)
+        assert_refused(capsys, out, "locked is not a writable folder", "enhance", good, "-o",
+                       tmp_path / "locked" / "no" / "x.nii.gz", "--model", model_file)
     assert_refused(capsys, out, "is a folder", "enhance", good, "-o", out, "--model", model_file)
     assert_refused(capsys, out, "x.png: its name must end in .nii", "enhance", good,
                    "-o", out / "x.png", "--model", model_file)

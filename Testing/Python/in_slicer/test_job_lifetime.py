@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, SAMPLE, write_nifti
 
 from MRSuperResLib.events import EventReader
-from MRSuperResLib.parent_watch import parent_alive
+from MRSuperResLib.files import process_alive
 
 TINY = ["--stage", "psnr", "--batch", "2", "--patch", "32", "--blocks", "1", "--features", "8", "--growth", "4",
         "--log-every", "1", "--device", "cpu", "--precision", "fp32"]
@@ -65,10 +65,10 @@ def test_a_training_whose_slicer_is_killed_checkpoints_and_ends_then_resumes(tmp
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         t0 = time.monotonic()
-        assert wait_for(lambda: not parent_alive(child), 20), "the training outlived its Slicer by 20 s"
+        assert wait_for(lambda: not process_alive(child), 20), "the training outlived its Slicer by 20 s"
         ended = time.monotonic() - t0
     finally:
-        if parent_alive(child):
+        if process_alive(child):
             os.killpg(child, signal.SIGKILL)
     last = [e for e in events_of(run) if e.get("event") in ("stopped", "done", "error")][-1]
     assert last["event"] == "stopped" and "started the run ended" in last["reason"], last
@@ -113,9 +113,9 @@ def test_an_enhance_whose_slicer_is_killed_ends_and_removes_its_job_folder(tmp_p
         assert wait_for(lambda: any(e.get("event") == "progress" for e in events_of(folder)), 120)
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        assert wait_for(lambda: not parent_alive(child), 20), "the job outlived its Slicer by 20 s"
+        assert wait_for(lambda: not process_alive(child), 20), "the job outlived its Slicer by 20 s"
     finally:
-        if parent_alive(child):
+        if process_alive(child):
             os.killpg(child, signal.SIGKILL)
     assert not folder.exists()                                            # no gigabytes left in the temp folder
 

@@ -1,0 +1,145 @@
+"""The ways out and the edges a new user hits: SIGTERM explains itself and removes the file being
+written, a killed run's partial file is removed by the next, a full disk and a long name are the
+machine's one line, a broken link in a folder is reported, libraries' warnings stay quiet, and -o
+means what it says (a file for a DICOM file, a folder made where missing, maps beside the output)."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, SAMPLE, tiny_model, write_nifti
+from test_cohort import small_lr, summary
+
+from MRSuperResLib.cli import main
+from MRSuperResLib.scans.dicom_write import write_multiframe
+from MRSuperResLib.scans.volumes import read_volume
+
+
+def run_killed_while_writing(tmp_path, weights, out, sig: int):
+    """`mrsuperres enhance` in a child that receives `sig` right after the output's partial file
+    was written (inside the atomic write, before the rename)."""
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        from MRSuperResLib.scans import volumes
+        write = volumes._write_nifti
+        def write_then_signal(*args):
+            write(*args)
+            os.kill(os.getpid(), {int(sig)})
+        volumes._write_nifti = write_then_signal
+        from MRSuperResLib.cli import main
+        sys.exit(main(["enhance", {str(small_lr(tmp_path / "lr.nii.gz"))!r}, "-o", {str(out)!r},
+                       "--model", {weights!r}, "--precision", "fp32"]))
+    """)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def partials(folder):
+    return sorted(p.name for p in folder.iterdir() if ".partial" in p.name)
+
+
+def test_sigterm_while_writing_removes_the_partial_file_and_says_so(tmp_path, save_tiny):
+    out = tmp_path / "out" / "sr.nii.gz"
+    out.parent.mkdir()
+    done = run_killed_while_writing(tmp_path, str(save_tiny(tiny_model())), out, signal.SIGTERM)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == ("mrsuperres: terminated (SIGTERM); the file being written "
+                                                    "was removed, finished outputs stay")
+    assert not out.exists() and partials(out.parent) == []
+
+
+def test_a_partial_file_left_by_a_killed_run_is_removed_by_the_next(tmp_path, save_tiny):
+    out = tmp_path / "out" / "sr.nii.gz"
+    out.parent.mkdir()
+    weights = str(save_tiny(tiny_model()))
+    killed = run_killed_while_writing(tmp_path, weights, out, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    left = partials(out.parent)
+    assert len(left) == 1 and left[0].startswith(".sr.nii.gz.")           # what SIGKILL leaves
+    assert main(["enhance", str(tmp_path / "lr.nii.gz"), "-o", str(out), "--model", weights,
+                 "--precision", "fp32"]) == 0
+    assert out.exists() and partials(out.parent) == []
+
+
+def test_a_full_disk_during_training_is_one_line_with_exit_2(tmp_path, capsys, monkeypatch):
+    data = np.asarray(__import__("nibabel").load(str(SAMPLE)).dataobj, dtype=np.float32)
+    train = write_nifti(tmp_path / "a.nii.gz", data[20:84, 30:94, 10:14])
+    run = tmp_path / "run"
+
+    def full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(f))
+    monkeypatch.setattr(torch, "save", full)
+    code = main(["train", "--data", str(train), "--out", str(run), "--iters", "2", "--blocks", "1", "--features",
+                 "8", "--growth", "4", "--batch", "1", "--patch", "32", "--precision", "fp32", "--stage", "psnr",
+                 "--checkpoint-every", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("mrsuperres: error: the disk is full: "), err
+    assert not any("internal error" in line for line in err)
+
+
+def test_an_output_name_of_247_characters_is_written(tmp_path, save_tiny):
+    out = tmp_path / ("x" * 240 + ".nii.gz")
+    assert len(out.name) == 247
+    assert main(["enhance", str(small_lr(tmp_path / "lr.nii.gz")), "-o", str(out),
+                 "--model", str(save_tiny(tiny_model())), "--precision", "fp32"]) == 0
+    assert read_volume(out).data.shape == (148, 184, 3) and partials(tmp_path) == []
+
+
+def test_a_broken_link_in_an_input_folder_gets_a_summary_line(tmp_path, save_tiny):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    small_lr(src / "a.nii.gz")
+    os.symlink(tmp_path / "gone.nii.gz", src / "b.nii.gz")
+    assert main(["enhance", str(src), "-o", str(out), "--model", str(save_tiny(tiny_model())),
+                 "--precision", "fp32"]) == 1
+    rows = summary(out)
+    assert rows[str(src / "a.nii.gz")]["status"] == "done"
+    assert rows[str(src / "b.nii.gz")]["status"] == "failed"
+    assert "broken symbolic link" in rows[str(src / "b.nii.gz")]["message"]
+
+
+def test_library_warnings_do_not_reach_the_user(tmp_path):
+    data = np.full((32, 32, 4), 1e300)
+    data[0, 0, 0] = 1.0
+    path = tmp_path / "huge64.nii.gz"
+    __import__("nibabel").save(__import__("nibabel").Nifti1Image(data, np.eye(4)), str(path))
+    done = subprocess.run([sys.executable, "-m", "MRSuperResLib", "enhance", str(path), "-o",
+                           str(tmp_path / "o.nii.gz")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"mrsuperres: error: {path} has 4095 NaN or infinite voxels (or "
+                                                "values beyond float32): fix or mask them first"]
+
+
+def test_a_single_dicom_file_with_a_file_output_writes_that_file(tmp_path, save_tiny):
+    dicom = write_multiframe(read_volume(small_lr(tmp_path / "lr.nii.gz")), tmp_path / "one.dcm")
+    out = tmp_path / "new" / "one.nii.gz"                    # in a folder that does not exist yet
+    weights = str(save_tiny(tiny_model()))
+    assert main(["enhance", str(dicom), "-o", str(out), "--model", weights, "--precision", "fp32"]) == 0
+    assert out.is_file() and read_volume(out).data.shape == (148, 184, 3)
+    small_lr(tmp_path / "b.nii.gz", k0=24)
+    assert main(["enhance", str(dicom), str(tmp_path / "b.nii.gz"), "-o", str(tmp_path / "two.nii.gz"),
+                 "--model", weights]) == 2
+    assert not (tmp_path / "two.nii.gz").exists()
+
+
+def test_maps_alone_go_beside_the_output(tmp_path, save_tiny, capsys):
+    out = tmp_path / "sr.nii.gz"
+    assert main(["enhance", str(small_lr(tmp_path / "lr.nii.gz")), "-o", str(out), "--maps",
+                 "--model", str(save_tiny(tiny_model())), "--precision", "fp32"]) == 0
+    assert (tmp_path / "sr_consistency.nii.gz").exists() and (tmp_path / "sr_uncertainty.nii.gz").exists()
+    with pytest.raises(SystemExit):
+        main(["enhance", "--help"])
+    assert "in-plane only" in " ".join(capsys.readouterr().out.split())
+
+
+def test_an_unknown_model_lists_the_fetchable_one_too(tmp_path, capsys):
+    assert main(["enhance", str(small_lr(tmp_path / "lr.nii.gz")), "-o", str(tmp_path / "o.nii.gz"),
+                 "--model", "nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'nonexistent'" in err and "realesrgan-x4plus-gray" in err and "mri-x4-fidelity" in err
