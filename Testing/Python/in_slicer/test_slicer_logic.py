@@ -257,7 +257,7 @@ def test_every_widget_the_code_uses_is_in_the_ui_file():
 def test_cmake_lists_every_shipped_file():
     tracked = subprocess.run(["git", "ls-files", "MRSuperRes", "MRSuperResLib", "Resources"], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout.split()
-    shipped = [f for f in tracked if not f.startswith("Resources/Screenshots/")]
+    shipped = [f for f in tracked if not f.startswith("Resources/Screenshots/") and not f.endswith(".safetensors")]
     if not shipped:
         pytest.skip("not a git checkout")
     top = (ROOT / "CMakeLists.txt").read_text()
@@ -269,6 +269,23 @@ def test_cmake_lists_every_shipped_file():
     assert 'EXTENSION_DEPENDS "PyTorch"' in top and "WITH_GENERIC_TESTS" in module
     entry = json.loads((ROOT / "MRSuperRes.json").read_text())
     assert entry["build_dependencies"] == ["PyTorch"] and entry["scm_url"].endswith(".git")
+
+
+def install_list() -> list[str]:
+    """Every file the extension's CMake installs: the module's scripts and resources, the library's."""
+    top = (ROOT / "CMakeLists.txt").read_text()
+    module = (ROOT / "MRSuperRes" / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "MRSuperRes")
+    listed = re.findall(r"^\s+(\S+\.\w+)\s*$", top, re.M)
+    return listed + ["MRSuperRes/" + f for f in re.findall(r"^\s+(\S+\.\w+)\s*$", module, re.M)]
+
+
+def test_the_extension_package_carries_the_registry_and_no_weights_under_5_mb():
+    files = install_list()
+    assert "Resources/Models/registry.json" in files
+    weights = [f for f in files if f.lower().endswith((".safetensors", ".pth", ".pt", ".bin", ".onnx"))]
+    assert weights == []
+    size = sum((ROOT / f).stat().st_size for f in files)
+    assert size < 5 * 2**20, f"{size / 2**20:.1f} MB"
 
 
 def test_the_extension_catalog_shows_the_projects_name_and_pictures_of_a_shipped_model():
