@@ -178,8 +178,16 @@ def run_batch(args) -> int:
     from .. import __version__
 
     out_dir = check_out_dir(args.output, "-o")
+    for given in args.input:
+        if Path(given).is_dir() and Path(given).resolve() == out_dir.resolve():
+            raise MRSuperResError(f"-o {out_dir} is the input folder {given}: write into another folder (a "
+                                  "subfolder of it is fine)")
     index, count = shard_of(args.shard)
-    items = in_shard(discover(args.input, exclude=out_dir), index, count)
+    found = discover(args.input, exclude=out_dir)
+    if not found:
+        raise MRSuperResError(f"no volume found in {' '.join(args.input)} (.nii, .nii.gz, .nrrd, .nhdr files, "
+                              "DICOM series or a BIDS dataset)")
+    items = in_shard(found, index, count)
     if os.environ.get("LOCAL_RANK") is not None and args.device in ("auto", "cuda"):
         args.device = f"cuda:{os.environ['LOCAL_RANK']}" if _has_cuda() else args.device
     models = Models(args)
@@ -216,6 +224,9 @@ def run_batch(args) -> int:
         except (MRSuperResError, OSError) as exc:
             row.update(status="failed", message=str(exc))
             print(f"mrsuperres: error: {item.label}: {exc}", file=sys.stderr, flush=True)
+        except BaseException:                   # Ctrl-C, SIGTERM: the summary says where it stopped
+            row.update(status="interrupted", message="the run was stopped; a rerun does this input")
+            raise
         finally:
             row["seconds"] = round(time.perf_counter() - t0, 2)
             rows.append(row)

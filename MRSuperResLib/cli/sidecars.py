@@ -38,6 +38,8 @@ def up_to_date(output: Path, input_sha: str, model: dict, options: dict) -> bool
         record = json.loads(side.read_text())
     except (OSError, ValueError):
         return False
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), dict) for k in ("input", "model")):
+        return False                            # not a sidecar MRSuperRes wrote: redo the output
     return (record.get("input", {}).get("sha256") == input_sha and record.get("options") == options
             and record.get("model", {}).get("sha256") == model.get("sha256")
             and record.get("model", {}).get("name") == model.get("name")
@@ -91,7 +93,7 @@ def _default_up_to_date(output: Path, sha: str, options: dict) -> bool:
     try:
         model = json.loads(side.read_text()).get("model", {})
         card = read_card(resolve_model(model.get("name"), False)) or {}
-    except (OSError, ValueError, MRSuperResError):
+    except (OSError, ValueError, AttributeError, TypeError, MRSuperResError):   # a damaged sidecar: redo
         return False
     return up_to_date(output, sha, {"name": model.get("name"), "sha256": card.get("sha256")}, options)
 

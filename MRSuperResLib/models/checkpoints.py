@@ -63,9 +63,14 @@ def remove_partials(run: Path) -> None:
 
 def read_checkpoint(path: Path) -> dict:
     """One checkpoint file, tensors only; raises if it is not a complete training checkpoint."""
+    from .weights import check_finite
+
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT or not state.get("complete"):
         raise ValueError("not a complete MRSuperRes training checkpoint")
+    for part in ("generator", "ema", "discriminator"):      # damaged weights: not a run to resume from
+        if isinstance(state.get(part), dict):
+            check_finite(state[part], f"its {part}")
     return state
 
 

@@ -168,22 +168,42 @@ def _unique(items: list[Item]) -> list[Item]:
 
 def shard_of(text: str | None, environ=os.environ) -> tuple[int, int]:
     """(I, N), 1 <= I <= N: --shard I/N, else torchrun's RANK/WORLD_SIZE, else a SLURM array task
-    (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT), else (1, 1)."""
+    ((SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) / SLURM_ARRAY_TASK_STEP + 1 of
+    SLURM_ARRAY_TASK_COUNT: `--array=1-7:3` runs tasks 1, 4, 7 as shards 1, 2, 3), else (1, 1)."""
     if text is not None:
         try:
             i, n = (int(v) for v in text.split("/"))
         except ValueError:
             raise MRSuperResError(f"--shard takes I/N (e.g. 2/8), not {text!r}") from None
+        where = f"--shard {text}"
     elif "WORLD_SIZE" in environ and "RANK" in environ:
-        i, n = int(environ["RANK"]) + 1, int(environ["WORLD_SIZE"])
+        i, n = _ints(environ, "RANK", "WORLD_SIZE")
+        i, where = i + 1, "torchrun's RANK/WORLD_SIZE"
     elif "SLURM_ARRAY_TASK_ID" in environ and "SLURM_ARRAY_TASK_COUNT" in environ:
-        i = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN", 0)) + 1
-        n = int(environ["SLURM_ARRAY_TASK_COUNT"])
+        task, count, low, step = _ints(dict({"SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "1"}, **environ),
+                                       "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+                                       "SLURM_ARRAY_TASK_STEP")
+        if step < 1 or (task - low) % step:
+            raise MRSuperResError(f"SLURM array task {task} is not on the array's steps ({low}, {low + step}, ...): "
+                                  "for a list of task ids give --shard I/N")
+        i, n, where = (task - low) // step + 1, count, "the SLURM array"
     else:
         return 1, 1
     if not 1 <= i <= n:
-        raise MRSuperResError(f"shard {i} of {n} does not exist (I must be 1 to N)")
+        raise MRSuperResError(f"shard {i} of {n} (from {where}) does not exist (I must be 1 to N); for a SLURM "
+                              "array given as a list of task ids, give --shard I/N")
     return i, n
+
+
+def _ints(environ, *names: str) -> list[int]:
+    """The integer values of environment variables, or one line naming the one that is not."""
+    values = []
+    for name in names:
+        try:
+            values.append(int(environ[name]))
+        except ValueError:
+            raise MRSuperResError(f"{name}={environ[name]!r} is not a whole number") from None
+    return values
 
 
 def in_shard(items: list, index: int, count: int) -> list:

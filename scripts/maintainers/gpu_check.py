@@ -3,23 +3,28 @@
     python scripts/maintainers/gpu_check.py [--model mri-x4-fidelity] [--slices 64] [--json gpu_check.json]
     python scripts/maintainers/gpu_check.py --device cpu      # the same code on the CPU (no out-of-memory part)
 
-What it runs, each step reported as ok / FAILED with its figures:
+What it runs, each step reported as ok / FAILED with its figures and its seconds:
 1. the device's measured peak TFLOP/s per precision (as `mrsuperres bench` measures it);
-2. fp32, fp16 and bf16 inference on real MRI slices, 60x60 -> 240x240 at x4: slices per second,
-   TFLOP/s and fraction of the peak, PSNR against fp32 (fast paths must reach 45 dB);
+2. fp32, fp16 and bf16 inference on real MRI slices, 60x60 -> 240x240 and 256x256 -> 1024x1024 at
+   x4: slices per second, TFLOP/s and fraction of the peak, PSNR against fp32 (fast paths must
+   reach 45 dB);
 3. what `--precision auto` chooses here, measured;
 4. torch.compile on the chosen precision, checked against the eager network;
 5. out-of-memory back-off: the GPU filled to a few hundred MB first, then a large batch must
    still finish (the engine halves batch and tile) and agree with the unfilled result;
 6. CPU fallback: with the GPU full, even the smallest tile fails, and the run must finish on the
    CPU with a message;
-7. a few training iterations of a small generator in each precision (`mrsuperres train`).
+7. a few training iterations of a small generator in each precision (`mrsuperres train`, GAN stage
+   without the perceptual loss: its VGG weights come from the network, which a GPU machine may lack).
+A step that raises is reported FAILED with its error and the others still run; `--json` is
+rewritten after every step, so a run cut short (a time limit) still returns what it measured.
 Exit status 0 when every step passed, 1 otherwise.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import torch
 
     from MRSuperResLib.evaluation import bench as benchmark
@@ -44,54 +49,106 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mri-x4-fidelity")
-    parser.add_argument("--slices", type=int, default=64)
+    parser.add_argument("--slices", type=int, default=64, help="60x60 slices timed per precision")
+    parser.add_argument("--big-slices", type=int, default=16, help="large slices timed per precision (0: none)")
+    parser.add_argument("--big-size", type=int, default=256, help="their input side (256: 1024x1024 outputs at x4)")
+    parser.add_argument("--train-iters", type=int, default=6, help="training iterations per precision")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--json", default=None, help="also write the report here")
-    args = parser.parse_args()
+    parser.add_argument("--json", default=None, help="also write the report here (after every step)")
+    args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: PyTorch sees no CUDA GPU here (torch %s); nothing to check" % torch.__version__)
         return 1
     dev = torch.device(args.device)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__, "steps": {}}
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__, "finished": False, "steps": {}}
     report["device"] = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     failures = []
 
-    def step(name: str, ok: bool, **figures) -> None:
+    def save() -> None:
+        """Atomically: the run may be ended at any moment by its caller's deadline."""
+        if args.json:
+            partial = Path(f"{args.json}.partial")
+            partial.write_text(json.dumps(report, indent=1))
+            os.replace(partial, args.json)
+
+    def step(name: str, measure) -> dict:
+        """Run one step (`measure()` -> (ok, figures)); an exception fails it alone."""
+        t0 = time.perf_counter()
+        try:
+            ok, figures = measure()
+        except Exception as exc:                         # reported, and the next step still runs
+            ok, figures = False, {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+        figures["seconds"] = round(time.perf_counter() - t0, 2)
         report["steps"][name] = {"ok": bool(ok), **figures}
         print(f"{'ok    ' if ok else 'FAILED'} {name}: " + ", ".join(f"{k} {v}" for k, v in figures.items()),
               flush=True)
         if not ok:
             failures.append(name)
+        save()
+        return figures
 
-    model, card = load_model(args.model)
-    stack = bench_slices(None, args.slices, (60, 60), model.scale)
-    flops = benchmark.conv_flops_per_slice(model, 60, 60)
-    peaks, _ = benchmark._in_child(benchmark._measure_peaks, str(dev))
-    step("peak", True, **{f"{k}_tflops": round(v, 2) for k, v in peaks.items()})
-
-    outputs = {}
-    for precision in ["fp32"] + [p for p in candidates(dev) if p != "fp32"]:
-        runner = make_runner(model, device=dev, precision=precision)
-        super_resolve_slices(runner, stack[:8], consistency="none")                   # warm-up
+    def sync() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        outputs[precision] = super_resolve_slices(runner, stack, consistency="none")
-        seconds = time.perf_counter() - t0
-        tflops = flops * len(stack) / seconds / 1e12
-        agree = psnr(outputs[precision], outputs["fp32"])
-        step(f"inference {precision}", precision == "fp32" or agree >= ACCURACY_DB,
-             slices_per_second=round(len(stack) / seconds, 2), tflops=round(tflops, 3),
-             of_peak=f"{100 * tflops / peaks[precision]:.0f}%" if precision in peaks else "n/a",
-             psnr_vs_fp32=round(agree, 1))
 
-    choice = choose(model, dev, refresh=True)
-    step("auto choice", True, precision=choice.precision, why=choice.why)
+    model, _ = load_model(args.model)
+    precisions = ["fp32"] + [p for p in candidates(dev) if p != "fp32"]
+    peaks = {}
 
-    runner = make_runner(model, device=dev, precision=choice.precision, compile=True)
-    compiled = super_resolve_slices(runner, stack[:8], consistency="none")
-    step("compile", psnr(compiled, outputs[choice.precision][:8]) >= ACCURACY_DB,
-         compiled=runner.compiled, psnr_vs_eager=round(psnr(compiled, outputs[choice.precision][:8]), 1))
+    def measure_peaks():
+        peaks.update(benchmark._in_child(benchmark._measure_peaks, str(dev))[0])
+        return True, {f"{k}_tflops": round(v, 2) for k, v in peaks.items()}
+
+    step("peak", measure_peaks)
+
+    sizes = [(60, args.slices)] + ([(args.big_size, args.big_slices)] if args.big_slices > 0 else [])
+    outputs = {}                                         # (side, precision) -> SR stack
+    for side, count in sizes:
+        stack = bench_slices(None, count, (side, side), model.scale)
+        flops = benchmark.conv_flops_per_slice(model, side, side)
+        label = f"{side}x{side}->{side * model.scale}x{side * model.scale}"
+        for precision in precisions:
+            def infer(side=side, stack=stack, flops=flops, precision=precision):
+                runner = make_runner(model, device=dev, precision=precision)
+                super_resolve_slices(runner, stack[:min(len(stack), 8 if side <= 64 else 2)], consistency="none")
+                sync()                                   # the warm-up above is not timed
+                t0 = time.perf_counter()
+                outputs[side, precision] = super_resolve_slices(runner, stack, consistency="none")
+                sync()
+                seconds = time.perf_counter() - t0
+                tflops = flops * len(stack) / seconds / 1e12
+                agree = psnr(outputs[side, precision], outputs[side, "fp32"]) if (side, "fp32") in outputs else None
+                return precision == "fp32" or (agree is not None and agree >= ACCURACY_DB), dict(
+                    slices_per_second=round(len(stack) / seconds, 2), tflops=round(tflops, 3),
+                    of_peak=f"{100 * tflops / peaks[precision]:.0f}%" if peaks.get(precision) else "n/a",
+                    psnr_vs_fp32=None if agree is None else round(agree, 1), device=str(runner.device))
+
+            step(f"inference {precision} {label}", infer)
+
+    choice = None
+
+    def auto_choice():
+        nonlocal choice
+        choice = choose(model, dev, refresh=True)
+        return True, dict(precision=choice.precision, why=choice.why)
+
+    step("auto choice", auto_choice)
+    chosen = choice.precision if choice is not None else "fp32"
+    small = bench_slices(None, 8, (60, 60), model.scale)
+    eager = []                                           # the eager network's output, made once when first needed
+
+    def eager_output() -> np.ndarray:
+        if not eager:
+            eager.append(super_resolve_slices(make_runner(model, device=dev, precision=chosen), small,
+                                              consistency="none"))
+        return eager[0]
+
+    def compiled():
+        runner = make_runner(model, device=dev, precision=chosen, compile=True)
+        agree = psnr(super_resolve_slices(runner, small, consistency="none"), eager_output())
+        return agree >= ACCURACY_DB, dict(compiled=runner.compiled, psnr_vs_eager=round(agree, 1))
+
+    step("compile", compiled)
 
     if dev.type == "cuda":
         def fill(leave_mb: int) -> list:
@@ -107,42 +164,55 @@ def main() -> int:
                 except torch.OutOfMemoryError:
                     return blocks
 
-        big = np.repeat(stack[:4], 16, axis=0)                          # 64 slices in one requested batch
-        notes = []
-        runner = make_runner(model, device=dev, precision=choice.precision, notify=notes.append)
-        blocks = fill(400)
-        try:
-            out = super_resolve_slices(runner, big, batch_size=64, consistency="none")
-        finally:
-            del blocks
-            torch.cuda.empty_cache()
-        step("out-of-memory back-off", runner.device.type == "cuda" and psnr(out[:4], outputs[choice.precision][:4]) >= ACCURACY_DB,
-             notes=len(notes), device=str(runner.device))
-        notes = []
-        runner = make_runner(model, device=dev, precision=choice.precision, notify=notes.append)
-        blocks = fill(8)
-        try:
-            out = super_resolve_slices(runner, stack[:2], batch_size=2, consistency="none")
-        finally:
-            del blocks
-            torch.cuda.empty_cache()
-        step("CPU fallback", runner.device.type == "cpu" and any("continuing on the CPU" in n for n in notes),
-             device=str(runner.device), message=notes[-1] if notes else None)
+        def back_off():
+            big = np.repeat(small[:4], 16, axis=0)                     # 64 slices in one requested batch
+            reference = eager_output()                                  # made before the GPU is filled
+            notes = []
+            runner = make_runner(model, device=dev, precision=chosen, notify=notes.append)
+            blocks = fill(400)
+            try:
+                out = super_resolve_slices(runner, big, batch_size=64, consistency="none")
+            finally:
+                del blocks
+                torch.cuda.empty_cache()
+            agree = psnr(out[:4], reference[:4])
+            return runner.device.type == "cuda" and agree >= ACCURACY_DB, dict(
+                notes=len(notes), device=str(runner.device), psnr_vs_unfilled=round(agree, 1))
 
-    for precision in ["fp32"] + [p for p in candidates(dev) if p != "fp32"]:
-        with tempfile.TemporaryDirectory() as run:
-            t0 = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-m", "MRSuperResLib", "train", "--data", str(SAMPLE_VOLUME), "--out", run + "/r",
-                 "--stage", "gan", "--init", "scratch", "--blocks", "2", "--features", "32", "--growth", "16",
-                 "--iters", "6", "--batch", "4", "--patch", "64", "--val-every", "6", "--device", dev.type,
-                 "--precision", precision], capture_output=True, text=True, cwd=ROOT)
-            step(f"training {precision}", done.returncode == 0 and Path(run, "r", "model.safetensors").exists(),
-                 seconds=round(time.perf_counter() - t0, 1), error=done.stderr.strip().splitlines()[-1:] or None)
+        def fallback():
+            notes = []
+            runner = make_runner(model, device=dev, precision=chosen, notify=notes.append)
+            blocks = fill(8)
+            try:
+                super_resolve_slices(runner, small[:2], batch_size=2, consistency="none")
+            finally:
+                del blocks
+                torch.cuda.empty_cache()
+            return runner.device.type == "cpu" and any("continuing on the CPU" in n for n in notes), dict(
+                device=str(runner.device), message=notes[-1] if notes else None)
 
+        step("out-of-memory back-off", back_off)
+        step("CPU fallback", fallback)
+
+    for precision in precisions:
+        def train(precision=precision):
+            with tempfile.TemporaryDirectory() as run:
+                iters = str(args.train_iters)
+                done = subprocess.run(
+                    [sys.executable, "-m", "MRSuperResLib", "train", "--data", str(SAMPLE_VOLUME), "--out", run + "/r",
+                     "--stage", "gan", "--perceptual-weight", "0", "--init", "scratch", "--blocks", "2",
+                     "--features", "32", "--growth", "16", "--iters", iters, "--batch", "4", "--patch", "64",
+                     "--val-every", iters, "--device", dev.type, "--precision", precision],
+                    capture_output=True, text=True, cwd=ROOT)
+                ok = done.returncode == 0 and Path(run, "r", "model.safetensors").exists()
+                return ok, dict(error=None if ok else done.stderr.strip().splitlines()[-1:] or None)
+
+        step(f"training {precision}", train)
+
+    report["finished"] = True
+    report["passed"] = not failures
+    save()
     print(f"{'all steps passed' if not failures else 'FAILED: ' + ', '.join(failures)} on {report['device']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
     return 0 if not failures else 1
 
 

@@ -143,3 +143,69 @@ def test_an_unknown_model_lists_the_fetchable_one_too(tmp_path, capsys):
                  "--model", "nonexistent"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'nonexistent'" in err and "realesrgan-x4plus-gray" in err and "mri-x4-fidelity" in err
+
+
+# ----------------------------------------------------------------------------- a fresh tester's findings
+
+def test_a_sidecar_that_is_not_a_record_is_redone_not_a_crash(tmp_path, save_tiny):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    small_lr(src / "a.nii.gz")
+    small_lr(src / "b.nii.gz", k0=24)
+    run = ["enhance", str(src), "-o", str(out), "--model", str(save_tiny(tiny_model())), "--precision", "fp32"]
+    assert main(run) == 0
+    (out / "a_sr.json").write_text("[1, 2, 3]")
+    assert main(run) == 0
+    rows = summary(out)
+    assert [rows[str(src / n)]["status"] for n in ("a.nii.gz", "b.nii.gz")] == ["done", "up to date"]
+
+
+def test_an_output_folder_that_is_the_input_folder_or_a_folder_without_volumes_is_refused(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    small_lr(src / "a.nii.gz")
+    assert main(["enhance", str(src), "-o", str(src)]) == 2
+    assert "is the input folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no volume here")
+    assert main(["enhance", str(empty), "-o", str(tmp_path / "out")]) == 2
+    assert "no volume found in" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_slurm_arrays_with_a_step_map_onto_shards_and_bad_values_are_one_line():
+    from MRSuperResLib.errors import MRSuperResError
+    from MRSuperResLib.scans.cohort import shard_of
+
+    step = {"SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_STEP": "3"}
+    assert [shard_of(None, dict(step, SLURM_ARRAY_TASK_ID=t)) for t in ("1", "4", "7")] == [(1, 3), (2, 3), (3, 3)]
+    with pytest.raises(MRSuperResError, match="SLURM_ARRAY_TASK_ID='x' is not a whole number"):
+        shard_of(None, dict(step, SLURM_ARRAY_TASK_ID="x"))
+    with pytest.raises(MRSuperResError, match="give --shard I/N"):
+        shard_of(None, {"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"})
+
+
+def test_a_batch_stopped_by_sigterm_says_which_input_was_interrupted(tmp_path, save_tiny):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    small_lr(src / "a.nii.gz")
+    small_lr(src / "b.nii.gz", k0=24)
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        from MRSuperResLib.scans import volumes
+        write, calls = volumes._write_nifti, []
+        def write_then_signal(*args):
+            write(*args)
+            calls.append(1)
+            if len(calls) == 2:                       # the second input's output
+                os.kill(os.getpid(), signal.SIGTERM)
+        volumes._write_nifti = write_then_signal
+        from MRSuperResLib.cli import main
+        sys.exit(main(["enhance", {str(src)!r}, "-o", {str(out)!r}, "--model", {str(save_tiny(tiny_model()))!r},
+                       "--precision", "fp32"]))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 143, done.stderr
+    rows = summary(out)
+    assert [rows[str(src / n)]["status"] for n in ("a.nii.gz", "b.nii.gz")] == ["done", "interrupted"]
+    assert partials(out) == []

@@ -121,3 +121,24 @@ def test_an_event_after_a_half_written_line_starts_a_line_of_its_own(tmp_path):
         log.write("start", 0)
         log.close()
     assert fresh.read_text(encoding="utf-8").count("\n") == 2 and "\n\n" not in fresh.read_text(encoding="utf-8")
+
+
+def test_a_checkpoint_with_non_finite_weights_is_skipped_like_a_corrupt_one(tmp_path, capsys):
+    """Bytes changed into NaN inside the newest checkpoint's generator: resume falls back to the
+    previous one and says so, instead of blaming the learning rate for a divergence."""
+    import torch
+
+    data = np.asarray(__import__("nibabel").load(str(SAMPLE)).dataobj, dtype=np.float32)
+    train = write_nifti(tmp_path / "a.nii.gz", data[20:84, 30:94, 10:14])
+    val = write_nifti(tmp_path / "b.nii.gz", data[30:94, 40:104, 26:28])
+    run = tmp_path / "run"
+    args = ["train", "--data", str(train), "--val", str(val), "--out", str(run), *TINY]
+    assert main([*args, "--iters", "4"]) == 0
+    newest = list_checkpoints(run)[0]
+    state = torch.load(str(newest), weights_only=True)
+    state["generator"]["conv_first.weight"].view(-1)[:4] = float("nan")
+    torch.save(state, str(newest))
+    capsys.readouterr()
+    assert main([*args, "--iters", "6", "--resume"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if str(newest) in line]
+    assert len(said) == 1 and "NaN or infinite" in said[0] and "using ckpt_00000002.pt" in said[0]
