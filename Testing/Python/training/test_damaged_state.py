@@ -73,13 +73,19 @@ TINY = ["--blocks", "1", "--features", "8", "--growth", "4", "--batch", "1", "--
         "--precision", "fp32", "--log-every", "2", "--stage", "psnr", "--checkpoint-every", "2"]
 
 
-def test_resume_past_a_corrupt_checkpoint_names_both_files_on_stderr(tmp_path, capsys):
+def tiny_run(tmp_path):
+    """A 4-iteration run with checkpoints at 2 and 4 on real MRI; (run folder, its train argv)."""
     data = np.asarray(__import__("nibabel").load(str(SAMPLE)).dataobj, dtype=np.float32)
     train = write_nifti(tmp_path / "a.nii.gz", data[20:84, 30:94, 10:14])
     val = write_nifti(tmp_path / "b.nii.gz", data[30:94, 40:104, 26:28])
     run = tmp_path / "run"
     args = ["train", "--data", str(train), "--val", str(val), "--out", str(run), *TINY]
     assert main([*args, "--iters", "4"]) == 0
+    return run, args
+
+
+def test_resume_past_a_corrupt_checkpoint_names_both_files_on_stderr(tmp_path, capsys):
+    run, args = tiny_run(tmp_path)
     newest, previous = list_checkpoints(run)[:2]
     assert (newest.name, previous.name) == ("ckpt_00000004.pt", "ckpt_00000002.pt")
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])       # truncated
@@ -128,12 +134,7 @@ def test_a_checkpoint_with_non_finite_weights_is_skipped_like_a_corrupt_one(tmp_
     previous one and says so, instead of blaming the learning rate for a divergence."""
     import torch
 
-    data = np.asarray(__import__("nibabel").load(str(SAMPLE)).dataobj, dtype=np.float32)
-    train = write_nifti(tmp_path / "a.nii.gz", data[20:84, 30:94, 10:14])
-    val = write_nifti(tmp_path / "b.nii.gz", data[30:94, 40:104, 26:28])
-    run = tmp_path / "run"
-    args = ["train", "--data", str(train), "--val", str(val), "--out", str(run), *TINY]
-    assert main([*args, "--iters", "4"]) == 0
+    run, args = tiny_run(tmp_path)
     newest = list_checkpoints(run)[0]
     state = torch.load(str(newest), weights_only=True)
     state["generator"]["conv_first.weight"].view(-1)[:4] = float("nan")
