@@ -290,11 +290,6 @@ def cmd_train(args) -> int:
     return code
 
 
-def refuse_overwriting_input(source: str, output: str) -> None:
-    if Path(source).exists() and Path(source).resolve() == Path(output).resolve():
-        raise MRSuperResError(f"the output {output} is the input file: choose another name")
-
-
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -305,7 +300,7 @@ def positive_int(text: str) -> int:
 def cmd_enhance(args) -> int:
     from ..scans.cohort import VOLUME_SUFFIXES, is_batch
     from .enhance import Models, enhance_to_files, maps_folder, run_batch
-    from ..scans.volumes import check_writable, read_volume
+    from ..scans.volumes import check_writable, read_volume, refuse_overwriting_input
 
     if args.scale is not None and args.scale < 1:
         raise MRSuperResError(f"--scale must be positive, not {args.scale}")
@@ -374,7 +369,7 @@ def cmd_evaluate(args) -> int:
 def cmd_degrade(args) -> int:
     from ..scans import geometry
     from ..scans.degrade import degrade_volume
-    from ..scans.volumes import check_writable, read_volume, write_volume
+    from ..scans.volumes import check_writable, read_volume, refuse_overwriting_input, write_volume
 
     check_writable(args.output)
     refuse_overwriting_input(args.input, args.output)

@@ -34,7 +34,9 @@ def cmd_models(args) -> int:
 
 def cmd_import(args) -> int:
     from ..models.weights import import_model
+    from ..scans.volumes import refuse_overwriting_input
 
+    refuse_overwriting_input(args.source, args.output)
     out = Path(args.output)
     saved = import_model(args.source, out, args.name or out.stem)
     cfg = saved["architecture"]

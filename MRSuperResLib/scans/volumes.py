@@ -293,6 +293,12 @@ def denormalise(x01: np.ndarray, lo: float, hi: float, *, in_place: bool = False
 
 # ----------------------------------------------------------------------------- writing
 
+def refuse_overwriting_input(source: str | os.PathLike, output: str | os.PathLike) -> None:
+    """An output that is its own input would destroy what it is made from: refused before any work."""
+    if Path(source).exists() and Path(source).resolve() == Path(output).resolve():
+        raise MRSuperResError(f"the output {output} is the input file: choose another name")
+
+
 def check_writable(path: str | os.PathLike, create_folder: bool = False) -> Path:
     """Fail early, before any computation, when `path` cannot be written; `create_folder`: a
     missing folder will be made (when the output is written), so its nearest existing one must be
@@ -308,7 +314,8 @@ def check_writable(path: str | os.PathLike, create_folder: bool = False) -> Path
         check_out_dir(parent, "-o")
         return path
     if not parent.is_dir():
-        raise MRSuperResError(f"output folder does not exist: {parent}")
+        raise MRSuperResError(f"{parent} is a file, not a folder: it cannot hold {path.name}" if parent.exists()
+                              else f"output folder does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise MRSuperResError(f"output folder is not writable: {parent}")
     return path

@@ -209,3 +209,13 @@ def test_a_batch_stopped_by_sigterm_says_which_input_was_interrupted(tmp_path, s
     rows = summary(out)
     assert [rows[str(src / n)]["status"] for n in ("a.nii.gz", "b.nii.gz")] == ["done", "interrupted"]
     assert partials(out) == []
+
+
+def test_import_weights_refuses_to_overwrite_its_source_and_a_file_as_folder_is_named(tmp_path, save_tiny, capsys):
+    weights = save_tiny(tiny_model())
+    before = weights.read_bytes()
+    assert main(["import-weights", str(weights), "-o", str(weights)]) == 2
+    assert "is the input file" in capsys.readouterr().err and weights.read_bytes() == before
+    lr = small_lr(tmp_path / "lr.nii.gz")
+    assert main(["enhance", str(lr), "-o", str(lr / "x.nii.gz"), "--model", str(weights)]) == 2
+    assert "lr.nii.gz is a file, not a folder" in capsys.readouterr().err
