@@ -22,6 +22,24 @@ for _name, _value in {"HOME": TEST_HOME, "USERPROFILE": TEST_HOME, "MRSUPERRES_H
 # (out-of-memory, compile, NaN) stay on it; test_openvino_engine.py lifts this for its own tests
 os.environ["MRSUPERRES_ENGINES"] = "torch"
 
+
+def _loopback_registry() -> Path:
+    """The shipped model registry with every URL on a closed loopback port: a test that would
+    download a model fails at once, here, instead of reaching outside the machine."""
+    import json
+
+    shipped = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "registry.json"
+    data = json.loads(shipped.read_text())
+    for entry in data["models"]:
+        entry["urls"] = [f"http://127.0.0.1:9/no-network/{entry['file']}"]
+    path = TEST_HOME / "registry" / "registry.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+os.environ["MRSUPERRES_MODEL_REGISTRY"] = str(_loopback_registry())     # registry.REGISTRY_ENV
+
 import nibabel as nib
 import numpy as np
 import pytest

@@ -132,6 +132,7 @@ def test_scale_2_takes_the_x2_model_and_evaluate_follows_the_models_scale(gt_fil
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     monkeypatch.setattr(catalog, "SHIPPED_DIR", shipped)
+    monkeypatch.setenv("MRSUPERRES_MODEL_REGISTRY", str(tmp_path / "no-registry.json"))   # none offered either
     assert main(["evaluate", str(path), "--scale", "2", "--out", str(tmp_path / "e0")]) == 2
     assert "no x2 model ships" in capsys.readouterr().err
     save_model(tiny_model(2), shipped / "mri-x2-fidelity.safetensors", {"training_data": "test", "iterations": 0})

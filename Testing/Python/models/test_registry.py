@@ -14,7 +14,7 @@ from MRSuperResLib.options import SHIPPED_MODELS_DIR
 
 
 def test_the_registry_names_the_checkouts_models_with_their_figures():
-    entries = registry.read_registry()
+    entries = registry.read_registry(registry.REGISTRY_FILE)
     names = {e["name"] for e in entries}
     held = {p.stem for p in SHIPPED_MODELS_DIR.glob("*.safetensors")}
     assert names == held, (names, held)
@@ -45,7 +45,7 @@ def test_a_registry_that_breaks_the_schema_is_refused_in_one_line(change, proble
 
 
 def test_a_mirror_comes_first_and_the_card_lies_beside_the_weights():
-    entry = registry.read_registry()[0]
+    entry = registry.read_registry(registry.REGISTRY_FILE)[0]
     urls = registry.urls_of(entry, environ={registry.MIRROR_ENV: "http://mirror.local/models/"})
     assert urls[0] == f"http://mirror.local/models/{entry['file']}" and urls[1:] == entry["urls"]
     assert registry.urls_of(entry, entry["card"], environ={})[0].endswith("/" + entry["card"])
