@@ -193,6 +193,7 @@ def run_batch(args) -> int:
     models = Models(args)
     options = options_of(args)
     rows, t_batch = [], time.perf_counter()
+    maps_root = maps_folder(args.maps, out_dir)           # --maps alone: beside the outputs
     checked = {id(item): check_item(item, out_dir, args, options, models) for item in items if item.skip is None}
     todo = [i for i in items if i.skip is None and checked[id(i)][1] is not True]
     print(f"mrsuperres: {len(items)} input(s) in shard {index} of {count}, {len(todo)} to enhance, "
@@ -215,7 +216,6 @@ def run_batch(args) -> int:
                 row.update(status="up to date", message="output and sidecar match (--overwrite redoes it)")
                 continue
             volume = item.read()
-            maps_root = maps_folder(args.maps, out_dir)           # --maps alone: beside the outputs
             maps_dir = maps_root / item.output.parent if maps_root is not None else None
             facts, _, written = enhance_to_files(volume, output, args, models, maps_dir=maps_dir,
                                                  progress=Progress(f"{n}/{len(items)}"))

@@ -103,7 +103,7 @@ def resolve_model(spec: str | None, fetch_default: bool = True, progress=None, c
         return fetch_realesrgan()              # the cached copy only while it matches its card and source
     here = installed(name)
     entry = registry_entry(name) if not Path(name).suffix else None
-    if entry is not None and here is not None and here.parent == cache_dir() and sha256_of(here) != entry["sha256"]:
+    if entry is not None and here is not None and here.parent == cache_dir() and not _matches(here, entry):
         print(f"mrsuperres: the downloaded {here.name} differs from the registry's (damaged, replaced or an older "
               "version); downloading it again", file=sys.stderr)
         here = None
@@ -111,10 +111,8 @@ def resolve_model(spec: str | None, fetch_default: bool = True, progress=None, c
         if not fetch_default:
             raise MRSuperResError(f"model '{name}' is not downloaded yet (`mrsuperres models pull {name}`)")
         return fetch_registered(name, cache_dir(), progress=progress or download_bar(entry), cancel=cancel)
-    for folder in search_dirs():
-        candidate = folder / f"{name}.safetensors"
-        if candidate.exists():
-            return candidate
+    if here is not None:
+        return here
     path = Path(name).expanduser()
     if path.exists() or any(ch in name for ch in "/\\") or path.suffix:
         if not path.exists():
@@ -125,6 +123,20 @@ def resolve_model(spec: str | None, fetch_default: bool = True, progress=None, c
     if REALESRGAN_MODEL not in known:
         known.append(f"{REALESRGAN_MODEL} (fetched on first use)")
     raise MRSuperResError(f"unknown model '{name}' (available: {', '.join(known)}; or give a path to a weights file)")
+
+
+_MATCHED: set = set()      # downloaded models found equal to the registry, as (path, size, mtime, sha256)
+
+
+def _matches(path: Path, entry: dict) -> bool:
+    """Whether a downloaded model still has the registry's sha256: hashed once per process while
+    the file keeps its size and time (a batch resolves the model per volume; loading it checks
+    the card's sha256 anyway)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, entry["sha256"])
+    if key not in _MATCHED and sha256_of(path) == entry["sha256"]:
+        _MATCHED.add(key)
+    return key in _MATCHED
 
 
 def download_bar(entry: dict):

@@ -20,6 +20,14 @@ def gigabytes(n: float) -> str:
             else f"{n / 2**10:.0f} KB")
 
 
+def voxel_count(shape) -> int:
+    """Exact, in Python integers: a hostile header's sizes overflow numpy's int64 product."""
+    count = 1
+    for n in shape:
+        count *= int(n)
+    return count
+
+
 def shape_text(shape) -> str:
     return " x ".join(str(int(n)) for n in shape)
 
@@ -30,9 +38,7 @@ def check_declared_size(path: Path, shape, itemsize: int, offset: int = 0, encod
     `offset`), deflated data cannot expand more than DEFLATE_MAX_RATIO times. Other encodings
     (bzip2, text) are left to the reader."""
     data_file = data_file or path
-    voxels = 1
-    for n in shape:
-        voxels *= int(n)
+    voxels = voxel_count(shape)
     declared = voxels * int(itemsize)
     try:
         length = data_file.stat().st_size
@@ -80,12 +86,19 @@ def check_memory(what: str, needed: int, hint: str = "") -> None:
                               f"{hint}")
 
 
+def check_before_reading(path: Path, shape, itemsize: int, offset: int = 0, encoding: str = "raw",
+                         data_file: Path | None = None) -> None:
+    """What a reader checks before it reads the voxels: the file can hold what its header
+    declares, and the machine has the memory for them and their float32 copy."""
+    check_declared_size(path, shape, itemsize, offset, encoding, data_file)
+    voxels = voxel_count(shape)
+    check_memory(f"reading {path} ({shape_text(shape)} voxels)", voxels * (4 + int(itemsize)))
+
+
 def check_output_size(shape, why: str = "") -> None:
     """An output's float32 size against MAX_OUTPUT_BYTES and the memory available (the whole
     output is held in memory before it is written)."""
-    voxels = 1
-    for n in shape:
-        voxels *= int(n)
+    voxels = voxel_count(shape)
     needed = 4 * voxels
     what = f"the output of {shape_text(shape)} voxels"
     if needed > MAX_OUTPUT_BYTES:

@@ -132,10 +132,8 @@ def _read_nifti(path: Path):
         raise MRSuperResError(f"{path} is not a NIfTI image")
     dtype = img.get_data_dtype()
     gz = str(path).lower().endswith(".gz")
-    sizes.check_declared_size(path, img.shape, dtype.itemsize, 0 if gz else int(img.dataobj.offset),
-                              "gzip" if gz else "raw")
-    sizes.check_memory(f"reading {path} ({sizes.shape_text(img.shape)} voxels)",
-                       int(np.prod(img.shape, dtype=np.int64)) * (4 + dtype.itemsize))
+    sizes.check_before_reading(path, img.shape, dtype.itemsize, 0 if gz else int(img.dataobj.offset),
+                               "gzip" if gz else "raw")
     if dtype.names is not None or dtype.kind == "c":
         raise MRSuperResError(f"{path} is an RGB, vector or complex image ({dtype}): need a single-channel volume")
     if img.header.get_intent()[0] in ("vector", "rgb vector", "rgba vector"):
@@ -223,10 +221,8 @@ def check_nrrd_header(path: Path, header: dict) -> None:
     except Exception:                         # noqa: BLE001 (pynrrd then refuses it in its own words)
         return
     encoding = str(header.get("encoding", "raw")).lower()
-    sizes.check_declared_size(path, shape, itemsize, int(header.get("byte skip", 0) or 0) if target else 0,
-                              {"gz": "gzip"}.get(encoding, encoding), target)
-    sizes.check_memory(f"reading {path} ({sizes.shape_text(shape)} voxels)",
-                       int(np.prod(shape, dtype=np.int64)) * (4 + itemsize))
+    sizes.check_before_reading(path, shape, itemsize, int(header.get("byte skip", 0) or 0) if target else 0,
+                               {"gz": "gzip"}.get(encoding, encoding), target)
 
 
 def _scalar_shape(shape: tuple, path: Path) -> tuple:
