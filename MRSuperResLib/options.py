@@ -46,6 +46,7 @@ MAP_NAMES = ("consistency", "uncertainty", "detail")
 DEGRADATIONS = ("bilinear", "bicubic", "kspace")
 BASELINES = ("nearest", "bilinear", "bicubic", "lanczos")
 SLICE_PROFILES = ("gaussian", "rect")
+SLICE_PROFILE_DEFAULT = SLICE_PROFILES[0]     # the shape of a typical excitation
 HR_NOISE_SIGMA = (0.005, 0.03)               # --hr-noise: Rician sigma range, fraction of the [0, 1] range
 
 # the models used when none is named

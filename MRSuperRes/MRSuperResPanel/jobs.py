@@ -62,14 +62,14 @@ class JobsPanel:
                 device=self.ui.deviceComboBox.currentText, detail=None if through else self.detailValue(),
                 selfEnsemble=self.ui.selfEnsembleCheckBox.checked and not through,
                 consistency=self.ui.consistencyComboBox.currentText,
-                maps=self.ui.mapsCheckBox.checked and not through, plan=plan, waitForCompletion=False)
+                maps=self.ui.mapsCheckBox.checked, plan=plan, waitForCompletion=False)
         thick = self.ui.degradationComboBox.currentText == "thick"
         return self.logic.compare(
             self.ui.groundTruthSelector.currentNode(), model=self.modelFor(self.ui.compareModelComboBox, thick),
             scale=self.ui.scaleSpinBox.value, degradation=self.ui.degradationComboBox.currentText,
             axis=self.AXES[self.ui.compareAxisComboBox.currentText],
             device=self.ui.compareDeviceComboBox.currentText, consistency=self.ui.consistencyComboBox.currentText,
-            maps=self.ui.mapsCheckBox.checked and not thick, waitForCompletion=False)
+            maps=self.ui.mapsCheckBox.checked, waitForCompletion=False)
 
     def onTimer(self):
         """One look at every job. Never re-entered (a nested call, from an event loop some

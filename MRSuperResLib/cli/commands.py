@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import (EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERNAL, EXIT_TERMINATED, MRSuperResError, Terminated,
                       environment_problem)
 from ..options import (AXES, CONSISTENCY_DEFAULT, CONSISTENCY_MODES, DEGRADATIONS, DIRECTION_DEFAULT,
-                       DIRECTIONS, ENGINES, MRI_DEFAULT_MODEL, PRECISIONS, SLICE_PROFILES)
+                       DIRECTIONS, ENGINES, MRI_DEFAULT_MODEL, PRECISIONS, SLICE_PROFILE_DEFAULT, SLICE_PROFILES)
 from ..progress import Progress
 from .models import cmd_fetch, cmd_import, cmd_models
 
@@ -27,7 +27,7 @@ DEGRADE_HELP = ("how the low resolution is simulated: bilinear (Rashid et al.: b
                 "or thick (--thickness mm slices along the slice axis, for through-plane models)")
 THICK_OPTIONS = dict(thickness=("--thickness", dict(type=float, default=5.0, metavar="MM",
                                                       help="--degrade thick: slice thickness and spacing to simulate")),
-                     profile=("--profile", dict(default=SLICE_PROFILES[0], choices=SLICE_PROFILES,
+                     profile=("--profile", dict(default=SLICE_PROFILE_DEFAULT, choices=SLICE_PROFILES,
                                                 help="--degrade thick: slice profile, FWHM = thickness")))
 
 
@@ -146,15 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "higher PSNR/SSIM (docs/models.md)")
     consistency_options(p)
     p.add_argument("--maps", nargs="?", const=True, default=None, metavar="DIR",
-                   help="in-plane only: also write the consistency map (re-acquired output minus input: where the "
-                        "output is not backed by the scan) and the uncertainty map (spread over the 8 self-ensemble "
-                        "passes, which this runs: 8x the time, and the output is their mean) on the output's grid, "
-                        "beside the output or into DIR; for a GAN model also the detail map (|GAN - fidelity| / 2: "
-                        "2 more passes)")
+                   help="also write the consistency map (re-acquired output minus input: where the output is not "
+                        "backed by the scan) and the uncertainty map on the output's grid, beside the output or into "
+                        "DIR. In-plane the uncertainty is the spread over the 8 self-ensemble passes, which this runs "
+                        "(8x the time; the output is their mean), and a GAN model adds the detail map (|GAN - "
+                        "fidelity| / 2: 2 more passes); through-plane both maps come at no extra pass (the spread "
+                        "of the two orientations; re-acquired with --profile)")
     p.add_argument("--direction", default=DIRECTION_DEFAULT, choices=DIRECTIONS,
                    help="in-plane: each slice made --scale times finer; through-plane: the slice axis of a "
                         "thick-slice scan brought to --spacing (x1 through-plane model); auto: through-plane when "
                         "the slices are at least 1.5x the in-plane spacing, else in-plane")
+    p.add_argument("--profile", default=SLICE_PROFILE_DEFAULT, choices=SLICE_PROFILES,
+                   help="through-plane with --maps: the scan's slice profile (FWHM = the header's slice thickness, "
+                        "else the spacing) with which the output is re-acquired for the consistency map")
     p.add_argument("--spacing", type=float, default=None, metavar="MM",
                    help="through-plane: the slice spacing to reach (default: the in-plane spacing; any factor, "
                         "e.g. 4.4 mm slices over 0.88 mm make exactly 5x)")
@@ -170,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--self-ensemble", action="store_true", help="as for enhance: mean over 8 flips/rotations")
     consistency_options(p)
     p.add_argument("--maps", action="store_true",
-                   help="in-plane only: also score the uncertainty map (runs the 8 self-ensemble passes) and, for a GAN model, the "
-                        "detail map against the error; the consistency map is always scored")
+                   help="in-plane: also score the uncertainty map (runs the 8 self-ensemble passes) and, for a GAN "
+                        "model, the detail map against the error; the consistency map is always scored. --degrade "
+                        "thick scores both maps always (they cost no extra pass)")
     p.add_argument("--scale", type=int, default=None,
                    help="resolution factor to simulate (default: the model's scale; 4 with --model none or "
                         "--degrade thick); the model must match")
@@ -343,9 +348,8 @@ def cmd_evaluate(args) -> int:
         "through-plane" if thick else "in-plane", args.scale), detail=args.detail, detail_model=args.detail_model)
     if thick:
         from ..evaluation.thick import evaluate_thick
-        if args.self_ensemble or args.maps:
-            raise MRSuperResError(f"{'--maps' if args.maps else '--self-ensemble'} applies to in-plane "
-                                  "super-resolution only")
+        from ..pipeline.enhance import check_direction
+        check_direction("through-plane", args.self_ensemble)
         result = evaluate_thick(args.hr, model, thickness=args.thickness, profile=args.profile, axis=args.axis,
                                 out_dir=args.out, device=args.device, batch_size=args.batch_size,
                                 precision=args.precision, tile=args.tile, blank_threshold=args.blank_threshold,

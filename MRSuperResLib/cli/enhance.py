@@ -19,7 +19,7 @@ from ..errors import MRSuperResError
 from ..models.cards import model_provenance
 from ..models.catalog import default_model_for, load_model, model_scale
 from ..options import MAP_NAMES
-from ..pipeline.enhance import enhance_volume
+from ..pipeline.enhance import check_direction, enhance_volume
 from ..pipeline.plan import check_spacing, choose_direction, make_plan
 from ..progress import Progress
 from ..scans.cohort import discover, in_shard, shard_of
@@ -106,9 +106,7 @@ def enhance_to_files(volume: Volume, output: Path, args, models: Models, maps_di
     model, card = models.named()
     direction, axis, why = choose_direction(volume, args.direction, args.axis,
                                             model.scale if model is not None else args.scale)
-    if direction == "through-plane" and (args.self_ensemble or args.maps):
-        raise MRSuperResError(f"{'--maps' if args.maps else '--self-ensemble'} applies to in-plane "
-                              "super-resolution only")
+    check_direction(direction, args.self_ensemble)
     map_paths = map_files(output, maps_dir) if maps_dir is not None else {}
     check_spacing(volume, direction, axis, args.spacing)                    # before a model is looked up
     spec = None if model is not None else default_model_for(direction, args.scale)
@@ -120,14 +118,15 @@ def enhance_to_files(volume: Volume, output: Path, args, models: Models, maps_di
     if args.scale and model.scale != args.scale:
         raise MRSuperResError(f"model '{card.get('name')}' is x{model.scale}, not x{args.scale}")
     runner = models.runner(model)
-    plan.timed(seconds_per_output_voxel(runner) * (8 if args.self_ensemble or args.maps else 1))
+    plan.timed(seconds_per_output_voxel(runner) * (8 if args.self_ensemble or (args.maps and direction == "in-plane")
+                                                    else 1))
     print(f"mrsuperres: {plan.summary()}", file=sys.stderr)
     for line in plan.warnings:
         print(f"mrsuperres: warning: {line}", file=sys.stderr)
     hr, facts = enhance_volume(volume, model, batch_size=args.batch_size, tile=args.tile,
                                progress=progress or Progress("enhance"),
                                self_ensemble=args.self_ensemble, consistency=args.consistency,
-                               maps=bool(args.maps), runner=runner, plan=plan)
+                               maps=bool(args.maps), runner=runner, plan=plan, profile=args.profile)
     map_paths = {name: path for name, path in map_paths.items() if name in hr.maps}
     written = write_all({Path(output): (hr, dtype),
                          **{path: (hr.maps[name], "float32") for name, path in map_paths.items()}})
@@ -151,6 +150,12 @@ def enhance_to_files(volume: Volume, output: Path, args, models: Models, maps_di
 
 def describe_consistency(facts: dict) -> str:
     """The per-volume numbers of the maps, as `enhance` prints them (fractions of the input's range)."""
+    if facts["direction"] == "through-plane":
+        d, u = facts["data_consistency"]["network"], facts["uncertainty"]
+        return (f"data consistency: the output re-acquired ({facts['reacquired_with']}) departs from the input by "
+                f"RMS {100 * d['rms']:.2f}% of its range, {100 * d['share_above']:.1f}% of voxels with signal by more "
+                f"than {100 * d['threshold']:.0f}%; uncertainty (spread of the two orientations): mean "
+                f"{100 * u['mean']:.2f}%, 99th percentile {100 * u['p99']:.2f}% of the range")
     d, out = facts["data_consistency"]["network"], facts["data_consistency"]["output"]
     line = (f"data consistency: the network's output re-acquired (box average per input voxel) departs from the "
             f"input by RMS {100 * d['rms']:.2f}% of its range, {100 * d['share_above']:.1f}% of voxels with signal "

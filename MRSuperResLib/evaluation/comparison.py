@@ -52,12 +52,10 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
     interpolation across the slices (the axis that was made coarse), scored on the slices
     perpendicular to it as `evaluate --degrade thick` does. `maps`: the network runs the 8
     self-ensemble passes and the comparison also holds |SR - GT|, the consistency map and the
-    uncertainty map (input units, on the GT grid; in-plane only)."""
+    uncertainty map (input units, on the GT grid; through-plane they cost no extra pass)."""
     if degradation == "thick":
-        if maps:
-            raise MRSuperResError("the maps are made for in-plane super-resolution only")
         return _compare_thick(gt, model, factor=scale, axis=axis, device=device, precision=precision,
-                              blank_threshold=blank_threshold, progress=progress, cancel=cancel)
+                              blank_threshold=blank_threshold, progress=progress, cancel=cancel, maps=maps)
     check_scale(scale)
     if model.scale != scale:
         raise MRSuperResError(f"the model is x{model.scale}, but x{scale} was asked for: choose an x{scale} model")
@@ -97,7 +95,7 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
 
 
 def _compare_thick(gt: Volume, model, *, factor: int, axis, device, precision, blank_threshold, progress,
-                   cancel) -> Comparison:
+                   cancel, maps: bool) -> Comparison:
     if model.scale != 1:
         raise MRSuperResError(f"thick slices are restored by a through-plane (x1) model, not an x{model.scale} one")
     data = check_voxels(gt.data, gt.meta.get("path", "ground truth"))
@@ -110,7 +108,7 @@ def _compare_thick(gt: Volume, model, *, factor: int, axis, device, precision, b
     lo, hi = intensity_range(gt.data)
     lr01 = Volume(normalise(lr.data, (lo, hi), clip=True), lr.affine)
     sr, _ = enhance_through_plane(lr01, make_runner(model, device=device, precision=precision), axis=ax,
-                                  progress=progress, cancel=cancel)
+                                  progress=progress, cancel=cancel, maps=maps)
     outputs01 = {"model": geometry.slices_first(np.clip(sr.data, 0, 1), ax)}
     for m, kind in (("bicubic", "cubic"), ("bilinear", "linear")):
         outputs01[m] = geometry.slices_first(np.clip(interpolate(lr01.data, ax, factor, n, kind), 0, 1), ax)
@@ -121,4 +119,9 @@ def _compare_thick(gt: Volume, model, *, factor: int, axis, device, precision, b
     outputs = {m: Volume(geometry.slices_back(denormalise(np.ascontiguousarray(o), lo, hi), ax), gt.affine,
                          {k: v for k, v in gt.meta.items() if k not in ("path",)})
                for m, o in outputs01.items()}
-    return Comparison(gt, lr, outputs, ax, factor, "thick", rows, summary)
+    found = {}
+    if maps:
+        error = np.abs(np.clip(sr.data, 0, 1) - normalise(gt.data, (lo, hi))) * np.float32(hi - lo)
+        found = {"error": Volume(error, gt.affine),
+                 **{m: Volume(v.data * np.float32(hi - lo), gt.affine) for m, v in sr.maps.items()}}
+    return Comparison(gt, lr, outputs, ax, factor, "thick", rows, summary, found)

@@ -39,7 +39,7 @@ def format_table(result: dict) -> str:
     if "orientations" in result:                 # through-plane: one table per orientation
         for name, methods in result["orientations"].items():
             lines += _table(f"{result['degradation']}, {name} slices (mean +/- std)", methods)
-        return "\n".join(lines)
+        return "\n".join(lines + describe(result.get("maps") or {}))
     lines += _table(f"x{result['scale']} {result['degradation']}, {result['n_slices']} slices (mean +/- std)",
                     result["methods"])
     if result.get("data_consistency"):

@@ -7,6 +7,9 @@ cubic interpolation across the slices bring it back to the original grid, which 
 the whole slices' extent. Metrics per slice, blank slices dropped, in each orientation: the
 slices perpendicular to the slice axis (the acquired planes and those between them) and the
 two reformatted orientations that contain the slice axis, where the thick-slice blur shows.
+With a model, its two maps (consistency, re-acquired with the simulated profile; uncertainty, the
+spread of the two orientations) are scored against the error on the perpendicular slices
+(map_scores, in patches of MAP_PATCH x MAP_PATCH fine voxels).
 """
 from __future__ import annotations
 
@@ -23,8 +26,12 @@ from ..scans import geometry
 from ..scans.degrade import simulate_thick_volume, thick_factor, whole_slices
 from ..scans.slice_profile import PROFILES, interpolate
 from ..scans.volumes import Volume, check_out_dir, intensity_range, normalise, read_volume, stem
+from .map_scores import Ranking
 from .metrics import METRICS, score_slices, summarise_by_method
 from .outputs import write_outputs
+
+
+MAP_SCALE = 2           # map_scores' patches of 4 voxels times this: 8 x 8 fine voxels of a perpendicular slice
 
 
 def evaluate_thick(paths: list[str], model=None, *, thickness: float = 5.0, profile: str = "gaussian",
@@ -48,6 +55,7 @@ def evaluate_thick(paths: list[str], model=None, *, thickness: float = 5.0, prof
     runner = make_runner(model, device=device, precision=precision, engine=engine) if model is not None else None
     methods = (["model"] if model is not None else []) + ["cubic"]
     rows, by_orientation, figure_data, kept = [], {}, None, []
+    ranking = Ranking(MAP_SCALE)
     for index, (path, vol, ax, factor) in enumerate(plans):
         lo, hi = intensity_range(vol.data)
         gt = normalise(whole_slices(vol, ax, factor).data, (lo, hi), clip=True)
@@ -58,8 +66,11 @@ def evaluate_thick(paths: list[str], model=None, *, thickness: float = 5.0, prof
             report = (lambda d, t, i=index: progress(i * 1000 + round(1000 * d / t), 1000 * len(plans))) \
                 if progress else None
             sr, _ = enhance_through_plane(thick, runner, axis=ax, batch_size=batch_size, tile=tile,
-                                          progress=report, cancel=cancel)
+                                          progress=report, cancel=cancel, maps=True, profile=profile)
             outputs["model"] = np.clip(sr.data, 0, 1)
+            ranking.add(geometry.slices_first(gt, ax), geometry.slices_first(outputs["model"], ax),
+                        {name: geometry.slices_first(m.data, ax) for name, m in sr.maps.items()})
+            del sr
         for orient in range(3):
             gt_stack = geometry.slices_first(gt, orient)
             peaks = gt_stack.reshape(gt_stack.shape[0], -1).max(1)
@@ -84,6 +95,7 @@ def evaluate_thick(paths: list[str], model=None, *, thickness: float = 5.0, prof
         "degradation": f"thick {thickness:g} mm ({profile})", "thickness_mm": thickness, "profile": profile,
         "scale": 1, "n_slices": len(by_orientation.get("perpendicular", [])) // len(methods),
         "methods": summarise_by_method(by_orientation["perpendicular"], methods),
+        "maps": ranking.scores() if model is not None else {},
         "orientations": {k: summarise_by_method(v, methods) for k, v in by_orientation.items()},
         "volumes": [str(p) for p in paths], "slices_per_volume": kept,
         "model": ({**model_provenance(model), "precision": runner.precision, "engine": runner.engine,

@@ -155,7 +155,7 @@ class MRSuperResLogic:
         else:
             direction, ax, why = plan.direction, plan.axis, plan.why
         model = model or default_model_for(direction)
-        check_direction(direction, bool(selfEnsemble), bool(maps))
+        check_direction(direction, bool(selfEnsemble))
         scale = scale or _scale_here(model)
         if plan is None or (direction == "in-plane" and plan.factor != scale):
             plan = make_plan(volume, direction, ax, why, scale, spacing)

@@ -17,7 +17,7 @@ from ..engine.slices import SliceEngine
 from ..errors import MRSuperResError
 from ..models.catalog import detail_ends
 from ..models.rrdbnet import RRDBNet
-from ..options import CONSISTENCY_DEFAULT
+from ..options import CONSISTENCY_DEFAULT, SLICE_PROFILE_DEFAULT
 from ..scans.volumes import Volume, check_voxels
 from . import consistency as consistency_step
 from .in_plane import enhance_in_plane
@@ -31,8 +31,8 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
                    progress: ProgressCallback | None = None, cancel=None,
                    notify: Callable[[str], None] | None = None,
                    self_ensemble: bool = False, consistency: str = CONSISTENCY_DEFAULT, maps: bool = False,
-                   engine: str = "auto", runner: SliceEngine | None = None, plan: Plan | None = None
-                   ) -> tuple[Volume, dict]:
+                   engine: str = "auto", runner: SliceEngine | None = None, plan: Plan | None = None,
+                   profile: str = SLICE_PROFILE_DEFAULT) -> tuple[Volume, dict]:
     """Super-resolve a volume; returns (HR volume in input units, run facts).
 
     `direction`: in-plane (each slice `model.scale` times finer), through-plane (the slice axis
@@ -46,7 +46,9 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
     consistency step corrected; input units, on the output grid), the uncertainty map (standard
     deviation over the 8 self-ensemble passes, which `maps` runs: 8x the time; the output is then
     their mean) and, for a GAN model with its fidelity partner installed, the detail map
-    (in_plane.detail_spread; 2 more passes). `runner`: a SliceEngine already made for `model`
+    (in_plane.detail_spread; 2 more passes). Through-plane, `maps` costs no extra pass: the
+    consistency map re-acquires the output with the scan's slice `profile`, the uncertainty map is
+    the spread of the two orientations (through_plane). `runner`: a SliceEngine already made for `model`
     (engine.calibration.make_runner); `plan`: the plan already made and shown (its direction, axis
     and spacing are then the run's).
     """
@@ -60,31 +62,29 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
             chosen, ax, why = choose_direction(volume, direction, axis)
         if chosen == "in-plane":
             check_spacing(volume, chosen, ax, spacing)
-        check_direction(chosen, self_ensemble, maps)
+        check_direction(chosen, self_ensemble)
         if chosen == "through-plane":
             check_model(model)
         if chosen == "in-plane" and model.scale == 1:
             raise MRSuperResError("an x1 model is a through-plane model: use --direction through-plane (or auto)")
         plan = make_plan(volume, chosen, ax, why, model.scale, spacing)
     else:
-        check_direction(plan.direction, self_ensemble, maps)
+        check_direction(plan.direction, self_ensemble)
     runner = runner or make_runner(model, device=device, precision=precision, engine=engine, compile=compile,
                                    notify=notify)
     if plan.direction == "through-plane":
         return enhance_through_plane(volume, runner, plan=plan, batch_size=batch_size, tile=tile, progress=progress,
-                                     cancel=cancel)
+                                     cancel=cancel, maps=maps, profile=profile)
     return enhance_in_plane(volume, runner, plan, consistency=consistency_step.for_model(consistency, model),
                             self_ensemble=self_ensemble, maps=maps, detail_ends=detail_ends(model) if maps else None,
                             batch_size=batch_size, tile=tile, progress=progress, cancel=cancel)
 
 
-def check_direction(direction: str, self_ensemble: bool, maps: bool) -> None:
-    """The options that apply to in-plane super-resolution only, refused for a through-plane run."""
+def check_direction(direction: str, self_ensemble: bool) -> None:
+    """The options that apply to in-plane super-resolution only, refused for a through-plane run
+    (rotating a plane would put the slice axis across the network's rows)."""
     if direction == "through-plane" and self_ensemble:
         raise MRSuperResError("--self-ensemble applies to in-plane super-resolution only")
-    if direction == "through-plane" and maps:
-        raise MRSuperResError("--maps applies to in-plane super-resolution only (across thick slices the "
-                              "acquisition is the slice profile, not a box)")
 
 
 def super_resolve_slices(model: RRDBNet | SliceEngine, stack: np.ndarray, *, device: str | torch.device = "auto",

@@ -110,8 +110,7 @@ def detail_spread(runners: list, stack: np.ndarray, *, consistency: str, batch_s
 
 def map_volume(stack: np.ndarray, like: Volume, axis: int, what: str) -> Volume:
     """A map (slices first) as a volume on `like`'s grid, saying what it is."""
-    meta = {k: v for k, v in like.meta.items() if k not in ("description", "path", "dtype", "format")}
-    return Volume(geometry.slices_back(stack, axis), like.affine, {**meta, "description": f"MRSuperRes {what}"})
+    return like.map_of(geometry.slices_back(stack, axis), what)
 
 
 def _passes(progress, start: int, count: int, total: int):

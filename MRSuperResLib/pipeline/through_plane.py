@@ -12,6 +12,10 @@ project's 1-channel RRDBNet at x1):
    errors. SMORE's Fourier burst accumulation keeps, per frequency, the larger magnitude of the
    two, which also keeps the larger of two noise draws.
 
+With `maps`, at no extra network pass: the consistency map (the output re-acquired with the
+scan's slice profile minus the scan: where the result departs from what was measured) and the
+uncertainty map (the spread of the two orientations' estimates, |a - b| / 2).
+
 The model learns the slice profile from in-plane slices degraded along one direction only
 (slice_profile.training_pair); `train --self` fine-tunes it on the scan's own in-plane slices.
 """
@@ -26,20 +30,25 @@ from ..errors import MRSuperResError
 from ..models.cards import model_provenance
 from ..options import THICK_DEFAULT_MODEL
 from ..scans import geometry
-from ..scans.slice_profile import interpolate
+from ..options import SLICE_PROFILE_DEFAULT
+from ..scans.slice_profile import along, interpolate, nearest_coarse, profile_matrix, slice_thickness_ratio
 from ..scans.volumes import Volume, check_voxels, denormalise, intensity_range, normalise
+from . import consistency as consistency_step
 from .plan import Plan, choose_direction, describe_output, make_plan
 
 
 def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, axis="auto",
                           spacing: float | None = None, batch_size: int | None = None, tile: int | None = None,
-                          progress=None, cancel=None) -> tuple[Volume, dict]:
+                          progress=None, cancel=None, maps: bool = False,
+                          profile: str = SLICE_PROFILE_DEFAULT) -> tuple[Volume, dict]:
     """A thick-slice volume on a grid `factor` times finer along its slice axis (same extent, the
     geometry's rule); returns (volume in input units, run facts). `runner`: the SliceEngine of an x1
     model (engine.calibration.make_runner); `plan`: the run's plan (made here from `axis` and
     `spacing` when not given). Never anchored: holding the output's local brightness to
     the cubic input undoes most of the deblurring (on held-out Colin27 at 5 mm, +0.4 dB over cubic
-    anchored against +1.5 dB not)."""
+    anchored against +1.5 dB not). `maps`: also `hr.maps` (consistency and uncertainty, input
+    units, on the output grid), re-acquiring with `profile` and the header's slice thickness
+    (the spacing where the header has none). Memory with maps: one more output-sized buffer."""
     model = runner.network
     check_model(model)
     data = check_voxels(volume.data, volume.meta.get("path", "volume"))
@@ -52,6 +61,7 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
     fine = interpolate(normalise(data, (lo, hi)), ax, factor)
     b, c = geometry.in_plane_axes(ax)
     out = np.zeros(fine.shape, np.float32)
+    spread = None
     total, done = fine.shape[b] + fine.shape[c], 0
     for other, rest in ((b, c), (c, b)):
         # planes perpendicular to `other`, the slice axis as rows (as the network was trained)
@@ -59,10 +69,16 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
         stack = np.ascontiguousarray(np.moveaxis(fine, order, (0, 1, 2)))
         report = (lambda d, n, offset=done: progress(offset + d, total)) if progress else None
         sr = run_slices(runner, stack, batch_size=batch_size, tile=tile, progress=report, cancel=cancel)
+        if maps and spread is None:
+            spread = np.moveaxis(sr, (0, 1, 2), order).copy()          # the first orientation's estimate
+        elif maps:
+            spread -= np.moveaxis(sr, (0, 1, 2), order)
         out += np.moveaxis(sr, (0, 1, 2), order)
         done += stack.shape[0]
         del stack, sr
+    del fine
     out *= 0.5
+    made = _maps(out, spread, data, volume, ax, factor, (lo, hi), profile) if maps else None
     denormalise(out, lo, hi, in_place=True)
     hr = volume.regridded(out, ax, factor, along=(ax,))
     facts = dict(direction="through-plane", axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=1, factor=factor,
@@ -72,8 +88,39 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
                  device=str(runner.device), precision=runner.precision, engine=runner.engine,
                  precision_why=runner.choice.why, consistency="none", self_ensemble=False,
                  model=model_provenance(model), plan=plan.as_facts())
+    if made is not None:
+        stacks, facts["data_consistency"], facts["uncertainty"], facts["reacquired_with"] = made
+        hr.maps = {name: hr.map_of(m, what) for name, (m, what) in stacks.items()}
     hr.meta["description"] = describe_output(facts)
     return hr, facts
+
+
+def _maps(out01: np.ndarray, spread: np.ndarray, data: np.ndarray, volume: Volume, ax: int, factor: float,
+          span: tuple, profile: str):
+    """The two maps from the output and the orientations' difference (both in [0, 1] units; `spread`
+    is overwritten), as ({name: (array in input units, what)}, consistency summary, uncertainty
+    summary, how the output was re-acquired)."""
+    lo, hi = span
+    n, n_fine = data.shape[ax], out01.shape[ax]
+    ratio, source = slice_thickness_ratio(volume, ax)
+    reacquire = profile_matrix(n_fine, factor, ratio * factor, profile, n_coarse=n)
+    residual = along(reacquire, out01, ax)
+    residual -= normalise(data, (lo, hi))
+    signal = normalise(data, (lo, hi)) > consistency_step.SIGNAL
+    network = consistency_step.summarise(residual, signal)
+    del signal
+    residual *= np.float32(hi - lo)
+    consistency = np.take(residual, nearest_coarse(n_fine, factor, n), axis=ax)
+    del residual
+    np.abs(spread, out=spread)
+    spread *= np.float32(0.5)
+    uncertainty = consistency_step.summarise_spread(spread)
+    spread *= np.float32(hi - lo)
+    how = (f"{profile} profile, {ratio * float(volume.spacing[ax]):.3g} mm thick"
+           f"{' (header)' if source == 'header' else ': the spacing, the header has no thickness'}")
+    stacks = {"consistency": (consistency, f"output re-acquired ({how}) minus input, input units"),
+              "uncertainty": (spread, "spread of the two orientations' estimates |a - b| / 2, input units")}
+    return stacks, {"network": network}, uncertainty, how
 
 
 def check_model(model) -> None:

@@ -50,14 +50,17 @@ def _profile_mass(a: np.ndarray, b: np.ndarray, width: float, profile: str) -> n
     return 0.5 * (erf(b / (sigma * math.sqrt(2))) - erf(a / (sigma * math.sqrt(2))))
 
 
-def profile_matrix(n_fine: int, factor: float, thickness: float, profile: str = "gaussian") -> np.ndarray:
+def profile_matrix(n_fine: int, factor: float, thickness: float, profile: str = "gaussian",
+                   n_coarse: int | None = None) -> np.ndarray:
     """(n_coarse, n_fine): coarse slice j = the fine signal weighted by the slice profile (FWHM
-    `thickness` fine voxels) centred on fine index factor j + (factor - 1) / 2."""
+    `thickness` fine voxels) centred on fine index factor j + (factor - 1) / 2. `n_coarse`
+    defaults to the whole slices inside the fine grid; a scan's own count (a fine grid of
+    floor(n f) voxels may cut its last slice short) re-acquires every one of its slices."""
     if profile not in PROFILES:
         raise MRSuperResError(f"unknown slice profile '{profile}' ({', '.join(PROFILES)})")
     if not thickness > 0:
         raise MRSuperResError(f"the slice thickness must be positive, not {thickness}")
-    n_coarse = coarse_count(n_fine, factor)
+    n_coarse = coarse_count(n_fine, factor) if n_coarse is None else n_coarse
     if n_coarse < 2:
         raise MRSuperResError(f"{n_fine} voxels make fewer than 2 slices {factor:g} voxels apart")
     centres = factor * np.arange(n_coarse) + (factor - 1) / 2
@@ -86,6 +89,11 @@ def cubic_matrix(n_coarse: int, factor: float, n_fine: int | None = None, kind: 
     return m
 
 
+def nearest_coarse(n_fine: int, factor: float, n_coarse: int) -> np.ndarray:
+    """For each fine index, the coarse slice it lies in (the grid rule, rounded to the nearest)."""
+    return np.clip(np.floor((np.arange(n_fine) + 0.5) / factor), 0, n_coarse - 1).astype(int)
+
+
 def along(matrix: np.ndarray, data: np.ndarray, axis: int) -> np.ndarray:
     """Apply a (new, old) matrix along `axis` of `data` (float32 out)."""
     moved = np.moveaxis(np.asarray(data, dtype=np.float32), axis, 0)
@@ -104,6 +112,16 @@ def interpolate(data: np.ndarray, axis: int, factor: float, n_fine: int | None =
                 kind: str = "cubic") -> np.ndarray:
     """Cubic (or linear) interpolation along `axis` onto a grid `factor` times finer."""
     return along(cubic_matrix(data.shape[axis], factor, n_fine, kind), data, axis)
+
+
+def slice_thickness_ratio(volume, axis: int) -> tuple[float, str]:
+    """(thickness / spacing along the slice axis, where it came from): the header's slice
+    thickness where it has one (NRRD `thicknesses`), else contiguous slices (1.0)."""
+    values = volume.meta.get("thicknesses") or []
+    value = values[axis] if len(values) > axis else float("nan")
+    if value is not None and math.isfinite(value) and value > 0:
+        return value / float(volume.spacing[axis]), "header"
+    return 1.0, "spacing (no thickness in the header)"
 
 
 def training_pair(hr: np.ndarray, rng: np.random.Generator, factors=(2.0, 6.0), thickness=(0.6, 1.0)) -> np.ndarray:

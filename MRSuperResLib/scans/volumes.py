@@ -44,6 +44,11 @@ class Volume:
                 meta[key] = resample_affine(meta[key], axis, factor, along)
         return Volume(data, resample_affine(self.affine, axis, factor, along), meta)
 
+    def map_of(self, data: np.ndarray, what: str) -> "Volume":
+        """A map (same shape as this volume) on its grid, its description saying what it is."""
+        meta = {k: v for k, v in self.meta.items() if k not in ("description", "path", "dtype", "format")}
+        return Volume(data, self.affine, {**meta, "description": f"MRSuperRes {what}"})
+
 
 DICOM_HINT = ("DICOM series are read by `mrsuperres enhance SERIES_FOLDER -o OUT_FOLDER` (a batch); for this "
               "command convert the series to NIfTI first (dcm2niix -z y -o OUT_FOLDER SERIES_FOLDER)")

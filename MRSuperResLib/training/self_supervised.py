@@ -8,8 +8,6 @@ user gives (a config file or flags), so `--iters`, `--patch` or `--init` still a
 """
 from __future__ import annotations
 
-import math
-
 from ..scans import geometry
 from ..errors import MRSuperResError
 
@@ -18,20 +16,10 @@ SELF_PATCH = 96
 SELF_LR = 1e-4             # a fine-tune: half the psnr stage's from-scratch rate
 
 
-def slice_thickness_ratio(volume, axis: int) -> tuple[float, str]:
-    """(thickness / spacing along the slice axis, where it came from): the header's slice
-    thickness where it has one (NRRD `thicknesses`), else contiguous slices (1.0)."""
-    values = volume.meta.get("thicknesses") or []
-    value = values[axis] if len(values) > axis else float("nan")
-    if value is not None and math.isfinite(value) and value > 0:
-        return value / float(volume.spacing[axis]), "header"
-    return 1.0, "spacing (no thickness in the header)"
-
-
 def self_supervised_options(path: str, given: dict) -> dict:
     """Training options for a self-supervised through-plane fine-tune on `path`."""
     from ..options import THICK_DEFAULT_MODEL
-    from ..scans.slice_profile import factor_of
+    from ..scans.slice_profile import factor_of, slice_thickness_ratio
     from ..pipeline.plan import choose_direction
     from ..scans.volumes import read_volume
 

@@ -135,7 +135,7 @@ def test_maps_alone_go_beside_the_output(tmp_path, save_tiny, capsys):
     assert (tmp_path / "sr_consistency.nii.gz").exists() and (tmp_path / "sr_uncertainty.nii.gz").exists()
     with pytest.raises(SystemExit):
         main(["enhance", "--help"])
-    assert "in-plane only" in " ".join(capsys.readouterr().out.split())
+    assert "through-plane both maps come at no extra pass" in " ".join(capsys.readouterr().out.split())
 
 
 def test_an_unknown_model_lists_the_fetchable_one_too(tmp_path, capsys):

@@ -392,18 +392,23 @@ def test_thick_slices_are_planned_enhanced_and_compared_through_the_plane(scene,
     plan = logic.plan(node)
     assert plan.direction == "through-plane" and plan.factor == 4 and plan.output_shape[2] == 48
     assert any("through-plane" in w for w in logic.plan(node, direction="in-plane").warnings)
-    sr = logic.enhance(node, model=str(x1), precision="fp32")
+    sr = logic.enhance(node, model=str(x1), precision="fp32", maps=True)
     assert np.allclose(ijk_to_ras(sr)[:3], fine_affine[:3], atol=1e-4)
     assert slicer.util.arrayFromVolume(sr).shape[0] == 48 and "through-plane x4" in sr.GetName()
     assert json.loads(sr.GetAttribute("MRSuperRes.facts"))["direction"] == "through-plane"
+    for name in ("consistency", "uncertainty"):                # the maps, on the fine grid, under the result
+        map_node = scene.GetNodeByID(sr.GetAttribute(f"MRSuperRes.map.{name}"))
+        assert np.allclose(ijk_to_ras(map_node), ijk_to_ras(sr), atol=1e-9)
+        assert slicer.util.arrayFromVolume(map_node).shape == slicer.util.arrayFromVolume(sr).shape
     gt = small_gt(scene, tmp_path, slice(0, 40))
     count = node_count(scene)
     with pytest.raises(MRSuperResError, match="not thicker than the plane"):
         logic.enhance(gt, model=str(x1), direction="through-plane")
     assert node_count(scene) == count
-    result = logic.compare(gt, model=str(x1), scale=5, degradation="thick", axis=2, precision="fp32")
+    result = logic.compare(gt, model=str(x1), scale=5, degradation="thick", axis=2, precision="fp32", maps=True)
     assert slicer.util.arrayFromVolume(result.lowResolution).shape[0] == 8
-    for out in (result.superResolved, result.bicubic, result.bilinear):
+    assert set(result.maps) == {"error", "consistency", "uncertainty"}
+    for out in (result.superResolved, result.bicubic, result.bilinear, *result.maps.values()):
         assert np.allclose(ijk_to_ras(out), ijk_to_ras(gt), atol=1e-6)
         assert slicer.util.arrayFromVolume(out).shape == slicer.util.arrayFromVolume(gt).shape
     assert result.metricsTable.GetNumberOfRows() == 3
