@@ -53,3 +53,6 @@ HR_NOISE_SIGMA = (0.005, 0.03)               # --hr-noise: Rician sigma range, f
 REALESRGAN_MODEL = "realesrgan-x4plus-gray"  # RealESRGAN_x4plus made 1-channel (fetched from PyPI)
 MRI_DEFAULT_MODEL = "mri-x4-fidelity"        # the default wherever it is shipped
 THICK_DEFAULT_MODEL = "mri-thick-x1"         # the default for through-plane super-resolution
+AUTO_FINEST_MM = 0.75                        # through-plane's default spacing: the plane's, no finer than this
+LONG_RUN_S = 600                             # through-plane: two orientations estimated longer than this -> one
+ORIENTATIONS = ("auto", "1", "2")            # through-plane --orientations

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from ..errors import (EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERNAL, EXIT_TERMINATED, MRSuperResError, Terminated,
                       environment_problem)
-from ..options import (AXES, CONSISTENCY_DEFAULT, CONSISTENCY_MODES, DEGRADATIONS, DIRECTION_DEFAULT,
-                       DIRECTIONS, ENGINES, MRI_DEFAULT_MODEL, PRECISIONS, SLICE_PROFILE_DEFAULT, SLICE_PROFILES)
+from ..options import (AUTO_FINEST_MM, AXES, CONSISTENCY_DEFAULT, CONSISTENCY_MODES, DEGRADATIONS, DIRECTION_DEFAULT,
+                       DIRECTIONS, ENGINES, LONG_RUN_S, MRI_DEFAULT_MODEL, ORIENTATIONS, PRECISIONS,
+                       SLICE_PROFILE_DEFAULT, SLICE_PROFILES)
 from ..progress import Progress
 from .models import cmd_fetch, cmd_import, cmd_models
 
@@ -156,12 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-plane: each slice made --scale times finer; through-plane: the slice axis of a "
                         "thick-slice scan brought to --spacing (x1 through-plane model); auto: through-plane when "
                         "the slices are at least 1.5x the in-plane spacing, else in-plane")
+    p.add_argument("--orientations", default=ORIENTATIONS[0], choices=ORIENTATIONS,
+                   help="through-plane: the network runs over the planes of one or both orientations that contain "
+                        "the slice axis (two average out more error; auto: two unless the plan estimates over "
+                        f"{LONG_RUN_S // 60} minutes for them, or --maps, which needs two)")
     p.add_argument("--profile", default=SLICE_PROFILE_DEFAULT, choices=SLICE_PROFILES,
                    help="through-plane with --maps: the scan's slice profile (FWHM = the header's slice thickness, "
                         "else the spacing) with which the output is re-acquired for the consistency map")
     p.add_argument("--spacing", type=float, default=None, metavar="MM",
-                   help="through-plane: the slice spacing to reach (default: the in-plane spacing; any factor, "
-                        "e.g. 4.4 mm slices over 0.88 mm make exactly 5x)")
+                   help="through-plane: the slice spacing to reach (default: the in-plane spacing, but no finer "
+                        f"than {AUTO_FINEST_MM:g} mm while the slices are thicker; any factor, e.g. 4.4 mm slices over 0.88 mm make "
+                        "exactly 5x)")
     _common_run_options(p)
 
     p = command("evaluate", "score a model on your high-resolution volumes with the Rashid et al. protocol: "

@@ -18,7 +18,7 @@ from ..engine.slices import check_network
 from ..errors import MRSuperResError
 from ..models.cards import model_provenance
 from ..models.catalog import default_model_for, load_model, model_scale
-from ..options import MAP_NAMES
+from ..options import MAP_NAMES, ORIENTATIONS
 from ..pipeline.enhance import check_direction, enhance_volume
 from ..pipeline.plan import check_spacing, choose_direction, make_plan
 from ..progress import Progress
@@ -112,7 +112,9 @@ def enhance_to_files(volume: Volume, output: Path, args, models: Models, maps_di
     spec = None if model is not None else default_model_for(direction, args.scale)
     scale = model.scale if model is not None else (args.scale or model_scale(spec))
     dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
-    plan = make_plan(volume, direction, axis, why, scale, args.spacing, dtype=dtype)   # refused before loading
+    orientations = None if args.orientations == ORIENTATIONS[0] else int(args.orientations)
+    plan = make_plan(volume, direction, axis, why, scale, args.spacing, dtype=dtype,     # refused before loading
+                     orientations=orientations or (2 if args.maps else None))
     if model is None:
         model, card = models.get(spec)
     if args.scale and model.scale != args.scale:

@@ -17,7 +17,7 @@ from ..scans.volumes import stem as _stem
 
 SUMMARY = "mrsuperres_summary"
 OPTIONS = ("model", "detail", "detail_model", "scale", "direction", "spacing", "axis", "consistency",
-           "self_ensemble", "maps", "dtype")               # what changes the output: a rerun with others redoes it
+           "self_ensemble", "maps", "dtype", "orientations", "profile")    # what changes the output: a rerun with others redoes it
 
 
 def sidecar_path(output: Path) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..engine.batches import run_slices
-from ..engine.calibration import make_runner
+from ..engine.calibration import make_runner, seconds_per_output_voxel
 from ..engine.limits import ProgressCallback
 from ..engine.slices import SliceEngine
 from ..errors import MRSuperResError
@@ -72,6 +72,14 @@ def enhance_volume(volume: Volume, model: RRDBNet, *, axis: str | int = "auto", 
         check_direction(plan.direction, self_ensemble)
     runner = runner or make_runner(model, device=device, precision=precision, engine=engine, compile=compile,
                                    notify=notify)
+    if plan.direction == "through-plane" and plan.orientations is None:    # a plan not timed yet (panel, API)
+        if maps:
+            plan.orientations = 2
+        before = len(plan.warnings)
+        plan.timed(seconds_per_output_voxel(runner))
+        for line in plan.warnings[before:]:
+            if notify:
+                notify(line)
     if plan.direction == "through-plane":
         return enhance_through_plane(volume, runner, plan=plan, batch_size=batch_size, tile=tile, progress=progress,
                                      cancel=cancel, maps=maps, profile=profile)

@@ -9,7 +9,7 @@ project's 1-channel RRDBNet at x1):
 2. the x1 network over every plane that contains the slice axis, in both orientations
    (slice axis as image rows, as in training), undoing the slice-profile blur;
 3. the two estimates averaged. Each is equally valid; the average halves their independent
-   errors. SMORE's Fourier burst accumulation keeps, per frequency, the larger magnitude of the
+   errors (0.4 dB over one alone on Colin27 at 5 mm; a plan for a long run takes one, plan.timed). SMORE's Fourier burst accumulation keeps, per frequency, the larger magnitude of the
    two, which also keeps the larger of two noise draws.
 
 With `maps`, at no extra network pass: the consistency map (the output re-acquired with the
@@ -62,8 +62,12 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
     b, c = geometry.in_plane_axes(ax)
     out = np.zeros(fine.shape, np.float32)
     spread = None
-    total, done = fine.shape[b] + fine.shape[c], 0
-    for other, rest in ((b, c), (c, b)):
+    runs = ((b, c), (c, b))[:plan.runs()]
+    if maps and len(runs) == 1:
+        raise MRSuperResError("the uncertainty map across thick slices is the spread of the two orientations: "
+                              "--maps needs --orientations 2 (or auto)")
+    total, done = sum(fine.shape[other] for other, _ in runs), 0
+    for other, rest in runs:
         # planes perpendicular to `other`, the slice axis as rows (as the network was trained)
         order = (other, ax, rest)
         stack = np.ascontiguousarray(np.moveaxis(fine, order, (0, 1, 2)))
@@ -77,7 +81,7 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
         done += stack.shape[0]
         del stack, sr
     del fine
-    out *= 0.5
+    out *= np.float32(1 / len(runs))
     made = _maps(out, spread, data, volume, ax, factor, (lo, hi), profile) if maps else None
     denormalise(out, lo, hi, in_place=True)
     hr = volume.regridded(out, ax, factor, along=(ax,))

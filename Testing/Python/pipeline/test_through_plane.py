@@ -116,7 +116,7 @@ def test_a_thick_phantom_lands_back_on_its_isotropic_grid(monkeypatch):
                                 consistency="none")
     assert out.data.shape == hr.shape and np.allclose(out.affine, affine, atol=1e-6)
     assert facts["direction"] == "through-plane" and facts["factor"] == 5.0
-    assert {s[1] for s in seen} == {40}                                    # the slice axis as rows
+    assert {s[1] for s in seen if s[1:] != (256, 256)} == {40}    # the slice axis as rows (256^2: the timing)
     lo, hi = float(thick.data.min()), float(thick.data.max())
     expected = np.clip(slice_profile.interpolate((thick.data - lo) / (hi - lo), 2, 5.0), 0, 1) * (hi - lo) + lo
     assert np.allclose(out.data, expected, atol=1e-5)
