@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled, MRSuperResError
-from .limits import MIN_SLICE, MIN_TILE, TILE_CONTEXT, ProgressCallback, check_slice_size, pixels_per_pass
+from .limits import LR_PIXELS_PER_BATCH, MIN_SLICE, MIN_TILE, TILE_CONTEXT, ProgressCallback, check_slice_size
 
 Hold = Callable[[np.ndarray, np.ndarray], np.ndarray]    # (output batch, input batch) -> array
 
@@ -69,11 +69,10 @@ def run_slices(runner, stack: np.ndarray, *, batch_size: int | None = None, tile
     check_slice_size(h, w)
     if out is None:
         out = np.empty((n, h * s, w * s), dtype=np.float32)
-    limit = pixels_per_pass(runner.network.config)
-    if tile is None and h * w > limit:
-        tile = int(np.sqrt(limit)) - 2 * TILE_CONTEXT
+    if tile is None and h * w > LR_PIXELS_PER_BATCH:
+        tile = int(np.sqrt(LR_PIXELS_PER_BATCH)) - 2 * TILE_CONTEXT
     tile_px = min(tile + 2 * TILE_CONTEXT, h) * min(tile + 2 * TILE_CONTEXT, w) if tile else h * w
-    budget = min(limit, runner.choice.batch_pixels or limit)          # measured, in memory
+    budget = min(LR_PIXELS_PER_BATCH, runner.choice.batch_pixels or LR_PIXELS_PER_BATCH)   # measured, in memory
     batch = batch_size or max(1, budget // tile_px)
     first_choice = (batch, tile)
 

@@ -63,8 +63,10 @@ def transfer_to_scale(source: RRDBNet, scale: int, input_skip: bool = False, sup
     Every tensor whose shape matches is copied: the trunk, the upsampling and the output layers.
     conv_first differs where the pixel-unshuffle differs (x2 sees 2x2 sub-pixels as 4 channels);
     its weights are spread evenly over the sub-pixels, so at the start the x2 network is exactly
-    the x4 one run on the 2x2 box average of its input. A third upsampling stage (x8) starts
-    from BasicSR's initialisation. With `input_skip` the output layer starts at zero: the network
+    the x4 one run on the 2x2 box average of its input. A third upsampling stage (x8) starts as
+    the identity (each feature passed on at its centre tap), so the x8 network starts as the x4
+    one with its features upsampled once more by nearest neighbour, instead of from noise.
+    With `input_skip` the output layer starts at zero: the network
     then starts as bicubic upsampling exactly, and learns the correction with the x4 trunk's features.
     `supersample` k builds the layers for scale x k (rrdbnet): an x2 model supersampled 2 from an
     x4 one takes every weight as it is and starts as the x4 network, its output box-averaged 2x2.
@@ -84,6 +86,11 @@ def transfer_to_scale(source: RRDBNet, scale: int, input_skip: bool = False, sup
         w = src["conv_first.weight"]
         state["conv_first.weight"] = w.repeat_interleave(int(ratio), dim=1) / ratio
         state["conv_first.bias"] = src["conv_first.bias"].clone()
+    if "conv_up3.weight" in state and "conv_up3.weight" not in src:
+        w = state["conv_up3.weight"]
+        w.zero_()
+        w[:, :, 1, 1] = torch.eye(w.shape[0], dtype=w.dtype)
+        state["conv_up3.bias"].zero_()
     if input_skip:
         state["conv_last.weight"].zero_()
         state["conv_last.bias"].zero_()

@@ -7,6 +7,7 @@
 #   bash scripts/maintainers/train_shipped_models.sh gan          # gan stage from the shipped fidelity model
 #   bash scripts/maintainers/train_shipped_models.sh fidelity-v2  # v2 and v3: every training subject, T1 and T2, from v1
 #   bash scripts/maintainers/train_shipped_models.sh x2-fidelity  # x2: the x4 network supersampled, trained at x2
+#   bash scripts/maintainers/train_shipped_models.sh x8-fidelity  # x8: the x4 network with a third upsampling stage, at x8
 #   bash scripts/maintainers/train_shipped_models.sh gan-v2       # v2 gan stage from mri-x4-fidelity v2, on the v2 data
 #   bash scripts/maintainers/train_shipped_models.sh x2-gan       # gan stage from mri-x2-fidelity, at x2
 #
@@ -98,6 +99,12 @@ case "$STAGE" in
     OUT=$RUNS/mri-x2-super
     train "${V2[@]}" --scale 2 --supersample 2 --patch 64 --consistency exact \
       --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-5e-5}" ;;
+  x8-fidelity)
+    # x8 (the two-stage ESRGAN thesis' last factor): every weight of the x4 network, a third upsampling
+    # stage that starts as the identity (init_networks.transfer_to_scale), patch 128 (16-voxel inputs).
+    OUT=$RUNS/mri-x8-fidelity
+    train "${V2[@]}" --scale 8 --patch 128 --checkpoint-every 250 --val-every 250 \
+      --init "${INIT:-mri-x4-fidelity}" --lr "${LR:-1e-4}" ;;
   gan-v2|x2-gan)
     # The v1 gan recipe (loss weights, --hr-noise) on the v2 data and subjects, from the shipped v2
     # fidelity model, so that --detail blends a model with its own GAN fine-tune. V2's --batch 8 is
@@ -110,5 +117,5 @@ case "$STAGE" in
     else OUT=$RUNS/mri-x2-gan; X=(--init mri-x2-fidelity --scale 2 --supersample 2 --patch 64); fi
     train "${V2[@]}" --stage gan "${X[@]}" --iters "${ITERS:-2000}" \
       --perceptual-weight 0.005 --gan-weight 0.02 --hr-noise-sigma 0.002,0.03 --batch 4 --lr 1e-4 --keep 30 ;;
-  *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity|gan-v2|x2-gan [train options]" >&2; exit 2 ;;
+  *) echo "usage: $0 fidelity|fidelity2|gan|fidelity-v2|x2-fidelity|x8-fidelity|gan-v2|x2-gan [train options]" >&2; exit 2 ;;
 esac

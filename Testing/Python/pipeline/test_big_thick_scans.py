@@ -1,15 +1,11 @@
 """Thick-slice scans at the sizes users bring: the default spacing is no finer than needed (and the
-plan says how to get isotropic voxels), a long run takes one orientation of planes and says so,
-and the light through-plane network runs whole planes instead of tiles."""
+plan says how to get isotropic voxels), and a long run takes one orientation of planes and says so."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from conftest import oblique_affine, tiny_model
 
-from MRSuperResLib.engine import batches
-from MRSuperResLib.engine.calibration import make_runner
-from MRSuperResLib.engine.limits import LR_PIXELS_PER_BATCH, pixels_per_pass
 from MRSuperResLib.engine.slices import SliceEngine
 from MRSuperResLib.errors import MRSuperResError
 from MRSuperResLib.options import AUTO_FINEST_MM, LONG_RUN_S
@@ -71,23 +67,3 @@ def test_one_orientation_runs_half_the_planes_and_maps_need_two(monkeypatch):
         enhance_volume(thick, tiny_model(1), plan=make_plan(thick, "through-plane", 2, "", orientations=1),
                        device="cpu", precision="fp32", maps=True)
 
-
-def test_the_light_through_plane_network_runs_whole_planes(monkeypatch):
-    x1 = {"scale": 1, "num_feat": 32, "num_grow_ch": 16}
-    x4 = {"scale": 4, "num_feat": 64, "num_grow_ch": 32}
-    assert pixels_per_pass(x4) == LR_PIXELS_PER_BATCH
-    assert pixels_per_pass(x1) >= 512 * 438 > LR_PIXELS_PER_BATCH
-    assert pixels_per_pass({**x4, "scale": 8}) < LR_PIXELS_PER_BATCH                # x8: larger activations
-    tiled = []
-    monkeypatch.setattr(SliceEngine, "forward_tiled", lambda self, x, tile: tiled.append(tile) or
-                        np.zeros((x.shape[0], x.shape[1] * self.scale, x.shape[2] * self.scale), np.float32))
-    monkeypatch.setattr(SliceEngine, "forward", lambda self, x: np.zeros(
-        (x.shape[0], x.shape[1] * self.scale, x.shape[2] * self.scale), np.float32))
-    from MRSuperResLib.models.rrdbnet import RRDBNet
-    light = make_runner(RRDBNet(1, 1, scale=1, num_feat=32, num_block=1, num_grow_ch=16, input_skip=True).eval(),
-                        device="cpu", precision="fp32", engine="torch")
-    batches.run_slices(light, np.zeros((2, 440, 512), np.float32))
-    assert tiled == []
-    heavy = make_runner(tiny_model(4, feat=64, grow=32), device="cpu", precision="fp32", engine="torch")
-    batches.run_slices(heavy, np.zeros((1, 300, 300), np.float32))
-    assert tiled and tiled[0] < 300
