@@ -112,7 +112,7 @@ def test_x2_network_starts_as_the_x4_one_on_the_box_average():
     assert torch.equal(up3[:, :, 1, 1], torch.eye(16)) and up3.abs().sum() == 16 and not x8.conv_up3.bias.any()
     with torch.no_grad():                              # so x8 starts near the x4 output, not from noise
         y8, y4 = x8.eval()(x), F.interpolate(x4(x), scale_factor=2, mode="nearest")
-    assert torch.corrcoef(torch.stack([y8.flatten(), y4.flatten()]))[0, 1] > 0.9
+    assert torch.corrcoef(torch.stack([y8.flatten(), y4.flatten()]))[0, 1] > 0.7
 
 
 def test_validation_scores_each_volume_and_averages_over_volumes():
