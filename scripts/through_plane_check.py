@@ -4,7 +4,7 @@
                                           [--self-iters N] [--eclare /path/to/run-eclare] [--json out.json]
 
 For each isotropic ground truth and slice thickness: `mrsuperres degrade --degrade thick` makes
-the thick-slice scan (contiguous slices, Gaussian profile); cubic interpolation across the slices,
+the thick-slice scan (contiguous slices, `--profile` Gaussian or rectangular); cubic interpolation across the slices,
 the pretrained through-plane model (`mrsuperres enhance`), the model after `mrsuperres train --self`
 on that scan, and optionally ECLARE (its `run-eclare` on the CPU, given the same slice thickness)
 bring it back to the original grid. Every output is scored against the ground truth with the
@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("gt", nargs="+", type=Path)
     parser.add_argument("--thickness", type=float, nargs="+", default=[5.0])
     parser.add_argument("--model", default="mri-thick-x1")
+    parser.add_argument("--profile", nargs="+", default=["gaussian"], choices=["gaussian", "rect"],
+                        help="slice profiles to simulate (each with every thickness)")
     parser.add_argument("--self-iters", type=int, default=None, help="train --self iterations (default: its own)")
     parser.add_argument("--eclare", default=None, help="run-eclare executable (another venv: it pins scipy 1.11)")
     parser.add_argument("--eclare-patches", type=int, default=None, help="ECLARE --n-patches (default: its own)")
@@ -71,16 +73,16 @@ def main() -> None:
         for gt_path in args.gt:
             gt = read_volume(gt_path)
             axis = geometry.choose_axis("auto", gt.affine, gt.data.shape)
-            for thickness in args.thickness:
+            for thickness, profile in [(t, p) for p in args.profile for t in args.thickness]:
                 factor = thick_factor(gt, axis, thickness, str(gt_path))
                 cropped = whole_slices(Volume(gt.data, gt.affine), axis, factor)
                 n = cropped.data.shape[axis]
-                name = f"{gt_path.name.split('.')[0]}-{thickness:g}mm"
+                name = f"{gt_path.name.split('.')[0]}-{thickness:g}mm-{profile}"
                 fine = tmp / f"{name}-gt.nii.gz"
                 write_volume(cropped, fine)
                 thick = tmp / f"{name}.nii.gz"
                 run([*CLI, "degrade", str(fine), "-o", str(thick), "--degrade", "thick", "--thickness",
-                     str(thickness), "--axis", str(axis)])
+                     str(thickness), "--axis", str(axis), "--profile", profile])
                 lo, hi = intensity_range(cropped.data)
                 gt01 = normalise(cropped.data, (lo, hi), clip=True)
                 thick_vol = read_volume(thick)
@@ -112,7 +114,7 @@ def main() -> None:
                         offset = np.abs(ecl.affine - cropped.affine).max()
                         print(f"ECLARE's affine differs from the ground truth's by {offset:.3g} at most")
                         outputs["eclare"] = np.clip(normalise(data, (lo, hi)), 0, 1)
-                result = dict(volume=str(gt_path), thickness_mm=thickness, axis=axis, factor=factor,
+                result = dict(volume=str(gt_path), thickness_mm=thickness, profile=profile, axis=axis, factor=factor,
                               scores=scores(gt01, outputs, axis), seconds=seconds)
                 report.append(result)
                 perp = result["scores"]["perpendicular"]
