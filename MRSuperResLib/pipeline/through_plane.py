@@ -56,16 +56,16 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
         direction, ax, why = choose_direction(volume, "through-plane", axis)
         plan = make_plan(volume, direction, ax, why, spacing=spacing)
     ax, factor = plan.axis, plan.factor
-    t0 = time.perf_counter()
-    lo, hi = intensity_range(data)
-    fine = interpolate(normalise(data, (lo, hi)), ax, factor)
     b, c = geometry.in_plane_axes(ax)
-    out = np.zeros(fine.shape, np.float32)
-    spread = None
     runs = ((b, c), (c, b))[:plan.runs()]
     if maps and len(runs) == 1:
         raise MRSuperResError("the uncertainty map across thick slices is the spread of the two orientations: "
                               "--maps needs --orientations 2 (or auto)")
+    t0 = time.perf_counter()
+    lo, hi = intensity_range(data)
+    fine = interpolate(normalise(data, (lo, hi)), ax, factor)
+    out = np.zeros(fine.shape, np.float32)
+    spread = None
     total, done = sum(fine.shape[other] for other, _ in runs), 0
     for other, rest in runs:
         # planes perpendicular to `other`, the slice axis as rows (as the network was trained)
@@ -108,11 +108,11 @@ def _maps(out01: np.ndarray, spread: np.ndarray, data: np.ndarray, volume: Volum
     n, n_fine = data.shape[ax], out01.shape[ax]
     ratio, source = slice_thickness_ratio(volume, ax)
     reacquire = profile_matrix(n_fine, factor, ratio * factor, profile, n_coarse=n)
+    scan01 = normalise(data, (lo, hi))
     residual = along(reacquire, out01, ax)
-    residual -= normalise(data, (lo, hi))
-    signal = normalise(data, (lo, hi)) > consistency_step.SIGNAL
-    network = consistency_step.summarise(residual, signal)
-    del signal
+    residual -= scan01
+    network = consistency_step.summarise(residual, scan01 > consistency_step.SIGNAL)
+    del scan01
     residual *= np.float32(hi - lo)
     consistency = np.take(residual, nearest_coarse(n_fine, factor, n), axis=ax)
     del residual

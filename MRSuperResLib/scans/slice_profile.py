@@ -22,6 +22,8 @@ from ..errors import MRSuperResError
 from ..options import SLICE_PROFILES as PROFILES
 
 CUBIC_A = -0.5                       # Keys' cubic with a = -0.5 (Catmull-Rom): exact for quadratics
+COUNT_TOLERANCE = 1e-4               # float32 spacings: 60 slices 2.00000009 mm apart at 2.4999998x are 24 whole
+                                     # slices, and those 24 cover 60 fine ones again (1e-6 made it 59, then 57)
 
 
 def factor_of(coarse: float, fine: float) -> float:
@@ -32,12 +34,12 @@ def factor_of(coarse: float, fine: float) -> float:
 
 def fine_count(n: int, factor: float) -> int:
     """Fine voxels covering n coarse ones: floor(n f) (n f when f is an integer)."""
-    return int(math.floor(n * factor + 1e-6))
+    return int(math.floor(n * factor + COUNT_TOLERANCE))
 
 
 def coarse_count(n: int, factor: float) -> int:
     """Whole coarse voxels inside n fine ones."""
-    return int(math.floor(n / factor + 1e-6))
+    return int(math.floor(n / factor + COUNT_TOLERANCE))
 
 
 def _profile_mass(a: np.ndarray, b: np.ndarray, width: float, profile: str) -> np.ndarray:

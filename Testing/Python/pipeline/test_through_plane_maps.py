@@ -103,3 +103,22 @@ def test_with_the_shipped_model_the_maps_rank_the_error_on_real_mri(tmp_path, ca
     scores = json.loads((out / "metrics.json").read_text())["maps"]
     assert scores["consistency"]["spearman"] > 0.2 and scores["uncertainty"]["spearman"] > 0.2
     assert scores["consistency"]["top_caught"] > 2 * scores["consistency"]["chance"]
+
+
+def test_a_fractional_factor_from_float32_spacings_lands_back_on_the_same_grid(monkeypatch, tmp_path):
+    """sdcflows-epi's 2.00000009 mm voxels in 5 mm slices (2.4999998x): the whole slices, the
+    simulated thick scan and its through-plane result all agree on 60 fine slices, so evaluate
+    scores the model (and its maps) on the ground truth's own grid."""
+    from MRSuperResLib.evaluation.thick import evaluate_thick
+    from MRSuperResLib.scans.degrade import thick_factor, whole_slices
+
+    affine = np.diag([2.00000005, 2.00000002, 2.00000009, 1.0])
+    volume = Volume(np.random.default_rng(0).random((16, 16, 60)).astype(np.float32), affine)
+    factor = thick_factor(volume, 2, 5.0)
+    assert factor != 2.5 and whole_slices(volume, 2, factor).data.shape[2] == 60
+    monkeypatch.setattr(SliceEngine, "forward", lambda self, x: np.clip(x, 0, 1))
+    gt = str(write_nifti(tmp_path / "v.nii.gz", volume.data, volume.affine))
+    result = evaluate_thick([gt], tiny_model(1), thickness=5.0, axis=2, device="cpu", precision="fp32")
+    assert result["slices_per_volume"][0]["voxels_scored"] == 60 and set(result["maps"]) == {"consistency",
+                                                                                              "uncertainty"}
+
