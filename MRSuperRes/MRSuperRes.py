@@ -52,7 +52,8 @@ SETTINGS = "MRSuperRes"
 TRAINING_PARAMETER_PREFIX = "train_"      # MRSuperResLogic.TRAINING_PARAMETER_PREFIX (a test checks)
 # the panel's state in the scene's parameter node: {control: parameter}, the names
 # MRSuperResLogic.PARAMETER_DEFAULTS / PARAMETER_NODE_REFERENCES use (a test checks)
-PANEL_CONTROLS = {"modelComboBox": "model", "directionComboBox": "direction", "axisComboBox": "axis",
+PANEL_CONTROLS = {"modelComboBox": "model", "directionComboBox": "direction", "spacingSpinBox": "spacing",
+                  "axisComboBox": "axis",
                   "deviceComboBox": "device", "selfSupervisedCheckBox": "selfSupervised",
                   "detailSlider": "detail", "selfEnsembleCheckBox": "selfEnsemble",
                   "consistencyComboBox": "consistency", "mapsCheckBox": "maps",
@@ -60,6 +61,7 @@ PANEL_CONTROLS = {"modelComboBox": "model", "directionComboBox": "direction", "a
                   "compareModelComboBox": "compareModel", "compareAxisComboBox": "compareAxis",
                   "compareDeviceComboBox": "compareDevice", "outputDirectoryButton": "outputFolder"}
 PANEL_NODE_REFERENCES = {"inputSelector": "InputVolume", "groundTruthSelector": "GroundTruthVolume"}
+DOUBLE_CONTROLS = ("detailSlider", "spacingSpinBox")     # their valueChanged carries a double
 # the panel's control for each training option it offers (TrainConfig names; their defaults come
 # from TrainConfig through MRSuperResLogic.parameterDefaults); TRAINING_FIXED: offered without a
 # control, at the panel's default (axis "all": patches from every orientation)
@@ -184,6 +186,7 @@ if HAVE_APP:
             self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
             self.ui.axisComboBox.connect("currentIndexChanged(int)", self.onInputChanged)
             self.ui.directionComboBox.connect("currentIndexChanged(int)", self.onInputChanged)
+            self.ui.spacingSpinBox.connect("valueChanged(double)", self.onInputChanged)
             self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
             self.ui.startTrainingButton.connect("clicked()", lambda: self.onStartTraining(False))
             self.ui.stopTrainingButton.connect("clicked()", self.onStopTraining)
@@ -330,7 +333,7 @@ if HAVE_APP:
                 signal = ("currentIndexChanged(int)" if hasattr(widget, "currentText") else
                           "directoryChanged(QString)" if hasattr(widget, "directory") else
                           "toggled(bool)" if hasattr(widget, "checked") else "valueChanged(double)"
-                          if name == "detailSlider" else "valueChanged(int)")
+                          if name in DOUBLE_CONTROLS else "valueChanged(int)")
                 widget.connect(signal, self.updateParameterNodeFromGUI)
                 if hasattr(widget, "editable") and widget.editable:
                     widget.connect("editTextChanged(QString)", self.updateParameterNodeFromGUI)
@@ -386,10 +389,15 @@ if HAVE_APP:
                 return
             try:
                 plan = self.logic.plan(node, self.ui.directionComboBox.currentText,
-                                       self.AXES.get(self.ui.axisComboBox.currentText, "auto"))
+                                       self.AXES.get(self.ui.axisComboBox.currentText, "auto"), self.spacingValue())
                 self.ui.autoAxisLabel.text = "\n".join([plan.summary()] + [f"Warning: {w}" for w in plan.warnings])
             except Exception as exc:
                 self.ui.autoAxisLabel.text = str(exc)
+
+        def spacingValue(self):
+            """The slice spacing asked for, or None for auto (the spin box at 0)."""
+            value = float(self.ui.spacingSpinBox.value)
+            return value if value > 0 else None
 
         # -- scene close and application quit: never block
         def onSceneStartClose(self, *_):

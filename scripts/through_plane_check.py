@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from MRSuperResLib.options import SLICE_PROFILE_DEFAULT, SLICE_PROFILES
 from MRSuperResLib.scans import geometry
 from MRSuperResLib.evaluation.metrics import score_slices, summarise_by_method
 from MRSuperResLib.scans.degrade import thick_factor, whole_slices
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("gt", nargs="+", type=Path)
     parser.add_argument("--thickness", type=float, nargs="+", default=[5.0])
     parser.add_argument("--model", default="mri-thick-x1")
-    parser.add_argument("--profile", nargs="+", default=["gaussian"], choices=["gaussian", "rect"],
+    parser.add_argument("--profile", nargs="+", default=[SLICE_PROFILE_DEFAULT], choices=SLICE_PROFILES,
                         help="slice profiles to simulate (each with every thickness)")
     parser.add_argument("--self-iters", type=int, default=None, help="train --self iterations (default: its own)")
     parser.add_argument("--eclare", default=None, help="run-eclare executable (another venv: it pins scipy 1.11)")

@@ -55,7 +55,7 @@ class JobsPanel:
     def launch(self, kind):
         if kind == "enhance":
             node, axis = self.ui.inputSelector.currentNode(), self.AXES[self.ui.axisComboBox.currentText]
-            plan = self.logic.plan(node, self.ui.directionComboBox.currentText, axis)
+            plan = self.logic.plan(node, self.ui.directionComboBox.currentText, axis, self.spacingValue())
             through = plan.direction == "through-plane"
             return self.logic.enhance(
                 node, model=self.modelFor(self.ui.modelComboBox, through), axis=axis, direction=plan.direction,

@@ -37,7 +37,8 @@ class MRSuperResLogic:
         sweep_job_folders()          # left by a Slicer that crashed or was killed: gigabytes, never read
 
     # the panel's state in the scene (saved with it, restored when a scene is loaded)
-    PARAMETER_DEFAULTS = {"model": "", "direction": DIRECTION_DEFAULT, "axis": "auto", "device": "auto", "detail": "0",
+    PARAMETER_DEFAULTS = {"model": "", "direction": DIRECTION_DEFAULT, "spacing": "0", "axis": "auto", "device": "auto",
+                          "detail": "0",
                           "selfEnsemble": "false", "selfSupervised": "false",
                           "consistency": CONSISTENCY_DEFAULT, "maps": "false", "scale": "4",
                           "degradation": "bilinear", "compareModel": "",

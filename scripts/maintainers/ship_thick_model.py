@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from MRSuperResLib.models.cards import describe_volumes
-from MRSuperResLib.options import home_dir
+from MRSuperResLib.options import SLICE_PROFILE_DEFAULT, SLICE_PROFILES, home_dir
 from MRSuperResLib.models.datasets import source_of
 from MRSuperResLib.evaluation.thick import evaluate_thick
 from MRSuperResLib.files import sha256_of
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--val", type=Path, nargs="+", default=[home_dir() / "data" / "colin27-ch2.nii.gz"])
     parser.add_argument("--thickness", type=float, nargs="+", default=[4.0, 5.0, 6.0])
-    parser.add_argument("--profiles", nargs="+", default=["gaussian"], choices=["gaussian", "rect"])
+    parser.add_argument("--profiles", nargs="+", default=[SLICE_PROFILE_DEFAULT], choices=SLICE_PROFILES)
     parser.add_argument("--describe", nargs="*", default=[], metavar="FILE=SOURCE",
                         help="where a validation volume the datasets module does not list comes from")
     args = parser.parse_args()

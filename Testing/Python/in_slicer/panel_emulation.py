@@ -113,6 +113,10 @@ class Spin(Widget):
     value = _valued("value", ["valueChanged(int)", "valueChanged(double)"])
 
 
+class DoubleSpin(Spin):
+    _value = 0.0
+
+
 class DirectoryButton(Widget):
     _directory = ""
     directory = _valued("directory", ["directoryChanged(QString)"])
@@ -139,7 +143,7 @@ class Bar(Widget):
     maximum, value = 100, 0
 
 
-WIDGETS = {"QPushButton": Button, "QComboBox": Combo, "QCheckBox": Check, "QSpinBox": Spin,
+WIDGETS = {"QPushButton": Button, "QComboBox": Combo, "QCheckBox": Check, "QSpinBox": Spin, "QDoubleSpinBox": DoubleSpin,
            "ctkSliderWidget": Spin, "ctkDirectoryButton": DirectoryButton, "qMRMLNodeComboBox": NodeSelector,
            "qMRMLCheckableNodeComboBox": NodeSelector, "QProgressBar": Bar}
 
@@ -349,9 +353,27 @@ def scenario_opened(recorder):
     from MRSuperResLib.options import SAMPLE_VOLUME
     node = slicer.util.loadVolume(str(SAMPLE_VOLUME))
     widget.ui.inputSelector.setCurrentNode(node)
+    plan_line = widget.ui.autoAxisLabel.text
+    # a thick-slice scan: the plan follows the spacing control, which the parameter node keeps
+    import tempfile
+
+    import nibabel as nib
+    import numpy as np
+    from MRSuperResLib.scans.slice_profile import simulate_thick
+    sample = nib.load(str(SAMPLE_VOLUME))
+    thick = nib.Nifti1Image(simulate_thick(np.asarray(sample.dataobj, np.float32), 2, 4.0),
+                            sample.affine @ np.diag([1.0, 1.0, 4.0, 1.0]))
+    with tempfile.TemporaryDirectory(prefix="mrsuperres-emulation-") as folder:
+        nib.save(thick, f"{folder}/thick.nii.gz")
+        widget.ui.inputSelector.setCurrentNode(slicer.util.loadVolume(f"{folder}/thick.nii.gz"))
+    thick_auto = widget.ui.autoAxisLabel.text
+    widget.ui.spacingSpinBox.value = 2.0
+    thick_two = widget.ui.autoAxisLabel.text
     return {"logic": widget.logic is not None, "module_logic": slicer.util.getModuleLogic("MRSuperRes") is widget.logic,
             "missing": widget.missing, "install_shown": not widget.ui.installDependenciesButton.isHidden(),
-            "plan_line": widget.ui.autoAxisLabel.text, "device_note": widget.ui.deviceNoteLabel.text,
+            "plan_line": plan_line, "thick_auto": thick_auto, "thick_two": thick_two,
+            "spacing_parameter": widget.parameterNode().GetParameter("spacing"),
+            "device_note": widget.ui.deviceNoteLabel.text,
             "models": widget.ui.modelComboBox.count, "torch": "torch" in sys.modules,
             "dialogs": recorder.dialogs}
 

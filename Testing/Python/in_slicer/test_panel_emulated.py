@@ -28,6 +28,10 @@ def test_a_fresh_slicer_opens_the_module_with_its_logic_and_plan_and_no_torch():
     assert seen["logic"] and seen["module_logic"]          # slicer.util.getModuleLogic works before any install
     assert any("PyTorch" in line for line in seen["missing"]) and seen["install_shown"]
     assert seen["plan_line"].startswith("in-plane x4 along axial") and "592, 736, 48" in seen["plan_line"]
+    assert seen["thick_auto"].startswith("through-plane x4 along axial") and "[148, 184, 12] -> [148, 184, 48]" \
+        in seen["thick_auto"]
+    assert "through-plane x2 along axial" in seen["thick_two"] and "-> [148, 184, 24]" in seen["thick_two"]
+    assert float(seen["spacing_parameter"]) == 2.0                 # the spin box is kept in the parameter node
     assert seen["models"] >= 1 and seen["device_note"] == ""      # no device probe without torch
     assert seen["torch"] is False and seen["dialogs"] == []
 
