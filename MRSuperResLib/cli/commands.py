@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "else the spacing) with which the output is re-acquired for the consistency map")
     p.add_argument("--spacing", type=float, default=None, metavar="MM",
                    help="through-plane: the slice spacing to reach (default: the in-plane spacing, but no finer "
-                        f"than {AUTO_FINEST_MM:g} mm while the slices are thicker; any factor, e.g. 4.4 mm slices over 0.88 mm make "
-                        "exactly 5x)")
+                        f"than {AUTO_FINEST_MM:g} mm while the slices are thicker; any factor, e.g. 4.4 mm "
+                        "slices over 0.88 mm make exactly 5x)")
     _common_run_options(p)
 
     p = command("evaluate", "score a model on your high-resolution volumes with the Rashid et al. protocol: "

@@ -16,8 +16,9 @@ from ..files import atomic_write_bytes, sha256_of
 from ..scans.volumes import stem as _stem
 
 SUMMARY = "mrsuperres_summary"
+# what changes the output: a rerun with others redoes it
 OPTIONS = ("model", "detail", "detail_model", "scale", "direction", "spacing", "axis", "consistency",
-           "self_ensemble", "maps", "dtype", "orientations", "profile")    # what changes the output: a rerun with others redoes it
+           "self_ensemble", "maps", "dtype", "orientations", "profile")
 
 
 def sidecar_path(output: Path) -> Path:

@@ -9,7 +9,7 @@ slices perpendicular to the slice axis (the acquired planes and those between th
 two reformatted orientations that contain the slice axis, where the thick-slice blur shows.
 With a model, its two maps (consistency, re-acquired with the simulated profile; uncertainty, the
 spread of the two orientations) are scored against the error on the perpendicular slices
-(map_scores, in patches of MAP_PATCH x MAP_PATCH fine voxels).
+(map_scores, in patches of 8 x 8 fine voxels: MAP_SCALE).
 """
 from __future__ import annotations
 

@@ -123,9 +123,9 @@ def _direction(volume, direction: str, axis) -> tuple[str, int, str]:
 
 def default_spacing(volume, axis: int) -> float:
     """Through-plane's target spacing when none is given: the finest in-plane spacing, but no finer
-    than AUTO_FINEST_MM where that still makes the slices THICK_RATIO times finer. A 0.41 x 0.41 x 1.5 mm MPRAGE is
-    made 0.75 mm apart (x2), not 0.41 mm (x3.7: 1.8x the voxels and the time); 5 mm slices over a
-    1 mm or 0.88 mm plane still become isotropic."""
+    than AUTO_FINEST_MM where that still makes the slices THICK_RATIO times finer. A 0.41 x 0.41 x
+    1.5 mm MPRAGE is made 0.75 mm apart (x2), not 0.41 mm (x3.7: 1.8x the voxels and the time);
+    5 mm slices over a 1 mm or 0.88 mm plane still become isotropic."""
     sp = volume.spacing
     plane = float(min(sp[a] for a in geometry.in_plane_axes(axis)))
     floor = max(plane, AUTO_FINEST_MM)

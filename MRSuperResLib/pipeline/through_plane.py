@@ -9,7 +9,8 @@ project's 1-channel RRDBNet at x1):
 2. the x1 network over every plane that contains the slice axis, in both orientations
    (slice axis as image rows, as in training), undoing the slice-profile blur;
 3. the two estimates averaged. Each is equally valid; the average halves their independent
-   errors (0.4 dB over one alone on Colin27 at 5 mm; a plan for a long run takes one, plan.timed). SMORE's Fourier burst accumulation keeps, per frequency, the larger magnitude of the
+   errors (0.4 dB over one alone on Colin27 at 5 mm; a plan for a long run takes one, plan.timed).
+   SMORE's Fourier burst accumulation keeps, per frequency, the larger magnitude of the
    two, which also keeps the larger of two noise draws.
 
 With `maps`, at no extra network pass: the consistency map (the output re-acquired with the

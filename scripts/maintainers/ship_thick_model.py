@@ -5,9 +5,11 @@
 
 The run's EMA generator is scored with `evaluate --degrade thick` (contiguous slices of each
 profile) on volumes held out from its training, at each thickness, against cubic interpolation
-across the slices (a volume the datasets module does not know is named by --describe); the card keeps the run's record (architecture, init, training data with sha256,
-slice profile ranges, iterations, device, wall time) and adds those figures, the inference
-precision they were measured with and the date. Weights are written as they are (fp32).
+across the slices (a volume the datasets module does not know is named by --describe); the card
+keeps the run's record (architecture, init, training data with sha256, slice profile ranges,
+iterations, device, wall time; a run continued from the shipped model adds to its runs) and adds
+those figures, the inference precision they were measured with and the date. Weights are written
+as they are (fp32).
 """
 from __future__ import annotations
 
@@ -57,14 +59,16 @@ def main() -> None:
                                  for o, methods in result["orientations"].items()},
                 "precision": result["model"]["precision"], "engine": result["model"]["engine"]}
             perp = result["orientations"]["perpendicular"]
-            print(f"{path.name} {thickness:g} mm {profile}, perpendicular: model PSNR {perp['model']['psnr']['mean']:.2f} "
+            print(f"{path.name} {thickness:g} mm {profile}, perpendicular: model PSNR "
+                  f"{perp['model']['psnr']['mean']:.2f} "
                   f"SSIM {perp['model']['ssim']['mean']:.4f}; cubic {perp['cubic']['psnr']['mean']:.2f} / "
                   f"{perp['cubic']['ssim']['mean']:.4f}", flush=True)
     card = {**card, "name": args.name, "training_data": describe_volumes(card.get("training_data")),
             "description": "MRSuperRes through-plane model (x1): makes thick-slice scans finer across their slices "
                            "(enhance --direction through-plane); fine-tune it on a scan with train --self",
             "metrics": {"held_out": figures, "protocol": "evaluate --degrade thick: contiguous slices of the "
-                        "profile named along the axial axis; model (both orientations averaged, not anchored) against cubic "
+                        "profile named along the axial axis; model (both orientations averaged, not anchored) "
+                        "against cubic "
                         "interpolation across the slices; SSIM/PSNR/VIF on [0,1], blank slices dropped",
                         "date": time.strftime("%Y-%m-%d")}}
     card.pop("sha256", None)

@@ -143,7 +143,8 @@ class Bar(Widget):
     maximum, value = 100, 0
 
 
-WIDGETS = {"QPushButton": Button, "QComboBox": Combo, "QCheckBox": Check, "QSpinBox": Spin, "QDoubleSpinBox": DoubleSpin,
+WIDGETS = {"QPushButton": Button, "QComboBox": Combo, "QCheckBox": Check, "QSpinBox": Spin,
+           "QDoubleSpinBox": DoubleSpin,
            "ctkSliderWidget": Spin, "ctkDirectoryButton": DirectoryButton, "qMRMLNodeComboBox": NodeSelector,
            "qMRMLCheckableNodeComboBox": NodeSelector, "QProgressBar": Bar}
 
