@@ -120,7 +120,7 @@ def main() -> None:
         sys.exit(f"{args.name} is shipped as an x{previous.scale} model; this run is x{model.scale}")
     validation, table = validate(model, args.name, val, previous, write_figure=not args.dry_run,
                                  gan=start["config"].get("stage") == "gan")
-    checked = score_scans(model, args.name, independent, previous) if independent else None
+    checked = score_scans(model, args.name, independent, previous, skip_small=True) if independent else None
     print(json.dumps(table, indent=2))
     verdict = validation["decision"]
     print(f"{args.name}: {verdict['reason']}")
@@ -182,7 +182,7 @@ def rescore(args) -> None:
     model, card = load_generator(path)                       # checks the file against its card's sha256
     val, independent = held_out(args, card)
     validation, table = validate(model, args.name, val, None)
-    checked = score_scans(model, args.name, independent, None) if independent else None
+    checked = score_scans(model, args.name, independent, None, skip_small=True) if independent else None
     card = scored_card(card, name=args.name, validation=validation, table=table, independent=checked)
     write_card(path, card)
     print(json.dumps(table, indent=2))
@@ -244,21 +244,32 @@ def held_out(args, card: dict) -> tuple[list[tuple[Path, str]], list[tuple[Path,
     return val, scans
 
 
-def score_scans(model, name: str, scans: list[tuple[Path, str]], previous, out_dir: Path | None = None) -> list[dict]:
+def score_scans(model, name: str, scans: list[tuple[Path, str]], previous, out_dir: Path | None = None,
+                skip_small: bool = False) -> list[dict]:
     """Per scan: the evaluate protocol (axial, bilinear at the model's scale) for the model, bicubic,
     bilinear and, where given, the model it would replace; gains over bicubic and over it. The
-    validation subjects and the independent scans (never used to decide) are both scored so."""
+    validation subjects and the independent scans (never used to decide) are both scored so.
+    `skip_small`: a scan whose slices are too small for the scale (an x8 model needs 64 voxels a
+    side) is listed as skipped, with the reason, instead of stopping the run."""
     from ..models.datasets import VOLUMES
     from ..evaluation.protocol import score_as_shipped
 
     keys = ("ssim", "psnr", "vif")
     rows = []
     for i, (path, sha) in enumerate(scans):
-        result = score_as_shipped(path, model, name, baselines=("bicubic", "bilinear"),
-                                  out_dir=out_dir if i == 0 else None)
-        means = {m: {k: round(v[k]["mean"], 4) for k in keys} for m, v in result["methods"].items()}
         known = source_of(sha)
         spec = VOLUMES.get(known[0], {}) if known else {}
+        try:
+            result = score_as_shipped(path, model, name, baselines=("bicubic", "bilinear"),
+                                      out_dir=out_dir if i == 0 else None)
+        except MRSuperResError as exc:
+            if not (skip_small and "too small" in str(exc)):
+                raise
+            print(f"{path.name}: skipped, {exc}", flush=True)
+            rows.append({"volume": path.name, "sha256": sha, "subject": spec.get("subject"),
+                         "contrast": spec.get("contrast"), "skipped": str(exc).split(": ", 1)[-1]})
+            continue
+        means = {m: {k: round(v[k]["mean"], 4) for k in keys} for m, v in result["methods"].items()}
         row = {"volume": path.name, "sha256": sha, "source": (known or ("", None))[1],
                "subject": spec.get("subject"), "contrast": spec.get("contrast"), "axis": result["axis"][0],
                "slices": result["n_slices"], "inference_precision": result["model"]["precision"],

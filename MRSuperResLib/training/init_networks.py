@@ -38,8 +38,10 @@ def resolve_init(config) -> tuple[RRDBNet, str, dict | None]:
             raise MRSuperResError(f"--init model '{card.get('name')}' is x{model.scale}, but --scale {config.scale} "
                                   "was asked (x1 through-plane models and in-plane models do not share weights)")
         whole = config.scale * config.supersample == model.scale      # the same layers: every weight taken
+        grown = config.scale == 8 and model.scale == 4                  # one more upsampling stage
         transferred = ((f", every weight of the x{model.scale} network" if whole else
-                        f", body transferred from x{model.scale}") +
+                        f", every weight of the x4 network and a third upsampling stage starting as the identity"
+                        if grown else f", body transferred from x{model.scale}") +
                        (f", supersampled x{config.supersample}" if config.supersample > 1 else "") +
                        (" with a bicubic input skip" if config.input_skip else ""))
         model = transfer_to_scale(model, config.scale, config.input_skip, config.supersample)
