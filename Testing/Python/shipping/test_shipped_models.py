@@ -351,3 +351,17 @@ def test_texture_check_refuses_bad_input_in_one_line(tmp_path, monkeypatch):
             texture.main()
         assert "\n" not in str(exc.value.code)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_scan_too_small_for_the_scale_is_listed_as_skipped(tmp_path):
+    """An x8 model cannot be scored on 128 x 62 slices: the independent check lists that scan as
+    skipped, with the reason, and scores the others; a validation subject still stops the run."""
+    from conftest import tiny_model
+
+    small = write_nifti(tmp_path / "small.nii.gz", np.random.default_rng(0).random((62, 128, 6)).astype(np.float32))
+    model = tiny_model(8)
+    rows = ship_model.score_scans(model, "tiny", [(small, "0" * 64)], None, skip_small=True)
+    assert rows == [{"volume": "small.nii.gz", "sha256": "0" * 64, "subject": None, "contrast": None,
+                     "skipped": "slices of 62x128 voxels are too small for x8 (need at least 64 voxels a side)"}]
+    with pytest.raises(MRSuperResError, match="too small for x8"):
+        ship_model.score_scans(model, "tiny", [(small, "0" * 64)], None)
