@@ -22,6 +22,7 @@ from MRSuperResLib.models import dataset_fetch, datasets
 from MRSuperResLib.scans import geometry
 from MRSuperResLib.models.cards import chain_totals
 from MRSuperResLib.models.catalog import SHIPPED_DIR
+from MRSuperResLib.models.rrdbnet import SCALES
 from MRSuperResLib.models.checkpoints import checkpoint_generator
 from MRSuperResLib.cli import main
 from MRSuperResLib.errors import MRSuperResError
@@ -196,7 +197,7 @@ def test_shipped_model_cards_are_complete_and_honest(path):
     assert all(r["spearman"] > 0 and r["top_caught"] > r["chance"] for r in maps["ranking"].values())
     assert all(c["sha256"] not in trained for c in card.get("independent_check", []))
     assert trained <= {v["sha256"] for v in datasets.VOLUMES.values()}     # only the listed volumes
-    assert model.scale == card["scale"] and model.scale in (2, 4) and sha256_of(path)
+    assert model.scale == card["scale"] and model.scale in SCALES[1:] and sha256_of(path)
 
 
 @pytest.mark.skipif(not THROUGH_PLANE, reason="no through-plane model shipped yet")
