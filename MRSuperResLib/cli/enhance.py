@@ -20,7 +20,7 @@ from ..models.cards import model_provenance
 from ..models.catalog import default_model_for, load_model, model_scale
 from ..options import MAP_NAMES, ORIENTATIONS
 from ..pipeline.enhance import check_direction, enhance_volume
-from ..pipeline.plan import check_spacing, choose_direction, make_plan
+from ..pipeline.plan import check_orientations, check_spacing, choose_direction, make_plan
 from ..progress import Progress
 from ..scans.cohort import discover, in_shard, shard_of
 from ..scans import volumes
@@ -113,6 +113,8 @@ def enhance_to_files(volume: Volume, output: Path, args, models: Models, maps_di
     scale = model.scale if model is not None else (args.scale or model_scale(spec))
     dtype = volume.meta.get("dtype", "float32") if args.dtype == "input" else "float32"
     orientations = None if args.orientations == ORIENTATIONS[0] else int(args.orientations)
+    if direction == "through-plane":
+        check_orientations(orientations, bool(args.maps))
     plan = make_plan(volume, direction, axis, why, scale, args.spacing, dtype=dtype,     # refused before loading
                      orientations=orientations or (2 if args.maps else None))
     if model is None:

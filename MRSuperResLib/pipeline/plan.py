@@ -121,6 +121,14 @@ def _direction(volume, direction: str, axis) -> tuple[str, int, str]:
     return "in-plane", ax, f"auto: {thick}" if ratio > 1 + 1e-3 else "auto: the slices are not thicker than the plane"
 
 
+def check_orientations(orientations: int | None, maps: bool) -> None:
+    """Across thick slices the uncertainty map is the spread of the two orientations: --maps with
+    one is refused in one line (the CLI asks before a model is loaded; through_plane again)."""
+    if maps and orientations == 1:
+        raise MRSuperResError("the uncertainty map across thick slices is the spread of the two orientations: "
+                              "--maps needs --orientations 2 (or auto)")
+
+
 def default_spacing(volume, axis: int) -> float:
     """Through-plane's target spacing when none is given: the finest in-plane spacing, but no finer
     than AUTO_FINEST_MM where that still makes the slices THICK_RATIO times finer. A 0.41 x 0.41 x

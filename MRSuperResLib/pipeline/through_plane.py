@@ -35,7 +35,7 @@ from ..options import SLICE_PROFILE_DEFAULT
 from ..scans.slice_profile import along, interpolate, nearest_coarse, profile_matrix, slice_thickness_ratio
 from ..scans.volumes import Volume, check_voxels, denormalise, intensity_range, normalise
 from . import consistency as consistency_step
-from .plan import Plan, choose_direction, describe_output, make_plan
+from .plan import Plan, check_orientations, choose_direction, describe_output, make_plan
 
 
 def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, axis="auto",
@@ -59,12 +59,13 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
     ax, factor = plan.axis, plan.factor
     b, c = geometry.in_plane_axes(ax)
     runs = ((b, c), (c, b))[:plan.runs()]
-    if maps and len(runs) == 1:
-        raise MRSuperResError("the uncertainty map across thick slices is the spread of the two orientations: "
-                              "--maps needs --orientations 2 (or auto)")
+    check_orientations(len(runs), maps)
     t0 = time.perf_counter()
     lo, hi = intensity_range(data)
-    fine = interpolate(normalise(data, (lo, hi)), ax, factor)
+    scan01 = normalise(data, (lo, hi))
+    fine = interpolate(scan01, ax, factor)
+    if not maps:
+        scan01 = None                         # kept through the run only for the consistency map
     out = np.zeros(fine.shape, np.float32)
     spread = None
     total, done = sum(fine.shape[other] for other, _ in runs), 0
@@ -83,7 +84,8 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
         del stack, sr
     del fine
     out *= np.float32(1 / len(runs))
-    made = _maps(out, spread, data, volume, ax, factor, (lo, hi), profile) if maps else None
+    made = _maps(out, spread, scan01, volume, ax, factor, hi - lo, profile) if maps else None
+    del scan01
     denormalise(out, lo, hi, in_place=True)
     hr = volume.regridded(out, ax, factor, along=(ax,))
     facts = dict(direction="through-plane", axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=1, factor=factor,
@@ -100,27 +102,24 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
     return hr, facts
 
 
-def _maps(out01: np.ndarray, spread: np.ndarray, data: np.ndarray, volume: Volume, ax: int, factor: float,
-          span: tuple, profile: str):
-    """The two maps from the output and the orientations' difference (both in [0, 1] units; `spread`
-    is overwritten), as ({name: (array in input units, what)}, consistency summary, uncertainty
-    summary, how the output was re-acquired)."""
-    lo, hi = span
-    n, n_fine = data.shape[ax], out01.shape[ax]
+def _maps(out01: np.ndarray, spread: np.ndarray, scan01: np.ndarray, volume: Volume, ax: int, factor: float,
+          span: float, profile: str):
+    """The two maps from the output, the orientations' difference and the scan (all in [0, 1]
+    units; `spread` is overwritten), as ({name: (array in input units, what)}, consistency
+    summary, uncertainty summary, how the output was re-acquired); `span`: the input's range."""
+    n, n_fine = scan01.shape[ax], out01.shape[ax]
     ratio, source = slice_thickness_ratio(volume, ax)
     reacquire = profile_matrix(n_fine, factor, ratio * factor, profile, n_coarse=n)
-    scan01 = normalise(data, (lo, hi))
     residual = along(reacquire, out01, ax)
     residual -= scan01
     network = consistency_step.summarise(residual, scan01 > consistency_step.SIGNAL)
-    del scan01
-    residual *= np.float32(hi - lo)
+    residual *= np.float32(span)
     consistency = np.take(residual, nearest_coarse(n_fine, factor, n), axis=ax)
     del residual
     np.abs(spread, out=spread)
     spread *= np.float32(0.5)
     uncertainty = consistency_step.summarise_spread(spread)
-    spread *= np.float32(hi - lo)
+    spread *= np.float32(span)
     how = (f"{profile} profile, {ratio * float(volume.spacing[ax]):.3g} mm thick"
            f"{' (header)' if source == 'header' else ': the spacing, the header has no thickness'}")
     stacks = {"consistency": (consistency, f"output re-acquired ({how}) minus input, input units"),

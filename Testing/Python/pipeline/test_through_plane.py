@@ -151,6 +151,7 @@ def test_cli_through_plane_writes_the_fine_grid_and_says_what_it_will_do(tmp_pat
     (["--spacing", "9"], "not finer than the slice spacing"),
     (["--spacing", "0"], "must be positive"),
     (["--self-ensemble"], "in-plane super-resolution only"),
+    (["--maps", "--orientations", "1"], "--maps needs --orientations 2"),
 ])
 def test_bad_through_plane_requests_are_one_line_and_write_nothing(tmp_path, save_tiny, capsys, argv, pattern):
     rng = np.random.default_rng(0)
