@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import Cancelled, MRSuperResError
+from . import working_range
 from .limits import LR_PIXELS_PER_BATCH, MIN_SLICE, MIN_TILE, TILE_CONTEXT, ProgressCallback, check_slice_size
 
 Hold = Callable[[np.ndarray, np.ndarray], np.ndarray]    # (output batch, input batch) -> array
@@ -39,7 +40,8 @@ def constant_slices(stack: np.ndarray) -> dict[float, np.ndarray]:
 def run_slices(runner, stack: np.ndarray, *, batch_size: int | None = None, tile: int | None = None,
                progress: ProgressCallback | None = None, cancel=None, out: np.ndarray | None = None,
                self_ensemble: bool = False, hold: Hold | None = None, spread: np.ndarray | None = None,
-               residual: np.ndarray | None = None, departure: Hold | None = None) -> np.ndarray:
+               residual: np.ndarray | None = None, departure: Hold | None = None,
+               ceiling: float | None = None) -> np.ndarray:
     """(N, h, w) float32 in [0, 1] -> (N, h s, w s) float32 clipped to [0, 1].
 
     `tile` (LR pixels) cuts each slice into overlapping tiles; by default slices larger than
@@ -52,12 +54,17 @@ def run_slices(runner, stack: np.ndarray, *, batch_size: int | None = None, tile
     resolved once for the run; None: as the network made it);
     `residual`, an (N, h, w) array, receives `departure(output, input)`, the network's own departure
     from the input before that step (the consistency map, what the step corrects).
+    `ceiling`: the level the network's 1 stands for (working_range; default: the stack's own);
+    `hold` and `departure` see the batch as the network does, their results come back in the
+    stack's units.
     """
     if residual is not None and departure is None:
         raise MRSuperResError("a residual needs the departure that fills it")
+    c = working_range.ceiling(stack) if ceiling is None else float(ceiling)
     if self_ensemble:
         return _self_ensemble(runner, stack, out, progress, spread, residual,
-                              dict(batch_size=batch_size, tile=tile, cancel=cancel, hold=hold, departure=departure))
+                              dict(batch_size=batch_size, tile=tile, cancel=cancel, hold=hold, departure=departure,
+                                   ceiling=c))
     if spread is not None:
         raise MRSuperResError("the uncertainty map is the spread of the 8 self-ensemble passes: it needs self_ensemble")
     if batch_size is not None and batch_size < 1:
@@ -91,7 +98,7 @@ def run_slices(runner, stack: np.ndarray, *, batch_size: int | None = None, tile
             raise Cancelled()
         chunk = todo[done:done + batch]
         try:
-            x = stack[chunk] if len(chunk) > 1 else stack[chunk[0]][None]
+            x, excess = working_range.split(stack[chunk] if len(chunk) > 1 else stack[chunk[0]][None], c)
             y = runner.forward_tiled(x, tile) if tile else runner.forward(x)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
@@ -110,8 +117,8 @@ def run_slices(runner, stack: np.ndarray, *, batch_size: int | None = None, tile
                                       "of a slice: free memory or close other programs") from None
             continue
         if residual is not None:
-            residual[chunk] = departure(y, x)
-        out[chunk] = hold(y, x) if hold is not None else y
+            residual[chunk] = departure(y, x) * np.float32(c)
+        out[chunk] = working_range.join(hold(y, x) if hold is not None else y, excess, c, s)
         done += len(chunk)
         if progress:
             progress(int(done + skip[: chunk[-1] + 1].sum()), n)

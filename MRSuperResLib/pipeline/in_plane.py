@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from ..engine import working_range
 from ..engine.batches import run_slices
 from ..engine.slices import SliceEngine
 from ..errors import MRSuperResError
@@ -48,6 +49,7 @@ def enhance_in_plane(volume: Volume, runner: SliceEngine, plan: Plan, *, consist
     stack = geometry.slices_first(data, ax)
     t0 = time.perf_counter()
     normalised = normalise(stack, (lo, hi))
+    ceiling = working_range.ceiling(normalised)
     s = model.scale
     spread = np.empty((stack.shape[0], stack.shape[1] * s, stack.shape[2] * s), np.float32) if maps else None
     lr_residual = np.empty(stack.shape, np.float32)
@@ -56,9 +58,9 @@ def enhance_in_plane(volume: Volume, runner: SliceEngine, plan: Plan, *, consist
     sr = run_slices(runner, normalised, batch_size=batch_size, tile=tile,
                     progress=_passes(progress, 0, passes - 2 * gan, passes), cancel=cancel,
                     self_ensemble=self_ensemble or maps, hold=consistency_step.hold(consistency),
-                    spread=spread, residual=lr_residual, departure=consistency_step.residual)
+                    spread=spread, residual=lr_residual, departure=consistency_step.residual, ceiling=ceiling)
     detail = detail_spread([runner.like(end) for end in detail_ends], normalised, consistency=consistency,
-                           batch_size=batch_size, tile=tile, cancel=cancel,
+                           batch_size=batch_size, tile=tile, cancel=cancel, ceiling=ceiling,
                            progress=_passes(progress, passes - 2, 2, passes)) if gan else None
     signal = normalised > consistency_step.SIGNAL
     facts_consistency = {"network": consistency_step.summarise(lr_residual, signal),
@@ -68,7 +70,8 @@ def enhance_in_plane(volume: Volume, runner: SliceEngine, plan: Plan, *, consist
     hr = volume.regridded(geometry.slices_back(sr, ax), ax, s)
     facts = dict(direction="in-plane", axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=s,
                  input_shape=list(data.shape), output_shape=list(hr.data.shape),
-                 intensity_range=[lo, hi], seconds=time.perf_counter() - t0, slices=stack.shape[0],
+                 intensity_range=[lo, hi], network_ceiling=ceiling, seconds=time.perf_counter() - t0,
+                 slices=stack.shape[0],
                  device=str(runner.device), precision=runner.precision, engine=runner.engine,
                  precision_why=runner.choice.why,
                  threads=torch.get_num_threads(),
@@ -91,7 +94,7 @@ def enhance_in_plane(volume: Volume, runner: SliceEngine, plan: Plan, *, consist
 
 
 def detail_spread(runners: list, stack: np.ndarray, *, consistency: str, batch_size=None, tile=None, cancel=None,
-                  progress=None) -> np.ndarray:
+                  progress=None, ceiling: float | None = None) -> np.ndarray:
     """For a GAN model (or a blend with its fidelity partner): the spread of the output across the
     detail setting, the standard deviation over its two ends, |GAN - fidelity| / 2, one pass of
     each (`runners`, as the run's) with the same consistency step, in [0, 1] units. Where the GAN's
@@ -100,7 +103,7 @@ def detail_spread(runners: list, stack: np.ndarray, *, consistency: str, batch_s
     for i, runner in enumerate(runners):
         step = None if progress is None else (lambda d, t, i=i: progress((i * t + d) // 2, t))
         outs.append(run_slices(runner, stack, batch_size=batch_size, tile=tile, cancel=cancel,
-                               hold=consistency_step.hold(consistency), progress=step))
+                               hold=consistency_step.hold(consistency), progress=step, ceiling=ceiling))
     spread = outs[1]
     spread -= outs[0]
     np.abs(spread, out=spread)

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from ..engine import working_range
 from ..engine.batches import run_slices
 from ..errors import MRSuperResError
 from ..models.cards import model_provenance
@@ -63,6 +64,7 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
     t0 = time.perf_counter()
     lo, hi = intensity_range(data)
     scan01 = normalise(data, (lo, hi))
+    ceiling = working_range.ceiling(scan01)          # the scan's, for both orientations
     fine = interpolate(scan01, ax, factor)
     if not maps:
         scan01 = None                         # kept through the run only for the consistency map
@@ -74,7 +76,8 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
         order = (other, ax, rest)
         stack = np.ascontiguousarray(np.moveaxis(fine, order, (0, 1, 2)))
         report = (lambda d, n, offset=done: progress(offset + d, total)) if progress else None
-        sr = run_slices(runner, stack, batch_size=batch_size, tile=tile, progress=report, cancel=cancel)
+        sr = run_slices(runner, stack, batch_size=batch_size, tile=tile, progress=report, cancel=cancel,
+                        ceiling=ceiling)
         if maps and spread is None:
             spread = np.moveaxis(sr, (0, 1, 2), order).copy()          # the first orientation's estimate
         elif maps:
@@ -91,7 +94,7 @@ def enhance_through_plane(volume: Volume, runner, *, plan: Plan | None = None, a
     facts = dict(direction="through-plane", axis=ax, axis_name=geometry.AXIS_NAMES[ax], scale=1, factor=factor,
                  input_shape=list(data.shape), output_shape=list(hr.data.shape),
                  input_spacing=[float(s) for s in volume.spacing], output_spacing=[float(s) for s in hr.spacing],
-                 intensity_range=[lo, hi], seconds=time.perf_counter() - t0, slices=total,
+                 intensity_range=[lo, hi], network_ceiling=ceiling, seconds=time.perf_counter() - t0, slices=total,
                  device=str(runner.device), precision=runner.precision, engine=runner.engine,
                  precision_why=runner.choice.why, consistency="none", self_ensemble=False,
                  model=model_provenance(model), plan=plan.as_facts())
