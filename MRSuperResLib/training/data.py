@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine import working_range
 from ..scans import geometry
 from ..errors import MRSuperResError
 from ..options import HR_NOISE_SIGMA
@@ -41,8 +42,14 @@ def axes_for(axis: str | int) -> list[int]:
 
 
 def load_normalised(path: str) -> tuple[np.ndarray, VolumeInfo]:
+    """The volume in [0, 1] as the network sees it at inference: min-max, then, where a few bright
+    voxels set the range, clipped at the working range's ceiling and stretched (engine/working_range;
+    none of the known training volumes is), so that `train --self` on such a scan learns the
+    contrast it will be run on."""
     volume = read_volume(path)
-    return normalise(volume.data), VolumeInfo(str(path), tuple(volume.data.shape), sha256_of(path),
+    data = normalise(volume.data)
+    data = working_range.split(data, working_range.ceiling(data))[0]
+    return data, VolumeInfo(str(path), tuple(volume.data.shape), sha256_of(path),
                                               geometry.axial_axis(volume.affine))
 
 

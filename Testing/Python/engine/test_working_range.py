@@ -120,3 +120,19 @@ def test_enhance_says_when_the_scan_was_stretched_and_keeps_the_bright_voxel(tmp
     result = np.asarray(nib.load(str(out)).dataobj)
     assert result.max() > 0.9 * scan.max()                                  # the bright voxel is still there (bicubic)
     np.testing.assert_allclose(result[::4, ::4][:40, :40, 0], scan[:40, :40, 0], rtol=1e-4, atol=1e-3)
+
+
+def test_training_sees_a_bright_voxel_scan_as_inference_does(tmp_path, sample_volume):
+    import nibabel as nib
+
+    from MRSuperResLib.training.data import load_normalised
+
+    data, affine = sample_volume
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "clean.nii.gz"))
+    nib.save(nib.Nifti1Image(with_hot_voxel(data, 8), affine), str(tmp_path / "hot.nii.gz"))
+    clean, _ = load_normalised(str(tmp_path / "clean.nii.gz"))
+    np.testing.assert_array_equal(clean, normalise(data))                   # a typical scan: min-max only
+    hot, _ = load_normalised(str(tmp_path / "hot.nii.gz"))
+    assert hot.max() == 1.0
+    top = np.percentile(hot[hot > 0], working_range.PERCENTILE)
+    assert top == pytest.approx(working_range.TISSUE_LEVEL, abs=0.01)        # the tissue stretched to the level
