@@ -120,7 +120,8 @@ class JobsPanel:
         elif status == "cancelled":
             label.text = "cancelled; nothing was added to the scene"
         elif kind == "enhance":
-            label.text = f"done: '{job.result.GetName()}' added to the scene"
+            note = self.logic.resultNote(job.result)
+            label.text = f"done: '{job.result.GetName()}' added to the scene" + (f"\n{note}" if note else "")
             self.showMapsOf(job.result, job.result.GetAttribute("MRSuperRes.map.consistency"))
         else:
             m = job.result.metrics

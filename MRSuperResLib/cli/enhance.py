@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..engine import working_range
 from ..engine.calibration import make_runner, seconds_per_output_voxel
 from ..engine.slices import check_network
 from ..errors import MRSuperResError
@@ -143,9 +144,8 @@ def enhance_to_files(volume: Volume, output: Path, args, models: Models, maps_di
           f"{'' if facts['direction'] == 'through-plane' else ', consistency ' + facts['consistency']}, "
           f"{facts['slices']} slices in {facts['seconds']:.1f} s on {facts['device']} "
           f"({facts['precision']}{', OpenVINO' if facts['engine'] == 'openvino' else ''})")
-    if facts.get("network_ceiling", 1.0) < 1.0:
-        print(f"intensity: a few voxels are far brighter than the rest, so the network saw the scan up to "
-              f"{100 * facts['network_ceiling']:.0f}% of its range and the brighter voxels were interpolated")
+    if stretched := working_range.describe(facts.get("network_ceiling", 1.0)):
+        print(f"intensity: {stretched}")
     if "data_consistency" in facts:
         print(describe_consistency(facts))
     for name, path in map_paths.items():

@@ -22,8 +22,6 @@ voxel 8 times its maximum) but moved a clean T2 reduced x8 (dipy-s0) by -0.14 dB
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 TISSUE_LEVEL = 0.3       # the 99.9th percentile of the voxels above the minimum is stretched up to this
 PERCENTILE = 99.9
@@ -62,8 +60,19 @@ def join(y: np.ndarray, excess: np.ndarray | None, c: float, scale: int) -> np.n
     if scale == 1:
         out += excess
     else:
+        import torch                                   # here: `describe` is read where torch is not installed
+        from torch.nn import functional as F
+
         with torch.no_grad():
             up = F.interpolate(torch.from_numpy(np.ascontiguousarray(excess, dtype=np.float32))[:, None],
                                scale_factor=scale, mode="bicubic", align_corners=False)[:, 0].numpy()
         out += up
     return np.clip(out, 0, 1, out=out)
+
+
+def describe(c: float) -> str:
+    """The line a run's report carries when the scan was stretched (empty when it was not)."""
+    if c >= 1.0:
+        return ""
+    return (f"a few voxels are far brighter than the rest, so the network saw the scan up to {100 * c:.0f}% "
+            "of its range and the brighter voxels were interpolated")

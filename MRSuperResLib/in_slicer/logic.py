@@ -272,6 +272,15 @@ class MRSuperResLogic:
 
         return ThreadJob(work, lambda value: finish(card.get("name", "model"), *value))
 
+    @staticmethod
+    def resultNote(node) -> str:
+        """What a result node's run did that its user should know, as `enhance` prints it (empty
+        when nothing): a scan whose range was set by a few bright voxels was stretched."""
+        from ..engine.working_range import describe
+
+        facts = json.loads((node.GetAttribute("MRSuperRes.facts") if node is not None else None) or "{}")
+        return describe(float(facts.get("network_ceiling", 1.0)))
+
     def showMap(self, node, name="consistency", opacity=MAP_OPACITY) -> int:
         """Overlay the map `name` (consistency, uncertainty, detail, error) of a result or comparison SR
         node in colour on every slice view showing that node; name=None removes the overlay.

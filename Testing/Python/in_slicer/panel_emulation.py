@@ -416,6 +416,24 @@ def scenario_finish_once(recorder):
             "timer_active": widget.timer.active}
 
 
+def scenario_enhance_note(recorder):
+    """Two enhance results land: a scan stretched for the network (its facts say so) and a plain
+    one; the status line carries the logic's note for the first only."""
+    _, widget, _ = open_panel(recorder)
+    import slicer
+
+    labels = []
+    for name, facts in (("hot x4", {"network_ceiling": 0.25}), ("plain x4", {"network_ceiling": 1.0})):
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        node.SetAttribute("MRSuperRes.facts", json.dumps(facts))
+        widget.jobs = {"enhance": FakeJob("done", result=node), "compare": None}
+        widget.timer.start()
+        for _ in range(3):
+            process_events()
+        labels.append(widget.ui.progressLabel.text)
+    return {"labels": labels, "dialogs": recorder.dialogs}
+
+
 def scenario_install(recorder):
     """Apply on a fresh Slicer installs the dependencies once: while pip runs (and processes
     events) every action button is disabled and clicks on them do nothing; then the job starts."""
@@ -448,7 +466,7 @@ def scenario_install(recorder):
 
 
 SCENARIOS = {"opened": scenario_opened, "self_test": scenario_self_test, "finish_once": scenario_finish_once,
-             "install": scenario_install}
+             "install": scenario_install, "enhance_note": scenario_enhance_note}
 
 if __name__ == "__main__":
     recorder = Recorder()

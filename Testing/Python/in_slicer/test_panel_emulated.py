@@ -64,3 +64,10 @@ def test_an_install_runs_once_with_the_action_buttons_disabled():
     assert all(seen["enabled_after"].values()), seen["enabled_after"]
     assert seen["launched"] == ["enhance"] and seen["enhance_button"] == "Cancel"   # then the Apply goes on
     assert seen["missing_after"] == [] and seen["dialogs"] == []
+
+
+def test_an_enhance_result_stretched_for_the_network_says_so_in_the_status_line():
+    seen = run("enhance_note")
+    hot, plain = seen["labels"]
+    assert hot.startswith("done: 'hot x4' added to the scene\n") and "25% of its range" in hot
+    assert plain == "done: 'plain x4' added to the scene" and seen["dialogs"] == []

@@ -478,3 +478,22 @@ def test_maps_are_volumes_under_the_result_and_overlay_in_the_linked_views(scene
     sr_view = [c for c in slicer.util.getNodesByClass("vtkMRMLSliceCompositeNode")
                if c.GetLayoutName() == views[2].GetLayoutName()][0]
     assert sr_view.GetForegroundVolumeID() == result.maps["error"].GetID() and sr_view.GetLinkedControl()
+
+
+def test_a_bright_voxel_scan_is_stretched_and_the_result_says_so(scene, tmp_path, models):
+    """Real MRML: the Colin27 sample with one voxel 8 times its maximum (a strongly enhancing vessel)."""
+    img = nib.load(str(SAMPLE))
+    data = np.asarray(img.dataobj, dtype=np.float32)[:, :, 22:26].copy()
+    plain = MRSuperResLogic().enhance(load_volume(write_nifti(tmp_path / "gt.nii.gz", data, img.affine), "gt"),
+                                      model=str(models["near"]), axis=2, precision="fp32")
+    assert MRSuperResLogic.resultNote(plain) == ""
+    data[70, 90, 1] = 8 * data.max()
+    node = load_volume(write_nifti(tmp_path / "hot.nii.gz", data, img.affine), "hot")
+    sr = MRSuperResLogic().enhance(node, model=str(models["near"]), axis=2, precision="fp32", consistency="none")
+    facts = json.loads(sr.GetAttribute("MRSuperRes.facts"))
+    assert 0.05 <= facts["network_ceiling"] < 0.5
+    note = MRSuperResLogic.resultNote(sr)
+    assert "brighter voxels were interpolated" in note and f"{100 * facts['network_ceiling']:.0f}%" in note
+    out = slicer.util.arrayFromVolume(sr)                  # (K, J, I): the tissue as nearest gives it
+    lr = slicer.util.arrayFromVolume(node)
+    np.testing.assert_allclose(out[0, ::4, ::4], lr[0], rtol=1e-4, atol=1e-3)
