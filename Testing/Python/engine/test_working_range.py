@@ -136,3 +136,37 @@ def test_training_sees_a_bright_voxel_scan_as_inference_does(tmp_path, sample_vo
     assert hot.max() == 1.0
     top = np.percentile(hot[hot > 0], working_range.PERCENTILE)
     assert top == pytest.approx(working_range.TISSUE_LEVEL, abs=0.01)        # the tissue stretched to the level
+
+
+def test_through_the_slices_both_orientations_share_the_scans_ceiling(monkeypatch):
+    """A thick scan whose range is set by one bright spot: the network (identity here) sees the
+    tissue stretched by the one ceiling of the scan in both orientations, and the output is
+    the cubic interpolation exactly, the bright spot included."""
+    from conftest import tiny_model
+
+    from MRSuperResLib.engine.slices import SliceEngine
+    from MRSuperResLib.pipeline.enhance import enhance_volume
+    from MRSuperResLib.scans import slice_profile
+    from MRSuperResLib.scans.volumes import Volume
+
+    rng = np.random.default_rng(1)
+    thick = (100 + 50 * rng.random((30, 28, 8))).astype(np.float32)        # tissue
+    thick[14, 14, 4] = 4000.0                                              # one bright voxel
+    seen = []
+
+    def identity(self, x):
+        seen.append(float(np.percentile(x, 50)))
+        return np.clip(x, 0, 1)
+
+    monkeypatch.setattr(SliceEngine, "forward", identity)
+    out, facts = enhance_volume(Volume(thick, np.diag([1.0, 1.0, 5.0, 1.0])), tiny_model(1), direction="through-plane",
+                                device="cpu", precision="fp32", consistency="none")
+    c = facts["network_ceiling"]
+    scan = normalise(thick)
+    assert c == working_range.ceiling(scan) < 0.2
+    median = float(np.median(scan))
+    stacks = [m for m in seen if m > 0]
+    assert len(stacks) >= 2 and all(abs(m - median / c) < 0.1 / c for m in stacks)   # stretched by 1 / c
+    expected = np.clip(slice_profile.interpolate(scan, 2, 5.0), 0, 1) * np.float32(4000.0 - thick.min()) + thick.min()
+    np.testing.assert_allclose(out.data, expected, rtol=1e-4, atol=1e-2)
+    assert out.data.max() == pytest.approx(expected.max(), rel=1e-5)
