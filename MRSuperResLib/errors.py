@@ -19,6 +19,10 @@ class MRSuperResError(Exception):
     """A problem with the user's input or environment, explained in the message."""
 
 
+class SlicesTooSmall(MRSuperResError):
+    """A scan's slices are smaller than the scale needs (a model's report skips such a scan)."""
+
+
 class Cancelled(MRSuperResError):
     """The user asked to stop; nothing was written."""
 

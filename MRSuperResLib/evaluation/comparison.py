@@ -15,7 +15,7 @@ import numpy as np
 from ..engine.batches import run_slices
 from ..engine.calibration import make_runner
 from ..engine.limits import MIN_SLICE, ProgressCallback
-from ..errors import MRSuperResError
+from ..errors import MRSuperResError, SlicesTooSmall
 from ..options import CONSISTENCY_DEFAULT
 from ..pipeline import consistency as consistency_step
 from ..pipeline.through_plane import enhance_through_plane
@@ -63,7 +63,7 @@ def compare_volume(gt: Volume, model, *, scale: int = 4, degradation: str = "bil
     ax = geometry.choose_axis(axis, gt.affine, data.shape)
     in_plane = [data.shape[a] for a in geometry.in_plane_axes(ax)]
     if min(in_plane) < scale * MIN_SLICE:
-        raise MRSuperResError(f"the ground truth's slices ({in_plane[0]}x{in_plane[1]} voxels) are too small for "
+        raise SlicesTooSmall(f"the ground truth's slices ({in_plane[0]}x{in_plane[1]} voxels) are too small for "
                               f"x{scale}: they need at least {scale * MIN_SLICE} voxels a side")
     gt = crop_to_multiple(Volume(data, gt.affine, gt.meta), scale, ax)
     lr = degrade_volume(gt, scale, degradation, ax)

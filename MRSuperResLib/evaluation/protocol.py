@@ -16,7 +16,7 @@ import numpy as np
 from ..engine.batches import run_slices
 from ..engine.calibration import make_runner
 from ..engine.limits import MIN_SLICE, ProgressCallback
-from ..errors import MRSuperResError
+from ..errors import MRSuperResError, SlicesTooSmall
 from ..models.cards import model_provenance
 from ..models.catalog import detail_ends
 from ..options import BASELINES, CONSISTENCY_DEFAULT
@@ -84,7 +84,7 @@ def evaluate(paths: list[str], model=None, *, model_name: str | None = None, mod
         ax = geometry.choose_axis(axis, vol.affine, vol.data.shape)
         h, w = (vol.data.shape[a] for a in geometry.in_plane_axes(ax))
         if min(h, w) < scale * MIN_SLICE:
-            raise MRSuperResError(f"{path}: slices of {h}x{w} voxels are too small for x{scale} "
+            raise SlicesTooSmall(f"{path}: slices of {h}x{w} voxels are too small for x{scale} "
                                   f"(need at least {scale * MIN_SLICE} voxels a side)")
         plans.append((path, vol, ax))
     runner = make_runner(model, device=device, precision=precision, engine=engine) if model is not None else None  # inputs checked first

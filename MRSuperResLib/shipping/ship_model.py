@@ -35,7 +35,7 @@ from ..options import PROJECT_DIR
 from ..models.cards import describe_volumes
 from ..pipeline.consistency import STEPS
 from ..models.datasets import BLANK, source_of
-from ..errors import MRSuperResError
+from ..errors import MRSuperResError, SlicesTooSmall
 
 # a GAN model's targets, mean gain over bicubic on the validation subjects: its detail must not cost
 # structure (SSIM) and must carry information (VIF)
@@ -262,8 +262,8 @@ def score_scans(model, name: str, scans: list[tuple[Path, str]], previous, out_d
         try:
             result = score_as_shipped(path, model, name, baselines=("bicubic", "bilinear"),
                                       out_dir=out_dir if i == 0 else None)
-        except MRSuperResError as exc:
-            if not (skip_small and "too small" in str(exc)):
+        except SlicesTooSmall as exc:
+            if not skip_small:
                 raise
             print(f"{path.name}: skipped, {exc}", flush=True)
             rows.append({"volume": path.name, "sha256": sha, "subject": spec.get("subject"),

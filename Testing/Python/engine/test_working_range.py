@@ -99,7 +99,7 @@ def test_the_shipped_model_keeps_its_gain_on_a_scan_with_a_bright_voxel(sample_v
             gains[name, ceiling] = psnr(out, hr) - cubic
     assert gains["clean", None] == gains["clean", 1.0]                   # untouched
     assert gains["hot", 1.0] < gains["clean", None] - 0.4                # the failure this fixes
-    assert gains["hot", None] > gains["hot", 1.0] + 0.8                  # most of it back (+0.85 -> +2.17 dB)
+    assert gains["hot", None] > gains["hot", 1.0] + 0.8                  # most of it back (+0.73 -> +2.17 dB; clean +2.60)
     assert gains["hot", None] > gains["clean", None] - 0.6
 
 

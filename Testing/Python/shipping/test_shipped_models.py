@@ -25,7 +25,7 @@ from MRSuperResLib.models.catalog import SHIPPED_DIR
 from MRSuperResLib.models.rrdbnet import SCALES
 from MRSuperResLib.models.checkpoints import checkpoint_generator
 from MRSuperResLib.cli import main
-from MRSuperResLib.errors import MRSuperResError
+from MRSuperResLib.errors import MRSuperResError, SlicesTooSmall
 from MRSuperResLib.training.degradation import add_rician
 from MRSuperResLib.training.data import SlicePool, VolumeInfo
 from MRSuperResLib.scans.volumes import read_volume
@@ -366,3 +366,7 @@ def test_a_scan_too_small_for_the_scale_is_listed_as_skipped(tmp_path):
                      "skipped": "slices of 62x128 voxels are too small for x8 (need at least 64 voxels a side)"}]
     with pytest.raises(MRSuperResError, match="too small for x8"):
         ship_model.score_scans(model, "tiny", [(small, "0" * 64)], None)
+    blank = write_nifti(tmp_path / "blank.nii.gz", np.zeros((128, 128, 6), np.float32))
+    with pytest.raises(MRSuperResError) as caught:                      # only a size is skipped, by its type
+        ship_model.score_scans(model, "tiny", [(blank, "0" * 64)], None, skip_small=True)
+    assert not isinstance(caught.value, SlicesTooSmall)
