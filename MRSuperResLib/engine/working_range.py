@@ -74,5 +74,5 @@ def describe(c: float) -> str:
     """The line a run's report carries when the scan was stretched (empty when it was not)."""
     if c >= 1.0:
         return ""
-    return (f"a few voxels are far brighter than the rest, so the network saw the scan up to {100 * c:.0f}% "
+    return (f"a few voxels are far brighter than the rest, so the network saw the scan up to {int(100 * c)}% "
             "of its range and the brighter voxels were interpolated")

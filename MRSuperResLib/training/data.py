@@ -49,8 +49,7 @@ def load_normalised(path: str) -> tuple[np.ndarray, VolumeInfo]:
     volume = read_volume(path)
     data = normalise(volume.data)
     data = working_range.split(data, working_range.ceiling(data))[0]
-    return data, VolumeInfo(str(path), tuple(volume.data.shape), sha256_of(path),
-                                              geometry.axial_axis(volume.affine))
+    return data, VolumeInfo(str(path), tuple(volume.data.shape), sha256_of(path), geometry.axial_axis(volume.affine))
 
 
 def split_volumes(data: list[str], val: list[str] | None) -> tuple[list[str], list[str], str]:
