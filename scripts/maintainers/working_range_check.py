@@ -18,13 +18,12 @@ import numpy as np
 from MRSuperResLib.engine.working_range import ceiling
 from MRSuperResLib.evaluation.comparison import crop_to_multiple
 from MRSuperResLib.models.datasets import EVALUATION, TRAINING, VALIDATION
-from MRSuperResLib.options import home_dir
+from MRSuperResLib.options import DEGRADATIONS, home_dir
 from MRSuperResLib.scans import geometry
 from MRSuperResLib.scans.degrade import degrade_volume
 from MRSuperResLib.scans.volumes import Volume, intensity_range, normalise, read_volume
 
-SCALES = (2, 4, 8)
-DEGRADATIONS = ("bilinear", "bicubic", "kspace")
+SCALES = (2, 4, 8)                     # the shipped in-plane models' scales
 
 
 def ceilings(path: Path) -> list[float | None]:
