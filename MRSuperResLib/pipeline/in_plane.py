@@ -1,7 +1,8 @@
 """Super-resolution within the slices of a volume, with its maps.
 
 Volume in -> per-volume min-max to [0, 1] -> slices perpendicular to the plan's axis, streamed in
-batches through the engine -> clipped to [0, 1] -> held to the input (the run's consistency step:
+batches through the engine (in its working range: stretched where a few bright voxels set the
+scan's range, engine/working_range) -> clipped to [0, 1] -> held to the input (the run's consistency step:
 anchored to its local brightness, or projected to reproduce it exactly) -> back to the input's
 intensity units -> volume out on the HR grid of `geometry.resample_affine`. With `maps`, the
 consistency map (the network's output re-acquired minus the input), the uncertainty map (spread of
