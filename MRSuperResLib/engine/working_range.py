@@ -60,7 +60,9 @@ def join(y: np.ndarray, excess: np.ndarray | None, c: float, scale: int) -> np.n
     if scale == 1:
         out += excess
     else:
-        import torch                                   # here: `describe` is read where torch is not installed
+        # torch here: `describe` is read where torch is not installed. The call is scans.resample.upsample's
+        # (the bicubic baseline's); importing that from the engine puts the CLI a ninth layer up (architecture.md)
+        import torch
         from torch.nn import functional as F
 
         with torch.no_grad():
