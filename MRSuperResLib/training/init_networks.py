@@ -9,7 +9,10 @@ import torch
 from ..models import checkpoints
 from ..models.cards import provenance
 from ..errors import MRSuperResError
+from ..models.grow import grow
 from ..models.rrdbnet import RRDBNet
+
+SIZE_FLAGS = (("blocks", "num_block"), ("features", "num_feat"), ("growth", "num_grow_ch"))
 
 
 def resolve_init(config) -> tuple[RRDBNet, str, dict | None]:
@@ -52,10 +55,15 @@ def resolve_init(config) -> tuple[RRDBNet, str, dict | None]:
         raise MRSuperResError("--input-skip starts from a model of another scale or from scratch (the --init "
                               "model has no input skip)")
     arch = model.config
-    for flag, key in (("blocks", "num_block"), ("features", "num_feat"), ("growth", "num_grow_ch")):
-        wanted = getattr(config, flag)
-        if wanted is not None and wanted != arch[key]:
-            raise MRSuperResError(f"--{flag} {wanted} differs from the --init model's {arch[key]}")
+    size = {key: getattr(config, flag) or arch[key] for flag, key in SIZE_FLAGS}
+    for flag, key in SIZE_FLAGS:
+        if size[key] < arch[key]:
+            raise MRSuperResError(f"--{flag} {size[key]} is smaller than the --init model's {arch[key]} "
+                                  "(a network can be grown from a trained one, not shrunk)")
+    if any(size[key] != arch[key] for _, key in SIZE_FLAGS):
+        model = grow(model, **size, seed=config.seed)
+        transferred += (f", grown to {size['num_block']} blocks, {size['num_feat']} features, "
+                        f"{size['num_grow_ch']} growth channels (the same function at the start)")
     return model, f"{card.get('name')} (sha256 {card.get('sha256') or 'n/a'}){transferred}", provenance(card)
 
 

@@ -17,6 +17,7 @@ import torch
 from conftest import ROOT, SAMPLE, tiny_model, write_nifti
 from MRSuperResLib.models.checkpoints import list_checkpoints, load_latest
 from MRSuperResLib.cli import main
+from MRSuperResLib.models.rrdbnet import RRDBNet
 from MRSuperResLib.events import FINAL_EVENTS, read_events
 
 TINY = ["--blocks", "1", "--features", "16", "--growth", "8", "--d-features", "16", "--batch", "2",
@@ -241,6 +242,8 @@ def test_bad_input_leaves_the_run_folder_as_it_was(tmp_path, volumes, capsys, sa
         (train_args(tmp_path / "r5b", [a], "--init", x2, "--scale", "2", "--input-skip"), "has no input skip"),
         (train_args(tmp_path / "r5c", [a], "--init", x2, "--scale", "2", "--supersample", "2"),
          "--supersample 2 differs from the --init model's 1"),
+        (["train", "--data", str(a), "--out", str(tmp_path / "r5d"), "--init", str(x2), "--patch", "32",
+          "--blocks", "1", "--features", "8"], "--features 8 is smaller than the --init model's 16"),
         (train_args(tmp_path / "r6", [a], "--resume"), "no valid checkpoint"),
         (train_args(tmp_path / "r7", [small]), "patch size"),
         (train_args(tmp_path / "r8", [a], "--patch", "36"), "multiple of 8"),
@@ -297,6 +300,28 @@ def test_an_x2_run_supersampled_from_an_x4_model_starts_as_it_and_ships_its_fact
     x = torch.rand(1, 1, 12, 12)
     with torch.no_grad():                     # a learning rate of 1e-12: still the x4 network, averaged 2x2
         assert torch.allclose(model(x), torch.nn.functional.avg_pool2d(x4(x), 2), atol=1e-4)
+
+
+def test_a_run_grown_from_a_model_starts_as_it(tmp_path, volumes, save_tiny):
+    """--init MODEL with more --blocks/--features/--growth than it has: the run starts from the
+    same function (models/grow) and its card says so."""
+    from MRSuperResLib.models.weights import load_generator
+
+    torch.manual_seed(3)
+    x1 = RRDBNet(1, 1, scale=1, num_feat=16, num_block=1, num_grow_ch=8, input_skip=True).eval()
+    with torch.no_grad():
+        for p in x1.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    run = tmp_path / "grown"
+    assert main(["train", "--data", *map(str, volumes), "--out", str(run), "--init", str(save_tiny(x1, "x1")),
+                 "--scale", "1", "--degrade", "thick", "--blocks", "2", "--features", "24", "--iters", "1",
+                 "--batch", "1", "--patch", "32", "--precision", "fp32", "--lr", "1e-12"]) == 0
+    model, card = load_generator(run / "model.safetensors")
+    assert card["architecture"]["num_block"] == 2 and card["architecture"]["num_feat"] == 24
+    assert "grown to 2 blocks, 24 features, 8 growth channels" in card["init"]
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model(x), x1(x), atol=1e-4)
 
 
 def test_gan_losses_and_discriminator_skip_targets_given_hr_noise(tmp_path, volumes):
