@@ -27,11 +27,12 @@ def grow(source: RRDBNet, num_block: int, num_feat: int, num_grow_ch: int, seed:
     if num_block < nb0 or num_feat < nf0 or num_grow_ch < gc0:
         raise ValueError(f"a network grows, it does not shrink: {nb0} blocks, {nf0} features, {gc0} growth "
                          f"channels to {num_block}, {num_feat}, {num_grow_ch}")
-    torch.manual_seed(seed)
     arch = {k: v for k, v in old.items() if k not in ("input_skip", "supersample")}
-    target = RRDBNet(**{**arch, "num_block": num_block, "num_feat": num_feat, "num_grow_ch": num_grow_ch},
-                     input_skip="input_skip" in old, supersample=old.get("supersample", 1))
-    init_weights(target, 0.1)
+    with torch.random.fork_rng(devices=[]):          # the caller's random stream is left as it was
+        torch.manual_seed(seed)
+        target = RRDBNet(**{**arch, "num_block": num_block, "num_feat": num_feat, "num_grow_ch": num_grow_ch},
+                         input_skip="input_skip" in old, supersample=old.get("supersample", 1))
+        init_weights(target, 0.1)
     state = target.state_dict()
     for key, value in source.state_dict().items():
         if key in ("input_skip", "supersample"):

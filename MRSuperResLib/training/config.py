@@ -72,11 +72,13 @@ class TrainConfig:
     consistency: str = option(CONSISTENCY_DEFAULT, choices=CONSISTENCY_MODES,
                               help="the consistency step validation applies, so checkpoints are chosen as the model "
                                    "will run (auto: the --init model's card's, else anchor; exact for supersampled x2)")
-    blocks: int | None = option(None, minimum=1, shown="23, or the init model's", help="RRDB blocks; more than the --init model's "
-                                  "grows that network, which then starts out computing exactly what it did")
-    features: int | None = option(None, minimum=1, shown="64, or the init model's", help="features; more grows it, as --blocks")
-    growth: int | None = option(None, minimum=1, shown="32, or the init model's", help="dense-block growth channels; more grows "
-                                   "it, as --blocks")
+    blocks: int | None = option(None, minimum=1, shown="23, or the init model's",
+                                help="RRDB blocks; more than the --init model's grows that network, which then "
+                                     "starts out computing exactly what it did")
+    features: int | None = option(None, minimum=1, shown="64, or the init model's",
+                                  help="features; more grows it, as --blocks")
+    growth: int | None = option(None, minimum=1, shown="32, or the init model's",
+                                help="dense-block growth channels; more grows it, as --blocks")
     d_features: int = option(64, minimum=1, help="discriminator features, as Real-ESRGAN's")
     iters: int = option(1000, minimum=1, panel=True, help="iterations to reach")
     batch: int = option(4, minimum=1, panel=True, help="patches per iteration")

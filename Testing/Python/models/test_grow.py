@@ -18,7 +18,7 @@ def trained_like(model: RRDBNet) -> RRDBNet:
     return model
 
 
-@pytest.mark.parametrize("scale,skip", [(1, True), (4, False), (2, False)])
+@pytest.mark.parametrize("scale,skip", [(1, True), (4, False), (2, False), (8, False)])
 @pytest.mark.parametrize("size", [(3, 16, 8), (1, 24, 8), (1, 16, 12), (2, 32, 16)])
 def test_the_grown_network_computes_the_same(scale, skip, size):
     torch.manual_seed(0)
@@ -46,3 +46,12 @@ def test_new_channels_and_blocks_receive_gradients():
 def test_a_network_is_not_shrunk():
     with pytest.raises(ValueError, match="does not shrink"):
         grow(tiny_model(4, blocks=2), 1, 16, 8)
+
+
+def test_growing_leaves_the_callers_random_stream_alone():
+    source = tiny_model(4)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    grow(source, 2, 24, 12)
+    assert torch.equal(torch.rand(3), expected)
