@@ -271,6 +271,9 @@ def run(args) -> int:
     checks = {"exit": code, "ended": how, "steps": len(report.get("steps", {})), "failed": failed or "none",
               "finished": report.get("finished", False)}
     log.say(f"checks {how} (exit {code}): {checks}")
+    if not (out / CHECKS).exists():       # ended before its first step: the file says so, and every run returns it
+        (out / CHECKS).write_text(json.dumps({"device": args.device, "steps": {}, "finished": False,
+                                              "ended": how, "exit": code}, indent=2))
 
     run_dir = work / RUN_NAME
     code, how = run_child(training_command(args, volumes, run_dir), log, budget.train, env,

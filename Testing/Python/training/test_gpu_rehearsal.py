@@ -95,6 +95,8 @@ def test_a_run_whose_training_fails_says_so_and_returns_no_weights(tmp_path):
     log = (out / gpu_run.LOG).read_text()
     assert "checks ended at its deadline" in log and "--patch 7 must be a multiple of 8" in log
     assert "no weights returned" in log
+    checks = json.loads((out / gpu_run.CHECKS).read_text())      # ended before its first step, still returned
+    assert checks["steps"] == {} and checks["finished"] is False and checks["ended"] == "ended at its deadline"
 
 
 def test_split_parts_fit_the_transfer_limit_and_join_bit_for_bit(tmp_path):
