@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from ..errors import MRSuperResError
+from ..files import atomic_write_bytes
 from ..options import MRI_DEFAULT_MODEL, PROJECT_DIR
 from .gpu_pack import DEFAULT_PACK, recipe, recipe_volumes, unpack
 from .split_files import join_file, manifest_path, parts_needed, read_manifest, split_file
@@ -272,8 +273,8 @@ def run(args) -> int:
               "finished": report.get("finished", False)}
     log.say(f"checks {how} (exit {code}): {checks}")
     if not (out / CHECKS).exists():       # ended before its first step: the file says so, and every run returns it
-        (out / CHECKS).write_text(json.dumps({"device": args.device, "steps": {}, "finished": False,
-                                              "ended": how, "exit": code}, indent=2))
+        atomic_write_bytes(out / CHECKS, json.dumps({"device": args.device, "steps": {}, "finished": False,
+                                                     "ended": how, "exit": code}, indent=2).encode())
 
     run_dir = work / RUN_NAME
     code, how = run_child(training_command(args, volumes, run_dir), log, budget.train, env,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from MRSuperResLib.engine.limits import MIN_SLICE
 from MRSuperResLib.engine.working_range import ceiling
 from MRSuperResLib.evaluation.comparison import crop_to_multiple
 from MRSuperResLib.models.datasets import EVALUATION, TRAINING, VALIDATION
@@ -32,7 +33,7 @@ def ceilings(path: Path) -> list[float | None]:
     ax = geometry.choose_axis("auto", volume.affine, volume.data.shape)
     found = []
     for scale in SCALES:
-        if min(volume.data.shape[a] for a in geometry.in_plane_axes(ax)) < 2 * scale:
+        if min(volume.data.shape[a] for a in geometry.in_plane_axes(ax)) < scale * MIN_SLICE:   # evaluate's bound
             found += [None] * len(DEGRADATIONS)
             continue
         gt = crop_to_multiple(Volume(volume.data.astype(np.float32), volume.affine, volume.meta), scale, ax)
