@@ -228,7 +228,7 @@ def write_table(path: Path, rows: list, volumes: list[Path], facts: dict, checks
               against, "",
               ("Join, then rank with every slice: `python scripts/maintainers/gpu_run.py join RESULTS --to RUN`, "
                f"`python scripts/maintainers/ship_model.py RUN --name {MRI_DEFAULT_MODEL} --dry-run`")]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
 def export_best(run_dir: Path, spec: str, work: Path, out: Path, max_part: int, **extra) -> dict:
